@@ -1,0 +1,47 @@
+"""Test and lint sessions: ``python -m nox`` runs them all.
+
+The suite runs twice: against current requests and urllib3 2.x, and against
+the oldest supported pair (requests 2.31, urllib3 1.26), which legacy
+environments still pin.
+"""
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "tests_legacy"]
+nox.options.error_on_missing_interpreters = True
+
+# pytest exits 5 when it collected no test. That is a broken suite, not a
+# pass, so only 0 counts as success (nox's default, stated here on purpose).
+PYTEST_OK = [0]
+SHOW_VERSIONS = (
+    "import requests, urllib3; print('requests', requests.__version__, urllib3.__version__)"
+)
+
+
+def _show_versions(session: nox.Session) -> None:
+    session.run("python", "-c", SHOW_VERSIONS)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The suite against the newest requests and urllib3 2.x."""
+    session.install("-e", ".[test]", "urllib3>=2,<3")
+    _show_versions(session)
+    session.run("pytest", *session.posargs, success_codes=PYTEST_OK)
+
+
+@nox.session
+def tests_legacy(session: nox.Session) -> None:
+    """The suite against requests 2.31 and urllib3 1.26 (the oldest supported)."""
+    session.install("-e", ".[test]", "requests==2.31.0", "urllib3==1.26.20")
+    _show_versions(session)
+    session.run("pytest", *session.posargs, success_codes=PYTEST_OK)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff (lint and format) and mypy --strict."""
+    session.install("-e", ".[lint]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")

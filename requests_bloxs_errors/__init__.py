@@ -1,0 +1,73 @@
+"""requests-bloxs-errors: a resilience layer for requests, by the Bloxs error table.
+
+Usage::
+
+    >>> import requests, requests_bloxs_errors as rbe
+    >>> session = requests.Session()
+    >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.TokenAuth(fetch_token))
+    >>> response = session.get("https://acme.bloxs.io/api/v1/realestateobjects/complexes")
+    >>> response.raise_for_status()       # a typed rbe.BloxsError, still a requests.HTTPError
+
+The logger ``requests_bloxs_errors`` has a NullHandler; configure logging to
+see retries (WARNING), re-authentication (INFO) and give-ups (ERROR).
+"""
+
+from __future__ import annotations
+
+from .adapter import BloxsAdapter, BloxsResponse, mount
+from .auth import Credential, TokenAuth
+from .classify import BODY_CAP, ErrorInfo, classify, error_for
+from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
+from .exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    BloxsError,
+    ClientError,
+    MethodNotAllowedError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    ServiceUnavailableError,
+    UnsupportedMediaTypeError,
+)
+from .patch import install, installed, uninstall
+from .retry import BloxsRetry
+from .table import RULES, Retryable, Rule, rule_for
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BODY_CAP",
+    "RULES",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "BloxsAdapter",
+    "BloxsError",
+    "BloxsResponse",
+    "BloxsRetry",
+    "ClientError",
+    "Credential",
+    "ErrorInfo",
+    "GiveUpEvent",
+    "MethodNotAllowedError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ReauthEvent",
+    "RetryEvent",
+    "Retryable",
+    "Rule",
+    "ServerError",
+    "ServiceUnavailableError",
+    "TokenAuth",
+    "UnsupportedMediaTypeError",
+    "classify",
+    "error_for",
+    "install",
+    "installed",
+    "mount",
+    "rule_for",
+    "uninstall",
+]

@@ -1,0 +1,472 @@
+"""The transport adapter: :class:`BloxsAdapter` and :func:`mount`.
+
+``send()`` runs one call in four steps:
+
+1. sign a copy of the request when it lies under the adapter's prefix;
+2. hand it to :class:`requests.adapters.HTTPAdapter` with a per-call
+   :class:`~requests_bloxs_errors.BloxsRetry`, so urllib3 drives the retries;
+3. on a 401 or 403, refresh the credential and resend once;
+4. classify a final error response, keep the classification on it, log a
+   give-up, and raise when ``raise_errors`` is set.
+
+A 2xx or 3xx response goes back after step 2 untouched: no body read, no copy.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from requests import PreparedRequest, Response, Session
+from requests.adapters import HTTPAdapter
+from requests.exceptions import ConnectionError, ReadTimeout, RequestException
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError
+from urllib3.util.retry import Retry
+
+from .auth import Credential
+from .classify import ErrorInfo, classify, error_for
+from .events import Attempt, GiveUpEvent, Hooks, ReauthEvent, logger
+from .retry import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRIES,
+    BloxsRetry,
+    Call,
+)
+from .urls import Prefix, is_loopback, redact_url
+
+if TYPE_CHECKING:
+    from urllib3.util.timeout import Timeout
+
+__all__ = ["BloxsAdapter", "BloxsResponse", "mount"]
+
+TimeoutArg = Union[None, float, "tuple[float | None, float | None]", "Timeout"]
+
+
+class BloxsResponse(Response):
+    """An error response that went through a :class:`BloxsAdapter`.
+
+    It is a :class:`requests.Response` in every way, except that
+    :meth:`raise_for_status` raises the typed
+    :class:`~requests_bloxs_errors.BloxsError` (still a
+    :class:`requests.HTTPError`). Success responses keep their own class.
+    """
+
+    __attrs__ = [*Response.__attrs__, "_bloxs_info", "_bloxs_history"]  # noqa: RUF012
+
+    _bloxs_info: ErrorInfo | None = None
+    _bloxs_history: tuple[Attempt, ...] = ()
+
+    @property
+    def error_info(self) -> ErrorInfo | None:
+        """The classification of this response."""
+        return classify(self)
+
+    @property
+    def attempts(self) -> tuple[Attempt, ...]:
+        """Every request sent to get this response."""
+        return self._bloxs_history
+
+    def raise_for_status(self) -> None:
+        """Raise the typed exception for this error response."""
+        info = classify(self)
+        if info is None:
+            super().raise_for_status()
+            return
+        raise error_for(self, info, self._bloxs_history)
+
+
+class _PerThread(threading.local):
+    retry: BloxsRetry | None = None
+
+
+def _number(
+    name: str, value: object, *, allow_none: bool = False, positive: bool = False
+) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        expected = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise TypeError(f"{name} must be {expected}, not {type(value).__name__}")
+    if math.isnan(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
+
+
+def _retry_count(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(
+            f"max_retries must be an int or a urllib3 Retry, not {type(value).__name__}"
+        )
+    if value < 0:
+        raise ValueError(f"max_retries must be >= 0, got {value}")
+    return value
+
+
+def _policy(
+    max_retries: object, backoff_factor: float, backoff_max: float, max_retry_after: float | None
+) -> BloxsRetry:
+    if isinstance(max_retries, Retry):
+        return BloxsRetry.from_retry(max_retries, max_retry_after=max_retry_after)
+    n = _retry_count(max_retries)
+    return BloxsRetry(
+        total=n,
+        connect=n,
+        read=n,
+        status=n,
+        backoff_factor=backoff_factor,
+        backoff_jitter=backoff_factor,
+        backoff_max=backoff_max,
+        max_retry_after=max_retry_after,
+    )
+
+
+def _clamp_timeout(timeout: Any, limit: float) -> Any:
+    """Keep each attempt's connect and read timeouts within the call's deadline."""
+    if timeout is None:
+        return (limit, limit)
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        return tuple(limit if t is None else min(t, limit) for t in timeout)
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return min(timeout, limit)
+    return timeout  # a urllib3 Timeout object: the caller's own choice
+
+
+class BloxsAdapter(HTTPAdapter):
+    """An :class:`~requests.adapters.HTTPAdapter` that retries, re-authenticates
+    and classifies errors by the Bloxs/DealCloud error table.
+
+    Usage::
+
+        >>> import requests, requests_bloxs_errors as rbe
+        >>> session = requests.Session()
+        >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.TokenAuth(fetch))
+        >>> session.get("https://acme.bloxs.io/api/v1/realestateobjects/complexes")
+
+    :param auth: a :class:`~requests_bloxs_errors.Credential` that signs every
+        request under ``prefix`` and is refreshed once on 401/403; None
+        leaves authentication to the caller.
+    :param max_retries: retries per call (an int), or a urllib3 ``Retry``
+        whose counts, back-off and ``status_forcelist`` are then used (method
+        safety still comes from the error table). 0 disables retries.
+    :param backoff_factor: seconds of the first back-off, doubled per retry;
+        used with an int ``max_retries``.
+    :param backoff_max: the longest back-off, in seconds.
+    :param max_retry_after: the longest ``Retry-After`` slept on, in seconds.
+        A longer one is not waited for: the response comes back at once (or
+        its error is raised) with ``retry_after`` set. None: no limit.
+    :param deadline: seconds for a whole call, attempts and waits included;
+        no wait crosses it and each attempt's timeouts are clamped to it.
+        None: no deadline.
+    :param raise_errors: False (the default) returns error responses, whose
+        ``raise_for_status()`` raises the typed error; True raises it from
+        :meth:`send`.
+    :param prefix: the URL prefix this adapter serves; required with ``auth``
+        and must then name a host. :func:`mount` passes it for you.
+    :param on_retry: a callable (or list) receiving a
+        :class:`~requests_bloxs_errors.RetryEvent` before each retry.
+    :param on_reauth: likewise, a :class:`~requests_bloxs_errors.ReauthEvent`.
+    :param on_give_up: likewise, a :class:`~requests_bloxs_errors.GiveUpEvent`.
+    :param kwargs: any :class:`~requests.adapters.HTTPAdapter` argument
+        (``pool_connections``, ``pool_maxsize``, ``pool_block``).
+    :raises TypeError, ValueError: on bad configuration.
+    """
+
+    __attrs__ = [  # noqa: RUF012 - requests' own pickling convention
+        *HTTPAdapter.__attrs__,
+        "_auth",
+        "_prefix",
+        "_deadline",
+        "_raise_errors",
+        "_hooks",
+    ]
+
+    def __init__(
+        self,
+        *,
+        auth: Credential | None = None,
+        max_retries: int | Retry = DEFAULT_RETRIES,
+        backoff_factor: float = DEFAULT_BACKOFF_FACTOR,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        max_retry_after: float | None = DEFAULT_MAX_RETRY_AFTER,
+        deadline: float | None = None,
+        raise_errors: bool = False,
+        prefix: str | None = None,
+        on_retry: Any = None,
+        on_reauth: Any = None,
+        on_give_up: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        factor = _number("backoff_factor", backoff_factor)
+        cap = _number("backoff_max", backoff_max)
+        assert factor is not None
+        assert cap is not None
+        self._local = _PerThread()
+        self._policy = _policy(
+            max_retries, factor, cap, _number("max_retry_after", max_retry_after, allow_none=True)
+        )
+        self._deadline = _number("deadline", deadline, allow_none=True, positive=True)
+        if not isinstance(raise_errors, bool):
+            raise TypeError(
+                f"raise_errors must be True or False, not {type(raise_errors).__name__}"
+            )
+        self._raise_errors = raise_errors
+        if auth is not None and not isinstance(auth, Credential):
+            raise TypeError(
+                "auth must provide sign(request) and refresh(request, response), "
+                f"such as rbe.TokenAuth; got {type(auth).__name__}"
+            )
+        self._auth = auth
+        self._prefix = Prefix.parse(prefix) if prefix is not None else None
+        if auth is not None:
+            if self._prefix is None or not self._prefix.names_host:
+                raise ValueError(
+                    "auth needs a prefix that names a host, such as 'https://acme.bloxs.io/', "
+                    "so credentials go to that host only; "
+                    f"got {prefix!r}. Use rbe.mount(session, 'https://acme.bloxs.io/', auth=...)"
+                )
+            if self._prefix.scheme == "http" and not is_loopback(self._prefix.host):
+                logger.warning(
+                    "Credentials for %s will be sent over plain HTTP; use https://",
+                    redact_url(self._prefix.raw),
+                )
+        self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
+        super().__init__(max_retries=self._policy, **kwargs)
+
+    # -- max_retries: the shared policy, or this thread's per-call copy -------
+
+    @property
+    def max_retries(self) -> Retry:
+        """The retry policy; during :meth:`send`, that call's own copy of it."""
+        retry = self._local.retry
+        return self._policy if retry is None else retry
+
+    @max_retries.setter
+    def max_retries(self, value: int | Retry) -> None:
+        if isinstance(value, BloxsRetry):
+            self._policy = value
+        elif isinstance(value, Retry):
+            self._policy = BloxsRetry.from_retry(
+                value, max_retry_after=self._policy.max_retry_after
+            )
+        else:
+            n = _retry_count(value)
+            self._policy = self._policy.new(total=n, connect=n, read=n, status=n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # as HTTPAdapter does, but always the shared policy, never a call's copy
+        state = {attr: getattr(self, attr, None) for attr in self.__attrs__}
+        state["max_retries"] = self._policy
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._local = _PerThread()
+        super().__setstate__(state)  # type: ignore[misc,unused-ignore]
+
+    def __repr__(self) -> str:
+        prefix = self._prefix.raw if self._prefix else None
+        auth = type(self._auth).__name__ if self._auth is not None else None
+        return (
+            f"<{type(self).__name__} prefix={prefix!r} retries={self._policy.total} "
+            f"auth={auth} raise_errors={self._raise_errors}>"
+        )
+
+    # -- sending --------------------------------------------------------------
+
+    def send(  # noqa: PLR0917 - the signature requests' Session.send calls
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: TimeoutArg = None,
+        verify: bool | str = True,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None = None,
+        proxies: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send ``request``, retrying and re-authenticating as the table says.
+
+        Parameters as for :meth:`requests.adapters.HTTPAdapter.send`.
+
+        :raises BloxsError: for an error response, when ``raise_errors`` is set.
+        :raises requests.RequestException: for transport failures, as requests does.
+        """
+        deadline = None
+        if self._deadline is not None:
+            deadline = time.monotonic() + self._deadline
+            timeout = _clamp_timeout(timeout, self._deadline)
+        call = Call(request, deadline, self._hooks)
+        options: dict[str, Any] = {
+            "stream": stream,
+            "timeout": timeout,
+            "verify": verify,
+            "cert": cert,
+            "proxies": proxies,
+        }
+        signed = (
+            self._auth is not None
+            and self._prefix is not None
+            and self._prefix.matches(request.url)
+        )
+        body_pos = _body_position(request.body) if signed else None
+        outgoing = self._signed(request) if signed else request
+        response = self._send_through_urllib3(outgoing, call, options)
+        if response.status_code < 400:
+            return response
+        return self._handle_error(
+            response,
+            call,
+            original=request,
+            outgoing=outgoing,
+            options=options,
+            signed=signed,
+            body_pos=body_pos,
+        )
+
+    def _signed(self, request: PreparedRequest) -> PreparedRequest:
+        """Sign a copy: the caller's request (and any redirect built from it) stays unsigned."""
+        assert self._auth is not None
+        copy = request.copy()
+        self._auth.sign(copy)
+        return copy
+
+    def _send_through_urllib3(
+        self, request: PreparedRequest, call: Call, options: dict[str, Any]
+    ) -> Response:
+        local = self._local
+        outer = local.retry  # a hook may send through this adapter from inside a call
+        local.retry = self._policy.new(call=call)
+        try:
+            return super().send(request, **options)
+        except RequestException as exc:
+            failure = self._transport_failure(exc, call)
+            if failure is exc:
+                raise
+            raise failure from exc
+        except Urllib3Error as exc:  # the few that requests lets through untranslated
+            failure = ConnectionError(exc, request=request)
+            raise self._transport_failure(failure, call) from exc
+        finally:
+            local.retry = outer
+
+    def _transport_failure(self, exc: RequestException, call: Call) -> RequestException:
+        """Record and announce a failure without a response; return what to raise."""
+        inner: object = exc.args[0] if exc.args else exc
+        if isinstance(inner, MaxRetryError) and inner.reason is not None:
+            inner = inner.reason
+        kind = type(inner).__name__
+        decision, gave_up = call.outcome or ("failed", False)
+        call.record(None, kind, 0.0, decision)
+        if gave_up:
+            call.hooks.give_up(
+                GiveUpEvent(
+                    method=call.method,
+                    url=call.url,
+                    status=None,
+                    kind=kind,
+                    reason=decision.removeprefix("gave up: "),
+                    retry_after=None,
+                    trace_id=None,
+                    history=tuple(call.journal),
+                )
+            )
+        if isinstance(inner, ReadTimeoutError) and not isinstance(exc, ReadTimeout):
+            # without retries requests raises ReadTimeout; keep that contract
+            return ReadTimeout(inner, request=exc.request)
+        return exc
+
+    def _handle_error(
+        self,
+        response: Response,
+        call: Call,
+        *,
+        original: PreparedRequest,
+        outgoing: PreparedRequest,
+        options: dict[str, Any],
+        signed: bool,
+        body_pos: int | None,
+    ) -> Response:
+        info = classify(response)
+        if info is None:  # 600 and above
+            return response
+        if signed and info.reauth and call.replayable and not _past(call.deadline):
+            assert self._auth is not None
+            call.hooks.reauth(ReauthEvent(call.method, call.url, info.status, info.kind))
+            if self._auth.refresh(outgoing, response):
+                call.record(info.status, info.kind, 0.0, "reauth")
+                response.close()
+                _rewind(original.body, body_pos)
+                call.outcome = None
+                retried = self._send_through_urllib3(self._signed(original), call, options)
+                retried.history.insert(0, response)
+                response = retried
+                info = classify(response)
+                if info is None:
+                    return response
+        decision, gave_up = call.outcome or ("returned", False)
+        call.record(info.status, info.kind, 0.0, decision)
+        history = tuple(call.journal)
+        if gave_up:
+            call.hooks.give_up(
+                GiveUpEvent(
+                    method=call.method,
+                    url=call.url,
+                    status=info.status,
+                    kind=info.kind,
+                    reason=decision.removeprefix("gave up: "),
+                    retry_after=info.retry_after,
+                    trace_id=info.trace_id,
+                    history=history,
+                )
+            )
+        response.__class__ = BloxsResponse
+        assert isinstance(response, BloxsResponse)
+        response._bloxs_info = info
+        response._bloxs_history = history
+        if self._raise_errors:
+            raise error_for(response, info, history)
+        return response
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _body_position(body: object) -> int | None:
+    tell = getattr(body, "tell", None)
+    if tell is None:
+        return None
+    try:
+        position = tell()
+    except (OSError, ValueError):
+        return None
+    return position if isinstance(position, int) else None
+
+
+def _rewind(body: object, position: int | None) -> None:
+    if position is not None:
+        body.seek(position)  # type: ignore[attr-defined]
+
+
+def mount(session: Session, prefix: str = "https://", **adapter_kwargs: Any) -> BloxsAdapter:
+    """Mount a new :class:`BloxsAdapter` on ``session`` for ``prefix``.
+
+    Usage::
+
+        >>> adapter = rbe.mount(session, "https://acme.bloxs.io/", max_retries=5)
+
+    :param session: an existing :class:`requests.Session`; its other adapters,
+        headers and cookies are left as they are.
+    :param prefix: the URLs to serve, such as ``"https://"`` or
+        ``"https://acme.bloxs.io/"`` (required form with ``auth``).
+    :param adapter_kwargs: :class:`BloxsAdapter` arguments.
+    :return: the mounted adapter.
+    """
+    if not hasattr(session, "mount"):
+        raise TypeError(f"session must be a requests.Session, not {type(session).__name__}")
+    adapter = BloxsAdapter(prefix=prefix, **adapter_kwargs)
+    session.mount(prefix, adapter)
+    return adapter

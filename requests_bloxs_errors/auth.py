@@ -1,0 +1,163 @@
+"""Refreshable credentials: the :class:`Credential` protocol and :class:`TokenAuth`.
+
+A credential is anything with two methods:
+
+``sign(request)``
+    Put credentials on a :class:`~requests.PreparedRequest` (a header, a
+    signature). Called for every request the adapter sends under its prefix,
+    retries and resends included. It may fetch a token first.
+
+``refresh(request, response) -> bool``
+    Called once when ``request`` (as signed) was answered 401 or 403. Make
+    the next :meth:`sign` produce credentials the server may accept, and
+    return True to have the adapter re-sign and resend the request once, or
+    False to give up (the 401/403 is then returned or raised as usual).
+    Called concurrently from many threads, it must be single-flight: when
+    the failed request's credentials are no longer the current ones, another
+    thread already refreshed, and it should just return True.
+
+The adapter never sends credentials outside its prefix, and never resends a
+request whose body cannot be rewound.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol, Union, runtime_checkable
+
+from requests import PreparedRequest, Response
+from requests.auth import AuthBase
+
+__all__ = ["Credential", "TokenAuth"]
+
+#: What ``fetch_token`` may return: a token, or a token and its lifetime in seconds.
+TokenResult = Union[str, "tuple[str, float | int | None]"]
+
+
+@runtime_checkable
+class Credential(Protocol):
+    """What :class:`~requests_bloxs_errors.BloxsAdapter` needs from ``auth``."""
+
+    def sign(self, request: PreparedRequest) -> None:
+        """Add credentials to ``request``."""
+
+    def refresh(self, request: PreparedRequest, response: Response) -> bool:
+        """Renew after ``request`` was refused with ``response``; True to resend."""
+
+
+class TokenAuth(AuthBase):
+    """A bearer token from a callable, renewed before expiry and after a 401/403.
+
+    ``fetch_token()`` returns either the token, or ``(token, expires_in)`` with
+    the lifetime in seconds (None when unknown). The token is fetched on first
+    use, again shortly before it expires (10 % of its lifetime early, at most
+    60 s), and when the server refuses it. One fetch serves all threads: when
+    32 threads find the token expired together, ``fetch_token`` runs once.
+
+    It is also a plain requests auth (``session.auth = TokenAuth(...)``).
+
+    Usage::
+
+        >>> def fetch():
+        ...     answer = requests.post(TOKEN_URL, json=KEYS, timeout=10).json()
+        ...     return answer["access_token"], answer["expires_in"]
+        >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.TokenAuth(fetch))
+
+    :param fetch_token: a callable taking no arguments.
+    :param header: the header to set.
+    :param scheme: the word before the token; ``""`` sends the bare token.
+    :raises TypeError: if ``fetch_token`` is not callable.
+    """
+
+    def __init__(
+        self,
+        fetch_token: Callable[[], TokenResult],
+        *,
+        header: str = "Authorization",
+        scheme: str = "Bearer",
+    ) -> None:
+        if not callable(fetch_token):
+            kind = type(fetch_token).__name__
+            raise TypeError(f"fetch_token must be a callable returning a token, not {kind}")
+        if not isinstance(header, str) or not header or not isinstance(scheme, str):
+            raise TypeError("header must be a non-empty string and scheme a string")
+        self.fetch_token = fetch_token
+        self.header = header
+        self.scheme = scheme
+        self._lock = threading.Lock()
+        self._value: str | None = None  # the full header value
+        self._renew_at = math.inf
+
+    def __repr__(self) -> str:
+        name = getattr(self.fetch_token, "__qualname__", type(self.fetch_token).__name__)
+        state = "no token yet" if self._value is None else "token held"
+        return f"<{type(self).__name__} fetch_token={name} header={self.header!r} ({state})>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a pickled copy fetches its own token: locks and tokens do not travel
+        return {"fetch_token": self.fetch_token, "header": self.header, "scheme": self.scheme}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["fetch_token"], header=state["header"], scheme=state["scheme"])  # type: ignore[misc]
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        self.sign(request)
+        return request
+
+    def sign(self, request: PreparedRequest) -> None:
+        """Set the header, fetching a token first if there is none or it is about to expire."""
+        value = self._value
+        if value is None or time.monotonic() >= self._renew_at:
+            with self._lock:
+                if self._value is None or time.monotonic() >= self._renew_at:
+                    self._fetch()
+                value = self._value
+        assert value is not None
+        request.headers[self.header] = value
+
+    def refresh(self, request: PreparedRequest, response: Response) -> bool:
+        """Fetch a new token unless another thread already replaced the refused one."""
+        refused = request.headers.get(self.header)
+        with self._lock:
+            if self._value is None or refused == self._value:
+                self._fetch()
+        return True
+
+    def invalidate(self) -> None:
+        """Forget the token; the next request fetches a new one."""
+        with self._lock:
+            self._value = None
+            self._renew_at = math.inf
+
+    def _fetch(self) -> None:
+        token, lifetime = _check_token(self.fetch_token())
+        self._value = f"{self.scheme} {token}" if self.scheme else token
+        if lifetime is None:
+            self._renew_at = math.inf
+        else:
+            self._renew_at = time.monotonic() + lifetime - min(60.0, lifetime * 0.1)
+
+
+def _check_token(result: object) -> tuple[str, float | None]:
+    lifetime: object = None
+    if isinstance(result, tuple):
+        if len(result) != 2:
+            raise TypeError("fetch_token must return a token or (token, expires_in_seconds)")
+        result, lifetime = result
+    if not isinstance(result, str) or not result.strip():
+        raise TypeError(
+            f"fetch_token must return a non-empty token string, not {type(result).__name__}"
+        )
+    if any(c in result for c in "\r\n\x00"):
+        raise ValueError("the token returned by fetch_token contains a line break or NUL")
+    if lifetime is None:
+        return result.strip(), None
+    if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)):
+        kind = type(lifetime).__name__
+        raise TypeError(f"expires_in from fetch_token must be seconds or None, not {kind}")
+    if math.isnan(lifetime):
+        raise ValueError("expires_in returned by fetch_token is NaN")
+    return result.strip(), max(0.0, float(lifetime))

@@ -1,0 +1,205 @@
+"""Classify an error response: :func:`classify` and :class:`ErrorInfo`.
+
+:func:`classify` reads at most :data:`BODY_CAP` bytes of an error body and
+never touches the body of a 1xx-3xx response, so ``stream=True`` downloads
+reach the caller untouched. What it reads stays readable: the bytes are kept
+on the response, so ``response.content``, ``.text`` and ``.json()`` work
+afterwards (an error body longer than the cap is cut at the cap and the
+connection is closed rather than drained).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from requests import Response
+
+from .parsing import (
+    ParsedBody,
+    clean_line,
+    parse_body,
+    retry_after_from_headers,
+    trace_id_from_headers,
+)
+from .table import Rule, rule_by_kind, rule_for
+from .urls import redact_url
+
+if TYPE_CHECKING:
+    from .events import Attempt
+    from .exceptions import BloxsError
+
+__all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for", "read_error_body"]
+
+#: The most bytes of an error body read into memory.
+BODY_CAP = 64 * 1024
+
+_CHUNK = 16 * 1024
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What an error response means and what to do about it.
+
+    :ivar status: the HTTP status.
+    :ivar kind: the table's name for it (``"bad_request"``, ``"rate_limited"``,
+        ``"quota_exceeded"``, ``"client_error"``, ...).
+    :ivar retryable: whether resending this request may succeed, given its
+        method, its ``Idempotency-Key`` and the server's ``Retry-After``.
+    :ivar reauth: whether fresh credentials may help.
+    :ivar action: what to do, in this project's words.
+    :ivar message: the server's most specific message, as one line.
+    :ivar retry_after: seconds the server asked to wait, or None.
+    :ivar trace_id: the id to quote to support (body ``traceId`` or a header).
+    :ivar errors: validation errors, field to messages (400).
+    :ivar quota: ``(limit, period_seconds)`` from a quota message, or None.
+    :ivar title: problem-details ``title``, if any.
+    :ivar detail: problem-details ``detail``, if any.
+    :ivar error_code: OAuth-style ``error`` code, if any.
+    :ivar body_truncated: True when the body was longer than :data:`BODY_CAP`.
+    """
+
+    status: int
+    kind: str
+    retryable: bool
+    reauth: bool
+    action: str
+    message: str
+    retry_after: float | None = None
+    trace_id: str | None = None
+    errors: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    quota: tuple[int, float] | None = None
+    title: str | None = None
+    detail: str | None = None
+    error_code: str | None = None
+    body_truncated: bool = False
+
+    @property
+    def rule(self) -> Rule:
+        """The table row this error was classified by."""
+        return rule_by_kind(self.kind)
+
+
+def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, bool]:
+    """Read up to ``cap`` bytes of ``response``'s body and keep them on it.
+
+    :return: ``(body, truncated)``. Never raises: a body that breaks off
+        midway gives what arrived; one already streamed away gives ``b""``.
+    """
+    content = getattr(response, "_content", False)
+    if isinstance(content, bytes):
+        return content[:cap], len(content) > cap
+    if getattr(response, "_content_consumed", False) or response.raw is None:
+        return b"", False
+    buffer = bytearray()
+    truncated = False
+    try:
+        for chunk in response.iter_content(_CHUNK):
+            buffer += chunk
+            if len(buffer) > cap:
+                truncated = True
+                break
+    except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
+        truncated = True
+    body = bytes(buffer[:cap])
+    response._content = body
+    response._content_consumed = True  # type: ignore[attr-defined]
+    if truncated:
+        response.close()  # do not drain an unbounded body to reuse one connection
+    return body, truncated
+
+
+def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) -> bool:
+    request = response.request
+    if request is None:
+        return rule.allows_retry("GET", False, retry_after)
+    has_key = "Idempotency-Key" in request.headers
+    return rule.allows_retry(request.method, has_key, retry_after)
+
+
+def classify(response: Response) -> ErrorInfo | None:
+    """Classify ``response`` by the error table.
+
+    Usage::
+
+        >>> info = rbe.classify(response)
+        >>> if info and info.kind == "bad_request":
+        ...     for field, messages in info.errors.items(): ...
+
+    :param response: any :class:`requests.Response`.
+    :return: None for a status below 400 (the body is not touched), else a
+        frozen :class:`ErrorInfo`. Never raises.
+    """
+    try:
+        status = int(response.status_code)
+    except (TypeError, ValueError):
+        return None
+    if status < 400:
+        return None
+    cached = getattr(response, "_bloxs_info", None)
+    if isinstance(cached, ErrorInfo):
+        return cached
+    headers = response.headers
+    retry_after = retry_after_from_headers(headers)
+    rule = rule_for(status, retry_after is not None)
+    if rule is None:  # 600 and above: not HTTP errors to requests either
+        return None
+    body, truncated = read_error_body(response)
+    parsed = parse_body(body, headers.get("Content-Type")) if body else ParsedBody()
+    message = parsed.message or response.reason or rule.title
+    if not isinstance(message, str):
+        message = rule.title
+    return ErrorInfo(
+        status=status,
+        kind=rule.kind,
+        retryable=_retry_allowed(response, rule, retry_after),
+        reauth=rule.reauth,
+        action=rule.action,
+        message=message,
+        retry_after=retry_after,
+        trace_id=parsed.trace_id or trace_id_from_headers(headers),
+        errors=parsed.errors,
+        quota=parsed.quota,
+        title=parsed.title,
+        detail=parsed.detail,
+        error_code=parsed.error_code,
+        body_truncated=truncated,
+    )
+
+
+def describe(response: Response, info: ErrorInfo) -> str:
+    """The one-line exception text: status, kind, request, message, hints, action."""
+    request = response.request
+    method = request.method if request is not None else "?"
+    url = redact_url(request.url if request is not None else response.url)
+    hints = []
+    if info.errors:
+        fields = "; ".join(f"{name or '(body)'}: {' '.join(m)}" for name, m in info.errors.items())
+        hints.append(clean_line(fields, 600))
+    if info.retry_after is not None:
+        hints.append(f"retry after {info.retry_after:g}s")
+    if info.quota is not None:
+        hints.append(f"quota {info.quota[0]} per {info.quota[1]:g}s")
+    if info.trace_id:
+        hints.append(f"trace id {info.trace_id}")
+    hint = f" [{'; '.join(hints)}]" if hints else ""
+    return f"{info.status} {info.kind} for {method} {url}: {info.message}{hint}. {info.action}"
+
+
+def error_for(
+    response: Response, info: ErrorInfo | None = None, history: tuple[Attempt, ...] = ()
+) -> BloxsError:
+    """Build the typed exception for an error ``response``.
+
+    :param info: its classification, or None to classify it now.
+    :param history: the attempts that led to it.
+    :raises ValueError: if ``response`` is not an error (status < 400).
+    """
+    if info is None:
+        info = classify(response)
+        if info is None:
+            raise ValueError(f"status {response.status_code} is not an error")
+    return info.rule.exception(
+        describe(response, info), response=response, info=info, history=history
+    )

@@ -1,0 +1,195 @@
+"""What the adapter tells the world: attempt records, events, hooks and logs.
+
+Logging is one consumer of the events, not code spread through the adapter:
+each event is logged on the ``requests_bloxs_errors`` logger (WARNING per
+retry, INFO per re-authentication, ERROR when giving up), then passed to the
+user's hooks. Events hold redacted URLs only (no query string, no
+credentials), never a header value, a token or a body.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Union
+
+__all__ = ["Attempt", "GiveUpEvent", "Hook", "Hooks", "ReauthEvent", "RetryEvent", "logger"]
+
+#: The library's logger. It has a NullHandler: configure logging to see it.
+logger = logging.getLogger("requests_bloxs_errors")
+logger.addHandler(logging.NullHandler())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One request sent by the adapter.
+
+    :ivar number: 1 for the first request of a call, then 2, 3, ...
+    :ivar status: the HTTP status, or None when no response came.
+    :ivar kind: the table's kind (``"rate_limited"``), ``"ok"`` below 400,
+        or the transport error's name (``"ReadTimeoutError"``).
+    :ivar wait: seconds slept after this attempt before the next one.
+    :ivar decision: ``"retry"``, ``"reauth"``, ``"returned"``,
+        ``"not retried: ..."`` or ``"gave up: ..."``.
+    """
+
+    number: int
+    status: int | None
+    kind: str
+    wait: float
+    decision: str
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """An attempt failed and the adapter will send again after ``wait`` seconds.
+
+    :ivar attempt: the number of the attempt that failed.
+    :ivar max_attempts: how many attempts the policy allows, or None if unbounded.
+    :ivar retry_after: the wait the server asked for, or None.
+    """
+
+    method: str
+    url: str
+    attempt: int
+    max_attempts: int | None
+    status: int | None
+    kind: str
+    wait: float
+    retry_after: float | None
+
+
+@dataclass(frozen=True)
+class ReauthEvent:
+    """A 401 or 403 made the adapter refresh its credentials and resend once."""
+
+    method: str
+    url: str
+    status: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class GiveUpEvent:
+    """The adapter stopped retrying a retryable failure.
+
+    :ivar reason: why: retries exhausted, the deadline, a ``Retry-After``
+        longer than ``max_retry_after``.
+    :ivar status: the last status, or None when the last attempt got no response.
+    :ivar history: every attempt of the call.
+    """
+
+    method: str
+    url: str
+    status: int | None
+    kind: str
+    reason: str
+    retry_after: float | None
+    trace_id: str | None
+    history: tuple[Attempt, ...]
+
+    @property
+    def attempts(self) -> int:
+        """How many requests were sent."""
+        return len(self.history)
+
+
+Event = Union[RetryEvent, ReauthEvent, GiveUpEvent]
+#: A hook: a callable taking one event.
+Hook = Callable[[Event], object]
+
+
+def _as_hooks(name: str, value: object) -> tuple[Hook, ...]:
+    if value is None:
+        return ()
+    if callable(value):
+        return (value,)
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        hooks = tuple(value)
+        if all(callable(hook) for hook in hooks):
+            return hooks
+    raise TypeError(f"{name} must be a callable or a list of callables, not {type(value).__name__}")
+
+
+def _log_retry(event: RetryEvent) -> None:
+    of = f" of {event.max_attempts}" if event.max_attempts else ""
+    logger.warning(
+        "Retrying %s %s: attempt %d%s got %s (%s); waiting %.2fs",
+        event.method,
+        event.url,
+        event.attempt,
+        of,
+        event.status if event.status is not None else "no response",
+        event.kind,
+        event.wait,
+    )
+
+
+def _log_reauth(event: ReauthEvent) -> None:
+    logger.info(
+        "Re-authenticating after %d (%s) on %s %s",
+        event.status,
+        event.kind,
+        event.method,
+        event.url,
+    )
+
+
+def _log_give_up(event: GiveUpEvent) -> None:
+    logger.error(
+        "Giving up on %s %s after %d attempt%s: %s (%s); %s%s",
+        event.method,
+        event.url,
+        event.attempts,
+        "" if event.attempts == 1 else "s",
+        event.status if event.status is not None else "no response",
+        event.kind,
+        event.reason,
+        f"; trace id {event.trace_id}" if event.trace_id else "",
+    )
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """The callables notified of retries, re-authentications and give-ups.
+
+    A hook that raises is logged and otherwise ignored: observing a request
+    must never change its outcome.
+    """
+
+    on_retry: tuple[Hook, ...] = ()
+    on_reauth: tuple[Hook, ...] = ()
+    on_give_up: tuple[Hook, ...] = ()
+
+    @classmethod
+    def from_arguments(cls, on_retry: object, on_reauth: object, on_give_up: object) -> Hooks:
+        """Validate the adapter's hook arguments (a callable, a list of them, or None)."""
+        return cls(
+            on_retry=_as_hooks("on_retry", on_retry),
+            on_reauth=_as_hooks("on_reauth", on_reauth),
+            on_give_up=_as_hooks("on_give_up", on_give_up),
+        )
+
+    def retry(self, event: RetryEvent) -> None:
+        """Log and announce a retry."""
+        _log_retry(event)
+        self._call(self.on_retry, event)
+
+    def reauth(self, event: ReauthEvent) -> None:
+        """Log and announce a re-authentication."""
+        _log_reauth(event)
+        self._call(self.on_reauth, event)
+
+    def give_up(self, event: GiveUpEvent) -> None:
+        """Log and announce giving up."""
+        _log_give_up(event)
+        self._call(self.on_give_up, event)
+
+    @staticmethod
+    def _call(hooks: tuple[Hook, ...], event: Event) -> None:
+        for hook in hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("A %s hook raised; ignored", type(event).__name__)
