@@ -43,7 +43,15 @@ from urllib3.util.retry import Retry
 
 from .events import Attempt, Hooks, RetryEvent
 from .parsing import retry_after_from_headers
-from .table import DEFAULT_RETRY_STATUSES, IDEMPOTENT_METHODS, Retryable, Rule, rule_for
+from .table import (
+    DEFAULT_RETRY_STATUSES,
+    IDEMPOTENT_METHODS,
+    QUOTA_RULE,
+    Retryable,
+    Rule,
+    retry_allowed,
+    rule_for,
+)
 from .urls import redact_url
 
 if TYPE_CHECKING:
@@ -226,11 +234,22 @@ class BloxsRetry(Retry):
 
     def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
         """Is ``status_code`` a candidate? The final word is :meth:`increment`'s."""
-        forcelist: Collection[int] | None = self.status_forcelist
-        if not forcelist or status_code not in forcelist:
-            return False
-        rule = rule_for(status_code, has_retry_after)
-        return rule is not None and rule.retry is not Retryable.NEVER
+        return self.retry_rule(rule_for(status_code, has_retry_after), status_code) is not None
+
+    def retry_rule(self, rule: Rule | None, status: int) -> Retryable | None:
+        """When a response with this ``rule`` may be retried; None if never.
+
+        ``status_forcelist`` picks the candidates. A listed status that the
+        table would never retry (say 409) is retried for idempotent requests
+        only, since the user asked for it; a 403 quota is retried whenever
+        429 is listed.
+        """
+        forcelist: Collection[int] = self.status_forcelist or ()
+        if rule is QUOTA_RULE:
+            return rule.retry if 429 in forcelist or 403 in forcelist else None
+        if rule is None or status not in forcelist:
+            return None
+        return Retryable.IDEMPOTENT if rule.retry is Retryable.NEVER else rule.retry
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         """The server's requested wait in seconds; unusable values give None, never an error."""
@@ -363,13 +382,14 @@ class BloxsRetry(Retry):
         self, method: str | None, rule: Rule | None, status: int | None, retry_after: float | None
     ) -> str | None:
         """Why an error response must not be retried, or None if it may."""
-        if rule is None or rule.retry is Retryable.NEVER:
+        retry = self.retry_rule(rule, status or 0)
+        if retry is None:
             return f"{status} is not retryable"
         call = self.call
         if call is not None and not call.replayable:
             return "the request body cannot be rewound; urllib3 would resend it empty"
         key = call is not None and call.has_idempotency_key
-        if not rule.allows_retry(method, key, retry_after):
+        if not retry_allowed(retry, method, key, retry_after):
             return (
                 f"{method} without an Idempotency-Key may have been processed; "
                 f"{status} is not retried"

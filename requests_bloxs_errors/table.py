@@ -24,6 +24,7 @@ __all__ = [
     "RULES",
     "Retryable",
     "Rule",
+    "retry_allowed",
     "rule_by_kind",
     "rule_for",
 ]
@@ -77,14 +78,21 @@ class Rule:
         :param idempotency_key: whether the request carries ``Idempotency-Key``.
         :param retry_after: the usable wait the server asked for, or None.
         """
-        if self.retry is Retryable.NEVER:
-            return False
-        if self.retry is Retryable.ALWAYS:
-            return True
-        safe = idempotency_key or (method or "").upper() in IDEMPOTENT_METHODS
-        if self.retry is Retryable.IDEMPOTENT:
-            return safe
-        return safe or retry_after is not None
+        return retry_allowed(self.retry, method, idempotency_key, retry_after)
+
+
+def retry_allowed(
+    retry: Retryable, method: str | None, idempotency_key: bool, retry_after: float | None
+) -> bool:
+    """Apply a :class:`Retryable` rule to one request; see :meth:`Rule.allows_retry`."""
+    if retry is Retryable.NEVER:
+        return False
+    if retry is Retryable.ALWAYS:
+        return True
+    safe = idempotency_key or (method or "").upper() in IDEMPOTENT_METHODS
+    if retry is Retryable.IDEMPOTENT:
+        return safe
+    return safe or retry_after is not None
 
 
 _ROWS = (
@@ -265,8 +273,8 @@ def rule_by_kind(kind: str) -> Rule:
     return _BY_KIND[kind]
 
 
-#: The statuses the default policy considers for a retry: every row that may
-#: be retried, and 403 for its quota variant. The others never are.
+#: The statuses the default policy retries: every row that may be retried.
+#: (A 403 quota is retried whenever 429 is: both are rate limits.)
 DEFAULT_RETRY_STATUSES = frozenset(
     status for status, row in RULES.items() if row.retry is not Retryable.NEVER
-) | {403}
+)
