@@ -14,7 +14,7 @@ see retries (WARNING), re-authentication (INFO) and give-ups (ERROR).
 
 from __future__ import annotations
 
-from .adapter import BloxsAdapter, BloxsResponse, mount
+from .adapter import BloxsAdapter, BloxsResponse, attempts, mount
 from .auth import Credential, TokenAuth
 from .classify import BODY_CAP, ErrorInfo, classify, error_for
 from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
@@ -63,6 +63,7 @@ __all__ = [
     "ServiceUnavailableError",
     "TokenAuth",
     "UnsupportedMediaTypeError",
+    "attempts",
     "classify",
     "error_for",
     "install",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Union
 from requests import PreparedRequest, Response, Session
 from requests.adapters import HTTPAdapter
 from requests.exceptions import ConnectionError, ReadTimeout, RequestException
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
@@ -37,13 +38,14 @@ from .retry import (
     DEFAULT_RETRIES,
     BloxsRetry,
     Call,
+    ResignFailed,
 )
 from .urls import Prefix, is_loopback, redact_url
 
 if TYPE_CHECKING:
     from urllib3.util.timeout import Timeout
 
-__all__ = ["BloxsAdapter", "BloxsResponse", "mount"]
+__all__ = ["BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
 TimeoutArg = Union[None, float, "tuple[float | None, float | None]", "Timeout"]
 
@@ -79,6 +81,24 @@ class BloxsResponse(Response):
             super().raise_for_status()
             return
         raise error_for(self, info, self._bloxs_history)
+
+
+class _SignedHeaders(CaseInsensitiveDict):  # type: ignore[type-arg]
+    """The headers of a request the adapter signed.
+
+    urllib3 copies the headers at the start of every attempt, so a header
+    re-signed between attempts would never be sent. While its call is in
+    flight this dict's :meth:`copy` returns the dict itself, and what the
+    credential writes after a wait reaches the next attempt. Afterwards it
+    copies like any :class:`~requests.structures.CaseInsensitiveDict`.
+    """
+
+    in_flight = False
+
+    def copy(self) -> CaseInsensitiveDict:  # type: ignore[type-arg]
+        if self.in_flight:
+            return self
+        return CaseInsensitiveDict(self)
 
 
 class _PerThread(threading.local):
@@ -315,6 +335,8 @@ class BloxsAdapter(HTTPAdapter):
         outgoing = self._signed(request) if signed else request
         response = self._send_through_urllib3(outgoing, call, options)
         if response.status_code < 400:
+            if call.journal:  # only a call that needed retries pays for its story
+                _keep_history(response, call)
             return response
         return self._handle_error(
             response,
@@ -330,6 +352,7 @@ class BloxsAdapter(HTTPAdapter):
         """Sign a copy: the caller's request (and any redirect built from it) stays unsigned."""
         assert self._auth is not None
         copy = request.copy()
+        copy.headers = _SignedHeaders(copy.headers)
         self._auth.sign(copy)
         return copy
 
@@ -339,8 +362,16 @@ class BloxsAdapter(HTTPAdapter):
         local = self._local
         outer = local.retry  # a hook may send through this adapter from inside a call
         local.retry = self._policy.new(call=call)
+        headers = request.headers
+        if isinstance(headers, _SignedHeaders):
+            auth = self._auth
+            assert auth is not None
+            call.resign = lambda: auth.sign(request)
+            headers.in_flight = True
         try:
             return super().send(request, **options)
+        except ResignFailed as exc:
+            raise exc.error from None
         except RequestException as exc:
             failure = self._transport_failure(exc, call)
             if failure is exc:
@@ -351,6 +382,8 @@ class BloxsAdapter(HTTPAdapter):
             raise self._transport_failure(failure, call) from exc
         finally:
             local.retry = outer
+            if isinstance(headers, _SignedHeaders):
+                headers.in_flight = False
 
     def _transport_failure(self, exc: RequestException, call: Call) -> RequestException:
         """Record and announce a failure without a response; return what to raise."""
@@ -405,6 +438,7 @@ class BloxsAdapter(HTTPAdapter):
                 response = retried
                 info = classify(response)
                 if info is None:
+                    _keep_history(response, call)
                     return response
         decision, gave_up = call.outcome or ("returned", False)
         call.record(info.status, info.kind, 0.0, decision)
@@ -429,6 +463,30 @@ class BloxsAdapter(HTTPAdapter):
         if self._raise_errors:
             raise error_for(response, info, history)
         return response
+
+
+def _keep_history(response: Response, call: Call) -> None:
+    call.record(response.status_code, "ok", 0.0, "returned")
+    response._bloxs_history = tuple(call.journal)  # type: ignore[attr-defined]
+
+
+def attempts(response: Response) -> tuple[Attempt, ...]:
+    """Every request the adapter sent to get ``response``, oldest first.
+
+    For a response that came back at the first try this is one synthesized
+    entry; for one that was not sent through a :class:`BloxsAdapter`, too.
+
+    Usage::
+
+        >>> for attempt in rbe.attempts(response):
+        ...     print(attempt.number, attempt.status, attempt.decision, attempt.wait)
+    """
+    history: tuple[Attempt, ...] = getattr(response, "_bloxs_history", ())
+    if history:
+        return history
+    info = classify(response)
+    kind = info.kind if info is not None else "ok"
+    return (Attempt(1, response.status_code, kind, 0.0, "returned"),)
 
 
 def _past(deadline: float | None) -> bool:

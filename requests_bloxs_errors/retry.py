@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ __all__ = [
     "DEFAULT_RETRIES",
     "BloxsRetry",
     "Call",
+    "ResignFailed",
     "body_is_replayable",
 ]
 
@@ -105,7 +106,7 @@ class Call:
     journal of attempts.
     """
 
-    __slots__ = ("_url", "deadline", "hooks", "journal", "outcome", "request")
+    __slots__ = ("_url", "deadline", "hooks", "journal", "outcome", "request", "resign")
 
     def __init__(self, request: PreparedRequest, deadline: float | None, hooks: Hooks) -> None:
         self.request = request
@@ -115,6 +116,8 @@ class Call:
         self.journal: list[Attempt] = []
         #: ``(decision, gave_up)`` set when the policy stopped retrying, else None.
         self.outcome: tuple[str, bool] | None = None
+        #: Re-signs the request between attempts (a fresh timestamp or token), or None.
+        self.resign: Callable[[], None] | None = None
         self._url: str | None = None
 
     @property
@@ -148,6 +151,14 @@ class Call:
     def stop(self, decision: str, *, gave_up: bool) -> None:
         """Note why the policy did not retry the last attempt."""
         self.outcome = (decision, gave_up)
+
+
+class ResignFailed(Exception):
+    """Carries an exception raised while re-signing between attempts out of urllib3."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 class BloxsRetry(Retry):
@@ -268,13 +279,25 @@ class BloxsRetry(Retry):
         return float(max(0.0, min(self.backoff_max, value)))
 
     def sleep(self, response: BaseHTTPResponse | None = None) -> None:
-        """Sleep until the time :meth:`increment` chose (never past the deadline)."""
+        """Sleep until the time :meth:`increment` chose, then re-sign the request.
+
+        Re-signing after the wait keeps a timestamped signature (or a token
+        that expired during a long ``Retry-After``) fresh for the next attempt.
+        """
         if self.resume_at is None:
             super().sleep(response)
-            return
-        delay = self.resume_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
+        else:
+            delay = self.resume_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        call = self.call
+        if call is not None and call.resign is not None:
+            try:
+                call.resign()
+            except Exception as exc:
+                # requests would wrap an OSError (RequestException is one) into
+                # ConnectionError; carry the credential's own error past it
+                raise ResignFailed(exc) from exc
 
     def increment(
         self,

@@ -266,3 +266,34 @@ def test_token_auth_is_also_a_plain_requests_auth(server, session):
     server.route("GET", "/a", Reply(200, "ok"))
     session.get(server.url("/a"), auth=rbe.TokenAuth(lambda: "plain"))
     assert server.seen()[0].headers["Authorization"] == "Bearer plain"
+
+
+def test_each_retry_is_re_signed_after_the_wait(server, session):
+    """A token that expires during a Retry-After wait is renewed before the retry."""
+    tokens = TokenEndpoint(lifetime=0.3)
+    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(tokens))
+    server.route("GET", "/a", Reply(503, "busy", {"Retry-After": "0.4"}), Reply(200, "ok"))
+    response = session.get(server.url("/a"))
+    assert response.status_code == 200
+    assert [r.headers["Authorization"] for r in server.seen()] == ["Bearer t1", "Bearer t2"]
+    # what the response reports as sent is what was sent last
+    assert response.request.headers["Authorization"] == "Bearer t2"
+    copied = response.request.headers.copy()
+    copied["Authorization"] = "changed"
+    assert response.request.headers["Authorization"] == "Bearer t2"  # a real copy again
+
+
+def test_a_refused_re_sign_raises_the_credentials_error_not_connection_error(server, session):
+    calls = []
+
+    def fetch():
+        calls.append(1)
+        if len(calls) > 1:
+            raise RuntimeError("token endpoint refused the secret")
+        return "t1", 0.2
+
+    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(fetch))
+    server.route("GET", "/a", Reply(503, "busy", {"Retry-After": "0.3"}), Reply(200, "ok"))
+    with pytest.raises(RuntimeError, match="token endpoint refused"):
+        session.get(server.url("/a"))
+    assert len(server.seen()) == 1

@@ -414,3 +414,23 @@ def test_403_quota_follows_429_in_a_user_forcelist(server, session):
     server.route("GET", "/r", Reply(403, "quota", {"Retry-After": "0"}), Reply(200, "ok"))
     assert session.get(server.url("/r")).status_code == 403
     assert len(server.seen()) == 1
+
+
+def test_attempts_tell_the_story_of_a_retried_success(server, session):
+    rbe.mount(session, "http://", backoff_factor=0.01)
+    server.route("GET", "/r", ISE, Reply(429, "x", {"Retry-After": "0.05"}), Reply(200, "ok"))
+    story = rbe.attempts(session.get(server.url("/r")))
+    assert [(a.number, a.status, a.kind, a.decision) for a in story] == [
+        (1, 500, "internal_server_error", "retry"),
+        (2, 429, "rate_limited", "retry"),
+        (3, 200, "ok", "returned"),
+    ]
+    assert story[1].wait == 0.05
+    assert story[0].wait > 0
+
+
+def test_attempts_of_a_first_try_response(server, session, fast):
+    server.route("GET", "/r", Reply(200, "ok"))
+    response = session.get(server.url("/r"))
+    assert not hasattr(response, "_bloxs_history")  # the happy path records nothing
+    assert rbe.attempts(response) == (rbe.Attempt(1, 200, "ok", 0.0, "returned"),)
