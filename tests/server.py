@@ -93,6 +93,7 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # the default 5 drops SYNs when 32 threads connect at once
     owner: ScriptServer
 
     def handle_error(self, request: object, client_address: object) -> None:
@@ -114,7 +115,7 @@ class ScriptServer:
         self._httpd.owner = self
         self.host = host
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
         self._thread.start()
 
     def url(self, path: str = "/") -> str:
