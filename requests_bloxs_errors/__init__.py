@@ -15,7 +15,7 @@ see retries (WARNING), re-authentication (INFO) and give-ups (ERROR).
 from __future__ import annotations
 
 from .adapter import BloxsAdapter, BloxsResponse, attempts, mount
-from .auth import Credential, TokenAuth
+from .auth import CachedTokenAuth, Credential, TokenAuth
 from .classify import BODY_CAP, ErrorInfo, classify, error_for
 from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
 from .exceptions import (
@@ -29,9 +29,11 @@ from .exceptions import (
     RateLimitError,
     ServerError,
     ServiceUnavailableError,
+    TokenResponseError,
     UnsupportedMediaTypeError,
 )
 from .patch import install, installed, uninstall
+from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth, bloxs_signature
 from .retry import BloxsRetry
 from .table import RULES, Retryable, Rule, rule_for
 
@@ -45,8 +47,12 @@ __all__ = [
     "BadRequestError",
     "BloxsAdapter",
     "BloxsError",
+    "BloxsHmacAuth",
     "BloxsResponse",
     "BloxsRetry",
+    "BloxsTokenAuth",
+    "CachedTokenAuth",
+    "ClientCredentialsAuth",
     "ClientError",
     "Credential",
     "ErrorInfo",
@@ -62,8 +68,10 @@ __all__ = [
     "ServerError",
     "ServiceUnavailableError",
     "TokenAuth",
+    "TokenResponseError",
     "UnsupportedMediaTypeError",
     "attempts",
+    "bloxs_signature",
     "classify",
     "error_for",
     "install",

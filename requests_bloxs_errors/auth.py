@@ -31,7 +31,7 @@ from typing import Any, Protocol, Union, runtime_checkable
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
 
-__all__ = ["Credential", "TokenAuth"]
+__all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
 #: What ``fetch_token`` may return: a token, or a token and its lifetime in seconds.
 TokenResult = Union[str, "tuple[str, float | int | None]"]
@@ -48,16 +48,108 @@ class Credential(Protocol):
         """Renew after ``request`` was refused with ``response``; True to resend."""
 
 
-class TokenAuth(AuthBase):
+class CachedTokenAuth(AuthBase):
+    """Base for bearer-token credentials: caches, renews, single-flight.
+
+    Subclasses implement :meth:`fetch`. The token is fetched on first use,
+    again shortly before it expires (10 % of its lifetime early, at most
+    60 s), and when the server refuses it. One fetch serves all threads: when
+    32 threads find the token expired together, :meth:`fetch` runs once, and
+    when it fails, the threads that waited for it get the same error instead
+    of calling the token endpoint again one by one.
+
+    It is also a plain requests auth (``session.auth = ...``).
+
+    :param header: the header to set.
+    :param scheme: the word before the token; ``""`` sends the bare token.
+    """
+
+    def __init__(self, *, header: str = "Authorization", scheme: str = "Bearer") -> None:
+        if not isinstance(header, str) or not header or not isinstance(scheme, str):
+            raise TypeError("header must be a non-empty string and scheme a string")
+        self.header = header
+        self.scheme = scheme
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._value: str | None = None  # the full header value
+        self._renew_at = math.inf
+        self._fetches = 0
+        self._error: BaseException | None = None  # what the last fetch raised
+
+    def fetch(self) -> TokenResult:
+        """Return a new token, or ``(token, expires_in_seconds)``. Override this."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        state = "no token yet" if self._value is None else "token held"
+        return f"<{type(self).__name__} header={self.header!r} ({state})>"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a pickled copy fetches its own token: locks and tokens do not travel
+        private = ("_lock", "_value", "_renew_at", "_fetches", "_error")
+        return {k: v for k, v in self.__dict__.items() if k not in private}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset()
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        self.sign(request)
+        return request
+
+    def sign(self, request: PreparedRequest) -> None:
+        """Set the header, fetching a token first if there is none or it is about to expire."""
+        value = self._value
+        if value is None or time.monotonic() >= self._renew_at:
+            seen = self._fetches
+            with self._lock:
+                if self._value is None or time.monotonic() >= self._renew_at:
+                    self._fetch_once(seen)
+                value = self._value
+        assert value is not None
+        request.headers[self.header] = value
+
+    def refresh(self, request: PreparedRequest, response: Response) -> bool:
+        """Fetch a new token unless another thread already replaced the refused one."""
+        refused = request.headers.get(self.header)
+        seen = self._fetches
+        with self._lock:
+            if self._value is None or refused == self._value:
+                self._fetch_once(seen)
+        return True
+
+    def invalidate(self) -> None:
+        """Forget the token; the next request fetches a new one."""
+        with self._lock:
+            self._value = None
+            self._renew_at = math.inf
+
+    def _fetch_once(self, seen: int) -> None:
+        """Fetch under the lock, unless a fetch this thread waited for just failed."""
+        if self._fetches != seen and self._error is not None:
+            raise self._error
+        self._fetches += 1
+        try:
+            token, lifetime = _check_token(self.fetch())
+        except BaseException as exc:
+            self._error = exc
+            raise
+        self._error = None
+        self._value = f"{self.scheme} {token}" if self.scheme else token
+        if lifetime is None:
+            self._renew_at = math.inf
+        else:
+            self._renew_at = time.monotonic() + lifetime - min(60.0, lifetime * 0.1)
+
+
+class TokenAuth(CachedTokenAuth):
     """A bearer token from a callable, renewed before expiry and after a 401/403.
 
     ``fetch_token()`` returns either the token, or ``(token, expires_in)`` with
-    the lifetime in seconds (None when unknown). The token is fetched on first
-    use, again shortly before it expires (10 % of its lifetime early, at most
-    60 s), and when the server refuses it. One fetch serves all threads: when
-    32 threads find the token expired together, ``fetch_token`` runs once.
-
-    It is also a plain requests auth (``session.auth = TokenAuth(...)``).
+    the lifetime in seconds (None when unknown). Renewal and single-flight
+    behaviour are :class:`CachedTokenAuth`'s.
 
     Usage::
 
@@ -82,63 +174,17 @@ class TokenAuth(AuthBase):
         if not callable(fetch_token):
             kind = type(fetch_token).__name__
             raise TypeError(f"fetch_token must be a callable returning a token, not {kind}")
-        if not isinstance(header, str) or not header or not isinstance(scheme, str):
-            raise TypeError("header must be a non-empty string and scheme a string")
         self.fetch_token = fetch_token
-        self.header = header
-        self.scheme = scheme
-        self._lock = threading.Lock()
-        self._value: str | None = None  # the full header value
-        self._renew_at = math.inf
+        super().__init__(header=header, scheme=scheme)
+
+    def fetch(self) -> TokenResult:
+        """Call ``fetch_token``."""
+        return self.fetch_token()
 
     def __repr__(self) -> str:
         name = getattr(self.fetch_token, "__qualname__", type(self.fetch_token).__name__)
         state = "no token yet" if self._value is None else "token held"
         return f"<{type(self).__name__} fetch_token={name} header={self.header!r} ({state})>"
-
-    def __getstate__(self) -> dict[str, Any]:
-        # a pickled copy fetches its own token: locks and tokens do not travel
-        return {"fetch_token": self.fetch_token, "header": self.header, "scheme": self.scheme}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["fetch_token"], header=state["header"], scheme=state["scheme"])  # type: ignore[misc]
-
-    def __call__(self, request: PreparedRequest) -> PreparedRequest:
-        self.sign(request)
-        return request
-
-    def sign(self, request: PreparedRequest) -> None:
-        """Set the header, fetching a token first if there is none or it is about to expire."""
-        value = self._value
-        if value is None or time.monotonic() >= self._renew_at:
-            with self._lock:
-                if self._value is None or time.monotonic() >= self._renew_at:
-                    self._fetch()
-                value = self._value
-        assert value is not None
-        request.headers[self.header] = value
-
-    def refresh(self, request: PreparedRequest, response: Response) -> bool:
-        """Fetch a new token unless another thread already replaced the refused one."""
-        refused = request.headers.get(self.header)
-        with self._lock:
-            if self._value is None or refused == self._value:
-                self._fetch()
-        return True
-
-    def invalidate(self) -> None:
-        """Forget the token; the next request fetches a new one."""
-        with self._lock:
-            self._value = None
-            self._renew_at = math.inf
-
-    def _fetch(self) -> None:
-        token, lifetime = _check_token(self.fetch_token())
-        self._value = f"{self.scheme} {token}" if self.scheme else token
-        if lifetime is None:
-            self._renew_at = math.inf
-        else:
-            self._renew_at = time.monotonic() + lifetime - min(60.0, lifetime * 0.1)
 
 
 def _check_token(result: object) -> tuple[str, float | None]:

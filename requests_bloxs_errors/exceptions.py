@@ -21,13 +21,15 @@ requests.RequestException``) keeps working unchanged::
 Misuse of the library (bad configuration) raises :class:`TypeError` or
 :class:`ValueError` instead, at construction time; transport failures
 (refused connections, timeouts) stay the usual :mod:`requests` exceptions.
+A token endpoint that answers 2xx without a usable token raises
+:class:`TokenResponseError`, a :class:`requests.RequestException`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from requests.exceptions import HTTPError
+from requests.exceptions import HTTPError, RequestException
 
 if TYPE_CHECKING:
     from requests import Response
@@ -46,6 +48,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "ServiceUnavailableError",
+    "TokenResponseError",
     "UnsupportedMediaTypeError",
 ]
 
@@ -163,3 +166,7 @@ class RateLimitError(ClientError):
 
 class ServiceUnavailableError(ServerError):
     """503: the service is down for now, for example for maintenance."""
+
+
+class TokenResponseError(RequestException):
+    """A token endpoint answered with success but without a usable token."""

@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -26,6 +26,8 @@ __all__ = [
     "ParsedBody",
     "clean_line",
     "parse_body",
+    "parse_http_date",
+    "parse_iso8601",
     "parse_quota",
     "parse_retry_after",
     "retry_after_from_headers",
@@ -107,16 +109,17 @@ def parse_retry_after(
         return _finite_wait(float(value))
     if len(value) > 64 or not value[:1].isalpha():
         return None  # "-1", "1e3", "soon": not a form RFC 9110 or any server we know uses
-    when = _http_date(value)
+    when = parse_http_date(value)
     if when is None:
         return None
-    reference = _http_date(date) if date else None
+    reference = parse_http_date(date) if date else None
     if reference is None:
         reference = time.time() if now is None else now
     return _finite_wait(max(0.0, when - reference))
 
 
-def _http_date(value: str) -> float | None:
+def parse_http_date(value: str) -> float | None:
+    """Parse an HTTP-date (RFC 9110) into Unix time; None when it is not one."""
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
@@ -129,6 +132,38 @@ def _http_date(value: str) -> float | None:
         return parsed.timestamp()
     except (OverflowError, ValueError, OSError):
         return None
+
+
+_ISO8601 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"\s*(Z|z|[+-]\d{2}:?\d{2})?"
+)
+
+
+def parse_iso8601(value: object) -> float | None:
+    """Parse an ISO 8601 date-time (as .NET writes it: 7 fraction digits, ``Z``).
+
+    A value without an offset is taken as UTC.
+
+    :return: Unix time, or None when ``value`` is not such a date-time.
+    """
+    if not isinstance(value, str):
+        return None
+    match = _ISO8601.fullmatch(value.strip())
+    if match is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = float(f"0.{match.group(7)}") if match.group(7) else 0.0
+    offset = match.group(8)
+    try:
+        moment = datetime(year, month, day, hour, minute, second, tzinfo=timezone.utc)
+    except ValueError:
+        return None
+    if offset and offset not in ("Z", "z"):
+        sign = 1 if offset[0] == "+" else -1
+        digits = offset[1:].replace(":", "")
+        moment -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+    return moment.timestamp() + fraction
 
 
 def retry_after_from_headers(

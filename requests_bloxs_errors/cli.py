@@ -1,0 +1,322 @@
+"""The command line: ``python -m requests_bloxs_errors`` (or ``requests-bloxs-errors``).
+
+Commands: ``demo``, ``explain STATUS``, ``table``, ``simulate``,
+``request METHOD URL``. Bad input is one line on stderr and exit status 2;
+nothing here prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import textwrap
+from collections.abc import Sequence
+from http import HTTPStatus
+from urllib.parse import urlsplit
+
+import requests
+
+from ._term import Terminal, status_style
+from .adapter import attempts, mount
+from .auth import Credential
+from .classify import classify
+from .demo import run_demo
+from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
+from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
+from .simulator import Simulator
+from .table import QUOTA_RULE, RULES, Retryable, Rule, rule_for
+from .urls import redact_url
+
+__all__ = ["main"]
+
+_RETRY_TEXT = {
+    Retryable.NEVER: "no: sending the same request again cannot succeed.",
+    Retryable.ALWAYS: "yes, for every method, POST and PATCH included: the server refused the "
+    "request before processing it.",
+    Retryable.IDEMPOTENT: "only for GET, HEAD, PUT, DELETE and OPTIONS, or a request carrying an "
+    "Idempotency-Key header; a POST or PATCH without one is sent once, never twice.",
+    Retryable.IDEMPOTENT_OR_RETRY_AFTER: "for GET, HEAD, PUT, DELETE and OPTIONS (or with an "
+    "Idempotency-Key); for POST and PATCH only when the response carries a usable "
+    "Retry-After, which means the request was refused unprocessed.",
+}
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit status 2."""
+
+
+def _rule_rows() -> list[tuple[str, Rule]]:
+    rows = [(str(status), rule) for status, rule in sorted(RULES.items())]
+    rows.insert(3, ("403+Retry-After", QUOTA_RULE))
+    return rows
+
+
+def _field(term: Terminal, label: str, text: str) -> None:
+    """One labelled paragraph, wrapped under its label."""
+    term.line(
+        textwrap.fill(text, 100, initial_indent=f"  {label:<12} ", subsequent_indent=" " * 15)
+    )
+
+
+def _explain(term: Terminal, status_text: str) -> int:
+    try:
+        status = int(status_text.strip())
+    except ValueError:
+        raise UsageError(
+            f"STATUS must be an HTTP status code such as 429, not {status_text!r}"
+        ) from None
+    if not 100 <= status <= 599:
+        raise UsageError(f"STATUS must be between 100 and 599, not {status}")
+    if status < 400:
+        term.line(f"{status} is not an error: the adapter passes it through untouched.")
+        return 0
+    rule = rule_for(status)
+    assert rule is not None
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = rule.title
+    term.line(f"{status} {phrase}", "bold")
+    fallback = "" if rule.status else " (no row of its own: the class fallback)"
+    _field(term, "kind:", rule.kind + fallback)
+    _field(term, "raises:", f"{rule.exception.__name__} (a requests.HTTPError)")
+    _field(term, "retried:", _RETRY_TEXT[rule.retry])
+    if rule.retry is not Retryable.NEVER:
+        _field(
+            term,
+            "waits:",
+            "the server's Retry-After when it sends one (seconds, fractions, an "
+            "HTTP date, or retry-after-ms); a wait longer than max_retry_after "
+            f"({DEFAULT_MAX_RETRY_AFTER:g}s by default) is not slept on: the response comes "
+            "back at once with retry_after set, so the work can be scheduled. Without "
+            f"Retry-After, back-off: {DEFAULT_BACKOFF_FACTOR:g}s, doubling, plus jitter, at "
+            f"most {DEFAULT_BACKOFF_MAX:g}s. A deadline, when set, is never crossed.",
+        )
+    if rule.reauth:
+        _field(
+            term,
+            "re-auth:",
+            "yes: with auth, credentials are refreshed once and the request "
+            "resent once; a second refusal is the error.",
+        )
+    else:
+        _field(term, "re-auth:", "no")
+    if status == 403:
+        _field(
+            term,
+            "note:",
+            "a 403 that carries Retry-After is an exhausted quota, not a missing "
+            f"permission: {QUOTA_RULE.exception.__name__}, retried like a 429, no re-auth.",
+        )
+    _field(term, "what to do:", rule.action)
+    return 0
+
+
+def _table(term: Terminal) -> int:
+    retried = {
+        Retryable.NEVER: "never",
+        Retryable.ALWAYS: "every method",
+        Retryable.IDEMPOTENT: "idempotent",
+        Retryable.IDEMPOTENT_OR_RETRY_AFTER: "idempotent, or with Retry-After",
+    }
+    rows = [
+        [
+            status,
+            rule.kind,
+            rule.exception.__name__,
+            retried[rule.retry],
+            "once" if rule.reauth else "no",
+        ]
+        for status, rule in _rule_rows()
+    ]
+    rows.append(["other 4xx", "client_error", "ClientError", "never", "no"])
+    rows.append(["other 5xx", "server_error", "ServerError", "idempotent", "no"])
+    term.table(["status", "kind", "exception", "retried", "re-auth"], rows)
+    term.line()
+    term.line(
+        "Idempotent: GET, HEAD, PUT, DELETE, OPTIONS, or any request with an Idempotency-Key."
+    )
+    term.line("Run 'explain STATUS' for what to do about one of them.")
+    return 0
+
+
+def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
+    try:
+        simulator = Simulator(host=host, port=port, window=window)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    key, _ = simulator.bloxs_credentials
+    token_url, client_id, _ = simulator.dealcloud_credentials
+    term.line(f"Bloxs/DealCloud simulator on {simulator.url}  (Ctrl-C stops it)", "bold")
+    term.line(
+        f"  Bloxs:     POST {simulator.url}/Authorization  apiKey={key} (secret: see the docs)"
+    )
+    term.line(f"  DealCloud: POST {token_url}  client_id={client_id}")
+    term.line(f"  data:      {simulator.url}/api/v1/realestateobjects/complexes")
+    try:
+        simulator.serve_forever()
+    except KeyboardInterrupt:
+        term.line("stopped")
+    finally:
+        simulator.stop()
+    return 0
+
+
+def _credential(args: argparse.Namespace, url: str) -> Credential | None:
+    parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
+    key = args.bloxs_key or os.environ.get("BLOXS_API_KEY")
+    secret = args.bloxs_secret or os.environ.get("BLOXS_API_SECRET")
+    client_id = args.client_id or os.environ.get("DEALCLOUD_CLIENT_ID")
+    client_secret = args.client_secret or os.environ.get("DEALCLOUD_CLIENT_SECRET")
+    if key or secret:
+        if not (key and secret):
+            raise UsageError(
+                "Bloxs credentials need both --bloxs-key and --bloxs-secret "
+                "(or BLOXS_API_KEY and BLOXS_API_SECRET)"
+            )
+        return BloxsHmacAuth(key, secret) if args.hmac else BloxsTokenAuth(origin, key, secret)
+    if client_id or client_secret:
+        if not (client_id and client_secret):
+            raise UsageError("client credentials need both --client-id and --client-secret")
+        token_url = (
+            args.token_url
+            or os.environ.get("DEALCLOUD_TOKEN_URL")
+            or origin + "/api/rest/v1/oauth/token"
+        )
+        return ClientCredentialsAuth(token_url, client_id, client_secret, scope=args.scope)
+    return None
+
+
+def _request(term: Terminal, args: argparse.Namespace) -> int:
+    url = args.url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(
+            f"URL must be an absolute http:// or https:// URL, not {redact_url(url)!r}"
+        )
+    body = None
+    if args.json is not None:
+        try:
+            body = json.loads(args.json)
+        except ValueError as exc:
+            raise UsageError(f"--json is not valid JSON: {exc}") from None
+    headers = {}
+    for header in args.header or []:
+        name, sep, value = header.partition(":")
+        if not sep or not name.strip():
+            raise UsageError(f"--header must look like 'Name: value', not {header!r}")
+        headers[name.strip()] = value.strip()
+    auth = _credential(args, url)
+    session = requests.Session()
+    prefix = f"{parts.scheme}://{parts.netloc}/"
+    mount(
+        session,
+        prefix,
+        auth=auth,
+        max_retries=args.max_retries,
+        max_retry_after=args.max_retry_after,
+    )
+    method = args.method.upper()
+    try:
+        response = session.request(
+            method, url, json=body, data=args.data, headers=headers, timeout=args.timeout
+        )
+    except requests.RequestException as exc:
+        term.line(f"{method} {redact_url(url)}: {type(exc).__name__}: no response", "red")
+        cause = exc.args[0] if exc.args else exc
+        term.line(f"  {type(cause).__name__}", "dim")
+        return 3
+    finally:
+        session.close()
+    term.line(f"{method} {redact_url(url)}", "bold")
+    for attempt in attempts(response):
+        wait = f", waited {attempt.wait:.2f}s" if attempt.wait else ""
+        term.line(
+            f"  #{attempt.number}  {attempt.status}  {attempt.kind}  {attempt.decision}{wait}",
+            status_style(attempt.status),
+        )
+    info = classify(response)
+    if info is not None:
+        term.line(f"{info.rule.exception.__name__}: {info.message}", "red")
+        for field, messages in info.errors.items():
+            term.line(f"  {field or '(body)'}: {' '.join(messages)}")
+        if info.retry_after is not None:
+            term.line(f"  retry after: {info.retry_after:g}s")
+        if info.trace_id:
+            term.line(f"  trace id: {info.trace_id}")
+        term.line(f"  what to do: {info.action}")
+    text = response.text
+    if text:
+        term.line()
+        term.line(text[:2000] + ("\u2026" if len(text) > 2000 else ""))
+    return 0 if response.status_code < 400 else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="requests-bloxs-errors",
+        description="Retries, re-authentication and typed errors for the Bloxs and DealCloud APIs.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    commands.add_parser("demo", help="run a scripted workload against the embedded simulator")
+    explain = commands.add_parser("explain", help="what a status means and what the adapter does")
+    explain.add_argument("status", metavar="STATUS")
+    commands.add_parser("table", help="print the whole error table")
+    simulate = commands.add_parser("simulate", help="serve the simulator until interrupted")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=8080)
+    simulate.add_argument("--window", type=float, default=60.0, help="rate-limit window, seconds")
+    request = commands.add_parser("request", help="send one request through the adapter")
+    request.add_argument("method", metavar="METHOD")
+    request.add_argument("url", metavar="URL")
+    request.add_argument("--bloxs-key", help="Bloxs API key (or BLOXS_API_KEY)")
+    request.add_argument("--bloxs-secret", help="Bloxs API secret (or BLOXS_API_SECRET)")
+    request.add_argument("--hmac", action="store_true", help="sign with the Bloxs v1 HMAC scheme")
+    request.add_argument("--client-id", help="OAuth2 client id (or DEALCLOUD_CLIENT_ID)")
+    request.add_argument(
+        "--client-secret", help="OAuth2 client secret (or DEALCLOUD_CLIENT_SECRET)"
+    )
+    request.add_argument("--token-url", help="OAuth2 token URL (or DEALCLOUD_TOKEN_URL)")
+    request.add_argument("--scope", default=None, help="OAuth2 scope, such as 'data'")
+    request.add_argument("--json", help="a JSON body")
+    request.add_argument("--data", help="a raw body")
+    request.add_argument("--header", "-H", action="append", help="'Name: value', repeatable")
+    request.add_argument("--timeout", type=float, default=30.0)
+    request.add_argument("--max-retries", type=int, default=3)
+    request.add_argument("--max-retry-after", type=float, default=DEFAULT_MAX_RETRY_AFTER)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    args = _parser().parse_args(argv)
+    term = Terminal()
+    try:
+        if args.command == "demo":
+            return run_demo(term)
+        if args.command == "explain":
+            return _explain(term, args.status)
+        if args.command == "table":
+            return _table(term)
+        if args.command == "simulate":
+            return _simulate(term, args.host, args.port, args.window)
+        return _request(term, args)
+    except UsageError as exc:
+        print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+        return 2
+    except (TypeError, ValueError) as exc:  # bad configuration from the flags
+        print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except requests.HTTPError as exc:  # a refused credential, for one
+        print(f"requests-bloxs-errors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

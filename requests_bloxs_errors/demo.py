@@ -1,0 +1,224 @@
+"""The demo: a realistic workload against the embedded simulator, narrated.
+
+Each step runs real requests through a mounted :class:`requests.Session`
+and prints a timeline: every request the simulated server received (token
+fetches included), joined with what the adapter decided about it (status,
+kind, decision, wait). A summary table closes the run. Each step states
+the outcome it expects, and the demo exits non-zero if one differs, so it
+doubles as an end-to-end check.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from ._term import Terminal, status_style
+from .adapter import attempts, mount
+from .classify import classify
+from .events import Attempt
+from .providers import BloxsTokenAuth, ClientCredentialsAuth
+from .simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
+
+__all__ = ["run_demo"]
+
+DEALCLOUD_ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
+
+
+@dataclass
+class _World:
+    sim: Simulator
+    bloxs: requests.Session
+    dealcloud: requests.Session
+
+    def url(self, path: str) -> str:
+        return self.sim.url + path
+
+
+@dataclass(frozen=True)
+class _Step:
+    title: str
+    run: Callable[[_World], list[requests.Response]]
+    expect: Sequence[int]  # the final status of each call
+
+
+def _fetch_complexes(w: _World) -> list[requests.Response]:
+    return [w.bloxs.get(w.url(COMPLEXES), params={"paging.pageSize": 5}, timeout=10)]
+
+
+def _revoked_token(w: _World) -> list[requests.Response]:
+    w.sim.revoke_tokens()  # the server drops the token long before its 24 h are up
+    return [w.bloxs.get(w.url(f"{COMPLEXES}/1"), timeout=10)]
+
+
+def _throttled_burst(w: _World) -> list[requests.Response]:
+    return [w.dealcloud.get(w.url(DEALCLOUD_ENTRIES), timeout=10) for _ in range(7)]
+
+
+def _maintenance(w: _World) -> list[requests.Response]:
+    w.sim.maintenance(1.0)
+    return [w.bloxs.get(w.url(f"{COMPLEXES}/2"), timeout=10)]
+
+
+def _validation(w: _World) -> list[requests.Response]:
+    return [w.bloxs.post(w.url(COMPLEXES), json={"city": "Delft", "units": -4}, timeout=10)]
+
+
+def _not_found(w: _World) -> list[requests.Response]:
+    return [w.bloxs.get(w.url(f"{COMPLEXES}/999"), timeout=10)]
+
+
+def _post_not_retried(w: _World) -> list[requests.Response]:
+    w.sim.fail(500, path=COMPLEXES, method="POST", times=1)
+    return [w.bloxs.post(w.url(COMPLEXES), json={"name": "Harbour View", "units": 40}, timeout=10)]
+
+
+def _post_with_key(w: _World) -> list[requests.Response]:
+    w.sim.fail(500, path=COMPLEXES, method="POST", times=1)
+    headers = {"Idempotency-Key": "demo-create-harbour-view"}
+    body = {"name": "Harbour View", "units": 40}
+    return [w.bloxs.post(w.url(COMPLEXES), json=body, headers=headers, timeout=10)]
+
+
+STEPS = (
+    _Step("List complexes (the first call fetches a Bloxs token)", _fetch_complexes, [200]),
+    _Step("The server revokes the token early: 401, refresh, resend once", _revoked_token, [200]),
+    _Step(
+        "A burst of 7 DealCloud calls against a quota of 5 per second", _throttled_burst, [200] * 7
+    ),
+    _Step("A maintenance window: 503 with Retry-After", _maintenance, [200]),
+    _Step("A create with two invalid fields: 400 with per-field errors", _validation, [400]),
+    _Step("A complex that does not exist: 404", _not_found, [404]),
+    _Step("A create hit by a transient 500: a POST is not sent twice", _post_not_retried, [500]),
+    _Step("The same create with an Idempotency-Key: retried safely", _post_with_key, [201]),
+)
+
+
+def _describe(attempt: Attempt) -> str:
+    decision = attempt.decision
+    if decision == "retry":
+        return f"retry after {attempt.wait:.2f}s"
+    if decision == "reauth":
+        return "refresh credentials, resend once"
+    return decision
+
+
+def _timeline(
+    records: list[Seen], responses: list[requests.Response]
+) -> Iterator[tuple[list[str], str]]:
+    """Rows for the requests the server saw, each joined with the adapter's decision."""
+    decisions = [a for r in responses for a in attempts(r)]
+    for record in records:
+        status = "dropped" if record.status is None else str(record.status)
+        if record.path in (BLOXS_TOKEN_PATH, DEALCLOUD_TOKEN_PATH):
+            outcome = "token issued" if record.status == 200 else "token refused"
+            yield ["token", record.method, record.path, status, "", outcome], "blue"
+            continue
+        attempt = decisions.pop(0) if decisions else None
+        kind = attempt.kind if attempt else ""
+        decision = _describe(attempt) if attempt else ""
+        number = f"#{attempt.number}" if attempt else ""
+        yield (
+            [number, record.method, record.path, status, kind, decision],
+            status_style(record.status),
+        )
+
+
+_WIDTHS = (5, 5, 42, 4, 22)  # attempt, method, path, status, kind; the decision ends the line
+
+
+def _timeline_line(row: list[str]) -> str:
+    cells = [cell.ljust(width) for cell, width in zip(row, _WIDTHS)]
+    return "  ".join([*cells, row[-1]]).rstrip()
+
+
+def _summary_row(
+    title: str, responses: list[requests.Response], took: float
+) -> tuple[list[str], str]:
+    last = responses[-1]
+    story = [a for r in responses for a in attempts(r)]
+    waited = sum(a.wait for a in story)
+    info = classify(last)
+    result = f"{last.status_code} " + (info.rule.exception.__name__ if info else "OK")
+    if len(responses) > 1:
+        codes = sorted({r.status_code for r in responses})
+        result = f"{len(responses)} x " + "/".join(map(str, codes))
+    return [title, result, str(len(story)), f"{waited:.2f}s", f"{took:.2f}s"], status_style(
+        last.status_code
+    )
+
+
+def _details(term: Terminal, responses: list[requests.Response]) -> None:
+    for response in responses:
+        info = classify(response)
+        if info is None:
+            continue
+        term.line(f"    -> {info.rule.exception.__name__}: {info.message}", "dim")
+        for field, messages in info.errors.items():
+            term.line(f"         {field or '(body)'}: {' '.join(messages)}", "dim")
+        if info.trace_id:
+            term.line(f"         trace id: {info.trace_id}", "dim")
+        term.line(f"         what to do: {info.action}", "dim")
+
+
+def run_demo(term: Terminal | None = None) -> int:
+    """Run the demo; return the exit status (0 when every step went as expected)."""
+    term = term or Terminal()
+    started = time.monotonic()
+    with Simulator() as sim:
+        api_key, api_secret = sim.bloxs_credentials
+        token_url, client_id, client_secret = sim.dealcloud_credentials
+        bloxs, dealcloud = requests.Session(), requests.Session()
+        common: dict[str, Any] = {"backoff_factor": 0.2, "max_retry_after": 10}
+        mount(
+            bloxs, sim.url + "/api/v1/", auth=BloxsTokenAuth(sim.url, api_key, api_secret), **common
+        )
+        mount(
+            dealcloud,
+            sim.url + "/api/rest/v4/",
+            auth=ClientCredentialsAuth(token_url, client_id, client_secret, scope="data"),
+            **common,
+        )
+        world = _World(sim, bloxs, dealcloud)
+        term.line("requests-bloxs-errors demo", "bold")
+        term.line(f"A simulated Bloxs and DealCloud API is running on {sim.url}; two Sessions")
+        term.line("have a BloxsAdapter mounted (Bloxs token auth, DealCloud client credentials).")
+        summary: list[tuple[list[str], str]] = []
+        failures = []
+        for number, step in enumerate(STEPS, 1):
+            term.line()
+            term.line(f"{number}. {step.title}", "bold")
+            before = len(sim.requests)
+            step_started = time.monotonic()
+            responses = step.run(world)
+            took = time.monotonic() - step_started
+            for row, style in _timeline(sim.requests[before:], responses):
+                term.line("   " + _timeline_line(row), style)
+            _details(term, responses)
+            summary.append(_summary_row(step.title, responses, took))
+            got = [r.status_code for r in responses]
+            if got != list(step.expect):
+                failures.append(f"step {number}: expected {list(step.expect)}, got {got}")
+        bloxs.close()
+        dealcloud.close()
+        seen = sim.requests
+    term.line()
+    term.line("Summary", "bold")
+    term.table(
+        ["step", "result", "attempts", "waited", "took"],
+        [row for row, _ in summary],
+        [style for _, style in summary],
+    )
+    tokens = sum(1 for r in seen if r.path in (BLOXS_TOKEN_PATH, DEALCLOUD_TOKEN_PATH))
+    term.line()
+    term.line(
+        f"{len(seen)} requests reached the server ({tokens} token fetches) "
+        f"in {time.monotonic() - started:.1f}s."
+    )
+    for failure in failures:
+        term.line(f"UNEXPECTED: {failure}", "red")
+    return 1 if failures else 0

@@ -1,0 +1,335 @@
+"""Credentials for the two APIs this project serves.
+
+* :class:`BloxsTokenAuth`: ``POST {base_url}/Authorization`` with the API key
+  and secret, ``Authorization: Bearer <token>`` (24-hour tokens).
+* :class:`ClientCredentialsAuth`: OAuth2 client credentials, as DealCloud's
+  ``{base}/api/rest/v1/oauth/token`` (900-second tokens).
+* :class:`BloxsHmacAuth`: the Bloxs v1 request signature, computed afresh for
+  every attempt.
+
+Each plugs into ``BloxsAdapter(auth=...)`` and :func:`~requests_bloxs_errors.mount`.
+Token requests go through a session of their own with a
+:class:`~requests_bloxs_errors.BloxsAdapter`, so a token endpoint that
+answers 429 or 5xx is retried by the same rules as any request, while
+refused credentials (400/401/403) raise
+:class:`~requests_bloxs_errors.AuthenticationError` at once, naming the
+credential to check. Secrets never appear in reprs, logs or messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import requests
+from requests import PreparedRequest, Response
+
+from .adapter import attempts, mount
+from .auth import CachedTokenAuth
+from .classify import classify, error_for
+from .exceptions import AuthenticationError, TokenResponseError
+from .parsing import parse_http_date, parse_iso8601
+from .urls import Prefix, redact_url
+
+__all__ = ["BloxsHmacAuth", "BloxsTokenAuth", "ClientCredentialsAuth", "bloxs_signature"]
+
+#: Seconds a token request may take, per attempt.
+DEFAULT_TOKEN_TIMEOUT = 10.0
+_REFUSED = (400, 401, 403)
+
+
+def _mask(value: str) -> str:
+    """Enough of an identifier to recognise it, never all of it."""
+    return f"{value[:4]}\u2026" if len(value) > 6 else "\u2026"
+
+
+class _EndpointTokenAuth(CachedTokenAuth):
+    """A token from an HTTP endpoint, fetched through a retrying session."""
+
+    #: Names the credentials to check in the refusal message.
+    check_hint = "the credentials"
+
+    def __init__(self, token_url: str, *, timeout: float, max_retries: int) -> None:
+        prefix = Prefix.parse(token_url)  # validates: http(s) URL with a host
+        if not prefix.names_host:
+            raise ValueError(f"the token URL must name a host, got {token_url!r}")
+        self.token_url = token_url
+        self.timeout = timeout
+        self.max_retries = max_retries
+        super().__init__()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._session: requests.Session | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_session", None)
+        return state
+
+    def _secrets(self) -> Iterable[str]:
+        return ()
+
+    def _post(self, **kwargs: Any) -> Response:
+        if self._session is None:
+            session = requests.Session()
+            session.trust_env = False  # no .netrc credentials or proxies slipped into token calls
+            mount(session, "https://", max_retries=self.max_retries)
+            mount(session, "http://", max_retries=self.max_retries)
+            self._session = session
+        response = self._session.post(self.token_url, timeout=self.timeout, **kwargs)
+        if response.status_code >= 400:
+            raise self._refusal(response)
+        return response
+
+    def _refusal(self, response: Response) -> Exception:
+        info = classify(response)
+        if info is None:  # pragma: no cover - status >= 600
+            return TokenResponseError(f"the token endpoint answered {response.status_code}")
+        if response.status_code not in _REFUSED:
+            return error_for(response, info, attempts(response))
+        details = [info.message.rstrip(". ")] if info.message else []
+        details += [f"{name}: {' '.join(messages)}" for name, messages in info.errors.items()]
+        said = f" The server said: {'; '.join(details)}." if details else ""
+        message = (
+            f"{response.status_code} from POST {redact_url(self.token_url)}: the token endpoint "
+            f"refused {self.check_hint}.{said}"
+        )
+        for secret in self._secrets():
+            if secret:
+                message = message.replace(secret, "***")
+        info = dataclasses.replace(info, action=f"Check {self.check_hint}.")
+        return AuthenticationError(
+            message, response=response, info=info, history=attempts(response)
+        )
+
+    @staticmethod
+    def _json(response: Response) -> dict[str, Any]:
+        try:
+            document = response.json()
+        except ValueError:
+            document = None
+        if not isinstance(document, dict):
+            raise TokenResponseError(
+                f"the token endpoint {redact_url(response.url)} answered "
+                f"{response.status_code} without a JSON object",
+                response=response,
+            )
+        return document
+
+
+class BloxsTokenAuth(_EndpointTokenAuth):
+    """Bearer tokens from the Bloxs ``/Authorization`` endpoint.
+
+    Usage::
+
+        >>> auth = rbe.BloxsTokenAuth("https://acme.bloxs.io", API_KEY, API_SECRET)
+        >>> rbe.mount(session, "https://acme.bloxs.io/", auth=auth)
+
+    :param base_url: the environment's base URL, such as ``https://acme.bloxs.io``.
+    :param api_key: the user's personal API key.
+    :param api_secret: the client environment's secret key.
+    :param timeout: seconds per token request attempt.
+    :param max_retries: retries of a token request on 429/5xx.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        api_secret: str,
+        *,
+        timeout: float = DEFAULT_TOKEN_TIMEOUT,
+        max_retries: int = 3,
+    ) -> None:
+        if (
+            not isinstance(api_key, str)
+            or not api_key
+            or not isinstance(api_secret, str)
+            or not api_secret
+        ):
+            raise ValueError("api_key and api_secret must be non-empty strings")
+        if not isinstance(base_url, str):
+            raise TypeError(f"base_url must be a string, not {type(base_url).__name__}")
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.check_hint = (
+            f"api_key ({_mask(api_key)}, the user's personal key) and api_secret "
+            "(the client environment's key)"
+        )
+        super().__init__(f"{self.base_url}/Authorization", timeout=timeout, max_retries=max_retries)
+
+    def __repr__(self) -> str:
+        return f"<BloxsTokenAuth base_url={self.base_url!r} api_key={_mask(self.api_key)!r}>"
+
+    def _secrets(self) -> Iterable[str]:
+        return (self.api_secret,)
+
+    def fetch(self) -> tuple[str, float | None]:
+        """Ask ``/Authorization`` for a token; its lifetime comes from ``expiration``."""
+        response = self._post(json={"apiKey": self.api_key, "apiSecret": self.api_secret})
+        document = self._json(response)
+        token = document.get("token")
+        if not isinstance(token, str) or not token:
+            raise TokenResponseError("the /Authorization answer has no token", response=response)
+        expires = parse_iso8601(document.get("expiration"))
+        if expires is None:
+            return token, None
+        # measure against the server's clock when it sent one, like Retry-After
+        now = _server_time(response)
+        return token, max(0.0, expires - now)
+
+
+class ClientCredentialsAuth(_EndpointTokenAuth):
+    """OAuth2 client-credentials tokens (DealCloud and other OAuth2 APIs).
+
+    Usage::
+
+        >>> auth = rbe.ClientCredentialsAuth(
+        ...     "https://acme.dealcloud.com/api/rest/v1/oauth/token",
+        ...     CLIENT_ID, CLIENT_SECRET, scope="data")
+        >>> rbe.mount(session, "https://acme.dealcloud.com/", auth=auth)
+
+    :param token_url: the token endpoint.
+    :param client_id: the client id (DealCloud: the user's client id).
+    :param client_secret: the client secret (DealCloud: the API key).
+    :param scope: space-separated scopes such as ``"data"``, or None.
+    :param timeout: seconds per token request attempt.
+    :param max_retries: retries of a token request on 429/5xx.
+    """
+
+    def __init__(
+        self,
+        token_url: str,
+        client_id: str,
+        client_secret: str,
+        scope: str | None = None,
+        *,
+        timeout: float = DEFAULT_TOKEN_TIMEOUT,
+        max_retries: int = 3,
+    ) -> None:
+        if not isinstance(client_id, str) or not client_id:
+            raise ValueError("client_id must be a non-empty string")
+        if not isinstance(client_secret, str) or not client_secret:
+            raise ValueError("client_secret must be a non-empty string")
+        if scope is not None and not isinstance(scope, str):
+            raise TypeError("scope must be a space-separated string or None")
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.scope = scope
+        self.check_hint = f"client_id ({client_id}) and client_secret" + (
+            f", and that the scope {scope!r} is granted" if scope else ""
+        )
+        super().__init__(token_url, timeout=timeout, max_retries=max_retries)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ClientCredentialsAuth token_url={redact_url(self.token_url)!r} "
+            f"client_id={self.client_id!r} scope={self.scope!r}>"
+        )
+
+    def _secrets(self) -> Iterable[str]:
+        return (self.client_secret,)
+
+    def fetch(self) -> tuple[str, float | None]:
+        """Run the client-credentials grant; the lifetime is ``expires_in``."""
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        if self.scope:
+            form["scope"] = self.scope
+        response = self._post(data=form, headers={"Accept": "application/json"})
+        document = self._json(response)
+        token = document.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise TokenResponseError("the token answer has no access_token", response=response)
+        lifetime = document.get("expires_in")
+        try:
+            seconds = float(lifetime) if lifetime is not None else None
+        except (TypeError, ValueError):
+            seconds = None
+        return token, seconds
+
+
+def _server_time(response: Response) -> float:
+    date = response.headers.get("Date")
+    server = parse_http_date(date) if date else None
+    return server if server is not None else time.time()
+
+
+def bloxs_signature(api_key: str, api_secret: str, timestamp: int, payload_size: int) -> str:
+    """The Bloxs v1 signature: hex HMAC-SHA256 of ``"{key}:{timestamp}:{size}"``.
+
+    :param timestamp: Unix seconds, as sent in ``x-timestamp``.
+    :param payload_size: the body's size in bytes (0 for a GET).
+    """
+    message = f"{api_key}:{timestamp}:{payload_size}".encode()
+    return hmac.new(api_secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class BloxsHmacAuth:
+    """The Bloxs v1 request signature.
+
+    Every request is signed as ``Authorization: bloxs {api_key}:{signature}``
+    with ``x-timestamp``; the adapter signs each attempt again after a wait,
+    so a retry after a long ``Retry-After`` never carries a stale timestamp,
+    and re-authenticating after a 401 (clock skew) just signs afresh.
+
+    Usage::
+
+        >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.BloxsHmacAuth(KEY, SECRET))
+        >>> session.get("https://acme.bloxs.io/Test").raise_for_status()
+
+    :param api_key: the API key.
+    :param api_secret: the secret the signature is keyed with.
+    :param clock: returns Unix time; for tests.
+    """
+
+    def __init__(
+        self, api_key: str, api_secret: str, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        if not isinstance(api_key, str) or not api_key or ":" in api_key:
+            raise ValueError("api_key must be a non-empty string without ':'")
+        if not isinstance(api_secret, str) or not api_secret:
+            raise ValueError("api_secret must be a non-empty string")
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"<BloxsHmacAuth api_key={_mask(self.api_key)!r}>"
+
+    def __call__(self, request: PreparedRequest) -> PreparedRequest:
+        self.sign(request)
+        return request
+
+    def sign(self, request: PreparedRequest) -> None:
+        """Sign ``request`` with the current time."""
+        timestamp = int(self.clock())
+        size = _payload_size(request)
+        signature = bloxs_signature(self.api_key, self.api_secret, timestamp, size)
+        request.headers["Authorization"] = f"bloxs {self.api_key}:{signature}"
+        request.headers["x-timestamp"] = str(timestamp)
+
+    def refresh(self, request: PreparedRequest, response: Response) -> bool:
+        """A refused signature is re-made on the resend, with a fresh timestamp."""
+        return True
+
+
+def _payload_size(request: PreparedRequest) -> int:
+    length = request.headers.get("Content-Length")
+    if length is not None and length.isdigit():
+        return int(length)
+    body = request.body
+    if isinstance(body, bytes):
+        return len(body)
+    if isinstance(body, str):
+        return len(body.encode())
+    return 0
