@@ -31,6 +31,8 @@ from typing import Any, Protocol, Union, runtime_checkable
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
 
+from .exceptions import AuthenticationError
+
 __all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
 #: What ``fetch_token`` may return: a token, or a token and its lifetime in seconds.
@@ -56,13 +58,19 @@ class CachedTokenAuth(AuthBase):
     60 s), and when the server refuses it. One fetch serves all threads: when
     32 threads find the token expired together, :meth:`fetch` runs once, and
     when it fails, the threads that waited for it get the same error instead
-    of calling the token endpoint again one by one.
+    of calling the token endpoint again one by one. Refused credentials (an
+    :class:`~requests_bloxs_errors.AuthenticationError` from :meth:`fetch`)
+    are remembered for :attr:`REFUSAL_TTL` seconds: a worker pool with a bad
+    secret does not use up the token endpoint's own rate limit.
 
     It is also a plain requests auth (``session.auth = ...``).
 
     :param header: the header to set.
     :param scheme: the word before the token; ``""`` sends the bare token.
     """
+
+    #: Seconds a refusal of the credentials is remembered (0: not at all).
+    REFUSAL_TTL = 30.0
 
     def __init__(self, *, header: str = "Authorization", scheme: str = "Bearer") -> None:
         if not isinstance(header, str) or not header or not isinstance(scheme, str):
@@ -77,6 +85,7 @@ class CachedTokenAuth(AuthBase):
         self._renew_at = math.inf
         self._fetches = 0
         self._error: BaseException | None = None  # what the last fetch raised
+        self._refused_until = -math.inf
 
     def fetch(self) -> TokenResult:
         """Return a new token, or ``(token, expires_in_seconds)``. Override this."""
@@ -88,7 +97,7 @@ class CachedTokenAuth(AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         # a pickled copy fetches its own token: locks and tokens do not travel
-        private = ("_lock", "_value", "_renew_at", "_fetches", "_error")
+        private = ("_lock", "_value", "_renew_at", "_fetches", "_error", "_refused_until")
         return {k: v for k, v in self.__dict__.items() if k not in private}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -125,18 +134,26 @@ class CachedTokenAuth(AuthBase):
         with self._lock:
             self._value = None
             self._renew_at = math.inf
+            self._error = None
+            self._refused_until = -math.inf
 
     def _fetch_once(self, seen: int) -> None:
-        """Fetch under the lock, unless a fetch this thread waited for just failed."""
-        if self._fetches != seen and self._error is not None:
+        """Fetch under the lock, unless a fetch this thread waited for just failed,
+        or the credentials were refused moments ago."""
+        if self._error is not None and (
+            self._fetches != seen or time.monotonic() < self._refused_until
+        ):
             raise self._error
         self._fetches += 1
         try:
             token, lifetime = _check_token(self.fetch())
         except BaseException as exc:
             self._error = exc
+            if isinstance(exc, AuthenticationError):
+                self._refused_until = time.monotonic() + self.REFUSAL_TTL
             raise
         self._error = None
+        self._refused_until = -math.inf
         self._value = f"{self.scheme} {token}" if self.scheme else token
         if lifetime is None:
             self._renew_at = math.inf

@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from http import HTTPStatus
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import requests
@@ -23,6 +24,7 @@ from .adapter import attempts, mount
 from .auth import Credential
 from .classify import classify
 from .demo import run_demo
+from .exceptions import BloxsError
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
 from .simulator import Simulator
@@ -224,6 +226,8 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
         response = session.request(
             method, url, json=body, data=args.data, headers=headers, timeout=args.timeout
         )
+    except BloxsError:
+        raise  # a refused credential: main() prints it as one line
     except requests.RequestException as exc:
         term.line(f"{method} {redact_url(url)}: {type(exc).__name__}: no response", "red")
         cause = exc.args[0] if exc.args else exc
@@ -255,8 +259,15 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     return 0 if response.status_code < 400 else 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (with a pointer to --help)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"requests-bloxs-errors: error: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="requests-bloxs-errors",
         description="Retries, re-authentication and typed errors for the Bloxs and DealCloud APIs.",
     )

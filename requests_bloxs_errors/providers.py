@@ -180,9 +180,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         expires = parse_iso8601(document.get("expiration"))
         if expires is None:
             return token, None
-        # measure against the server's clock when it sent one, like Retry-After
-        now = _server_time(response)
-        return token, max(0.0, expires - now)
+        return token, max(0.0, expires - _reference_time(response))
 
 
 class ClientCredentialsAuth(_EndpointTokenAuth):
@@ -258,10 +256,18 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         return token, seconds
 
 
-def _server_time(response: Response) -> float:
+def _reference_time(response: Response) -> float:
+    """ "Now" for an expiry the server stated: the later of its ``Date`` and our clock.
+
+    A server clock ahead of ours would otherwise make the token outlive its
+    real expiry; ``Date`` has whole seconds only, so on its own it would
+    overstate every lifetime by up to a second. The later of the two errs on
+    the safe side both ways.
+    """
     date = response.headers.get("Date")
     server = parse_http_date(date) if date else None
-    return server if server is not None else time.time()
+    local = time.time()
+    return local if server is None else max(server, local)
 
 
 def bloxs_signature(api_key: str, api_secret: str, timestamp: int, payload_size: int) -> str:

@@ -7,6 +7,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.simulator import Simulator
 
 from .server import ScriptServer
 
@@ -51,3 +52,10 @@ def _no_leftover_install() -> Iterator[None]:
     yield
     rbe.uninstall()
     assert (requests.Session, requests.sessions.Session) == original
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A simulator with short windows, for tests that exercise its limits."""
+    with Simulator(window=1.0) as simulator:
+        yield simulator
