@@ -14,8 +14,8 @@ A 2xx or 3xx response goes back after step 2 untouched: no body read, no copy.
 
 from __future__ import annotations
 
+import copy
 import math
-import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
@@ -39,6 +39,7 @@ from .retry import (
     BloxsRetry,
     Call,
     ResignFailed,
+    calling,
 )
 from .urls import Prefix, is_loopback, redact_url
 
@@ -99,10 +100,6 @@ class _SignedHeaders(CaseInsensitiveDict):  # type: ignore[type-arg]
         if self.in_flight:
             return self
         return CaseInsensitiveDict(self)
-
-
-class _PerThread(threading.local):
-    retry: BloxsRetry | None = None
 
 
 def _number(
@@ -226,7 +223,6 @@ class BloxsAdapter(HTTPAdapter):
         cap = _number("backoff_max", backoff_max)
         assert factor is not None
         assert cap is not None
-        self._local = _PerThread()
         self._policy = _policy(
             max_retries, factor, cap, _number("max_retry_after", max_retry_after, allow_none=True)
         )
@@ -258,16 +254,16 @@ class BloxsAdapter(HTTPAdapter):
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
         super().__init__(max_retries=self._policy, **kwargs)
 
-    # -- max_retries: the shared policy, or this thread's per-call copy -------
+    # -- max_retries: always a BloxsRetry --------------------------------------
 
     @property
     def max_retries(self) -> Retry:
-        """The retry policy; during :meth:`send`, that call's own copy of it."""
-        retry = self._local.retry
-        return self._policy if retry is None else retry
+        """The retry policy, shared by every call (it is immutable)."""
+        return self._policy
 
     @max_retries.setter
     def max_retries(self, value: int | Retry) -> None:
+        # HTTPAdapter.__init__ and __setstate__ assign it; so may user code
         if isinstance(value, BloxsRetry):
             self._policy = value
         elif isinstance(value, Retry):
@@ -277,16 +273,6 @@ class BloxsAdapter(HTTPAdapter):
         else:
             n = _retry_count(value)
             self._policy = self._policy.new(total=n, connect=n, read=n, status=n)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # as HTTPAdapter does, but always the shared policy, never a call's copy
-        state = {attr: getattr(self, attr, None) for attr in self.__attrs__}
-        state["max_retries"] = self._policy
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self._local = _PerThread()
-        super().__setstate__(state)  # type: ignore[misc,unused-ignore]
 
     def __repr__(self) -> str:
         prefix = self._prefix.raw if self._prefix else None
@@ -351,17 +337,17 @@ class BloxsAdapter(HTTPAdapter):
     def _signed(self, request: PreparedRequest) -> PreparedRequest:
         """Sign a copy: the caller's request (and any redirect built from it) stays unsigned."""
         assert self._auth is not None
-        copy = request.copy()
-        copy.headers = _SignedHeaders(copy.headers)
-        self._auth.sign(copy)
-        return copy
+        # shallow: only the headers change, so only they are copied (request.copy()
+        # would copy them, then the cookie jar, for nothing)
+        signed = copy.copy(request)
+        signed.headers = _SignedHeaders(request.headers)
+        self._auth.sign(signed)
+        return signed
 
     def _send_through_urllib3(
         self, request: PreparedRequest, call: Call, options: dict[str, Any]
     ) -> Response:
-        local = self._local
-        outer = local.retry  # a hook may send through this adapter from inside a call
-        local.retry = self._policy.new(call=call)
+        outer = calling(call)  # a hook may send through this adapter from inside a call
         headers = request.headers
         if isinstance(headers, _SignedHeaders):
             auth = self._auth
@@ -381,7 +367,7 @@ class BloxsAdapter(HTTPAdapter):
             failure = ConnectionError(exc, request=request)
             raise self._transport_failure(failure, call) from exc
         finally:
-            local.retry = outer
+            calling(outer)
             if isinstance(headers, _SignedHeaders):
                 headers.in_flight = False
 

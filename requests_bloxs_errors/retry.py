@@ -24,14 +24,18 @@ there, from the error table:
 
 ``raise_on_status`` is always False: when retries end, the last response is
 returned with its body, never a :class:`~requests.exceptions.RetryError`
-without one. The policy object is immutable and shared; what one call needs
-(its request, deadline and journal) travels in a per-call :class:`Call`
-attached by :meth:`~urllib3.util.Retry.new`.
+without one. The policy object is immutable and shared. What one call needs
+(its request, deadline and journal) is a per-call :class:`Call`: the adapter
+makes it current for its thread while it sends (:func:`calling`), the shared
+policy picks it up in :meth:`~BloxsRetry.increment`, and from then on the
+policy objects of that call carry it. A call that never fails never builds a
+policy object of its own.
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Collection
 from itertools import takewhile
@@ -69,6 +73,7 @@ __all__ = [
     "Call",
     "ResignFailed",
     "body_is_replayable",
+    "calling",
 ]
 
 #: Retries per call when ``max_retries`` is not given.
@@ -151,6 +156,24 @@ class Call:
     def stop(self, decision: str, *, gave_up: bool) -> None:
         """Note why the policy did not retry the last attempt."""
         self.outcome = (decision, gave_up)
+
+
+class _Current(threading.local):
+    call: Call | None = None
+
+
+_current = _Current()
+
+
+def calling(call: Call | None) -> Call | None:
+    """Make ``call`` this thread's current call; return the one it replaces.
+
+    The adapter sets its call before handing the request to urllib3 and puts
+    the previous one back afterwards (a hook may send from inside a call).
+    """
+    previous = _current.call
+    _current.call = call
+    return previous
 
 
 class ResignFailed(Exception):
@@ -314,12 +337,12 @@ class BloxsRetry(Retry):
             it to the caller (``raise_on_status`` is False).
         :raises Exception: ``error`` itself when resending is unsafe.
         """
-        call = self.call
+        call = self.call if self.call is not None else _current.call
         status: int | None = None
         retry_after: float | None = None
         if error is not None:
             kind = type(error).__name__
-            refusal = self._refuse_error(method, error)
+            refusal = self._refuse_error(call, method, error)
             if refusal is not None:
                 if call is not None:
                     call.stop(f"not retried: {refusal}", gave_up=False)
@@ -330,7 +353,7 @@ class BloxsRetry(Retry):
                 retry_after = self.get_retry_after(response)
             rule = rule_for(status or 0, retry_after is not None)
             kind = rule.kind if rule is not None else str(status)
-            refusal = self._refuse_response(method, rule, status, retry_after)
+            refusal = self._refuse_response(call, method, rule, status, retry_after)
             if refusal is not None:
                 if call is not None:
                     call.stop(f"not retried: {refusal}", gave_up=False)
@@ -345,6 +368,7 @@ class BloxsRetry(Retry):
                 call.stop("gave up: retries exhausted", gave_up=True)
             raise
         assert isinstance(new, BloxsRetry)
+        new.call = call  # private until returned: the shared policy had none
 
         wait = retry_after if retry_after is not None else new.get_backoff_time()
         now = time.monotonic()
@@ -387,11 +411,10 @@ class BloxsRetry(Retry):
 
     # -- the rules ------------------------------------------------------------
 
-    def _refuse_error(self, method: str | None, error: Exception) -> str | None:
+    def _refuse_error(self, call: Call | None, method: str | None, error: Exception) -> str | None:
         """Why a transport error must not be retried, or None if it may."""
         if self._is_connection_error(error):
             return None  # the request never reached the server
-        call = self.call
         if call is not None and not call.replayable:
             return "the request body cannot be rewound, so it cannot be sent again"
         safe = (method or "").upper() in IDEMPOTENT_METHODS or (
@@ -402,13 +425,17 @@ class BloxsRetry(Retry):
         return None
 
     def _refuse_response(
-        self, method: str | None, rule: Rule | None, status: int | None, retry_after: float | None
+        self,
+        call: Call | None,
+        method: str | None,
+        rule: Rule | None,
+        status: int | None,
+        retry_after: float | None,
     ) -> str | None:
         """Why an error response must not be retried, or None if it may."""
         retry = self.retry_rule(rule, status or 0)
         if retry is None:
             return f"{status} is not retryable"
-        call = self.call
         if call is not None and not call.replayable:
             return "the request body cannot be rewound; urllib3 would resend it empty"
         key = call is not None and call.has_idempotency_key
