@@ -90,16 +90,24 @@ def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, boo
     content = getattr(response, "_content", False)
     if isinstance(content, bytes):
         return content[:cap], len(content) > cap
-    if getattr(response, "_content_consumed", False) or response.raw is None:
+    raw = response.raw
+    if getattr(response, "_content_consumed", False) or raw is None:
         return b"", False
+    # read1 (urllib3 2) returns what has arrived; read (urllib3 1.26) does not
+    # loop. Either way a body that breaks off keeps the bytes that came before
+    # the error, where iter_content would lose the last chunk with it.
+    read = getattr(raw, "read1", None) or raw.read
+    options = {"decode_content": True} if hasattr(raw, "stream") else {}  # urllib3, or a file
     buffer = bytearray()
     truncated = False
     try:
-        for chunk in response.iter_content(_CHUNK):
-            buffer += chunk
-            if len(buffer) > cap:
-                truncated = True
-                break
+        while len(buffer) <= cap:
+            chunk = read(_CHUNK, **options)
+            if chunk:
+                buffer += chunk
+            elif getattr(raw, "closed", True):
+                break  # the end (a decoder may yield nothing for a chunk before it)
+        truncated = len(buffer) > cap
     except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
         truncated = True
     body = bytes(buffer[:cap])
