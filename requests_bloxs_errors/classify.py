@@ -97,16 +97,21 @@ def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, boo
     # loop. Either way a body that breaks off keeps the bytes that came before
     # the error, where iter_content would lose the last chunk with it.
     read = getattr(raw, "read1", None) or raw.read
-    options = {"decode_content": True} if hasattr(raw, "stream") else {}  # urllib3, or a file
+    urllib3_raw = hasattr(raw, "stream")
+    options = {"decode_content": True} if urllib3_raw else {}
     buffer = bytearray()
     truncated = False
+    empty_reads = 0
     try:
         while len(buffer) <= cap:
             chunk = read(_CHUNK, **options)
             if chunk:
                 buffer += chunk
-            elif getattr(raw, "closed", True):
-                break  # the end (a decoder may yield nothing for a chunk before it)
+                continue
+            # the end; but urllib3's decoder may yield nothing for a chunk before it
+            empty_reads += 1
+            if not urllib3_raw or getattr(raw, "closed", True) or empty_reads > 64:
+                break
         truncated = len(buffer) > cap
     except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
         truncated = True

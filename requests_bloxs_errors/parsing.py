@@ -54,7 +54,6 @@ TRACE_HEADERS = (
 )
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _SPACES = re.compile(r"\s+")
 _TAGS = re.compile(r"<[^>]{0,2000}>")
 _HTML_TITLE = re.compile(r"<title[^>]{0,200}>(.{0,2000}?)</title>", re.IGNORECASE | re.DOTALL)
@@ -73,9 +72,17 @@ _UNIT_SECONDS = {
 
 
 def clean_line(value: object, limit: int = MAX_TEXT) -> str:
-    """Fold ``value`` into one printable line of at most ``limit`` characters."""
+    """Fold ``value`` into one printable line of at most ``limit`` characters.
+
+    Every non-printable character (controls, C1 controls, line and paragraph
+    separators, bidi overrides) becomes a space, so text from a server cannot
+    break or disguise a log line.
+    """
     text = value if isinstance(value, str) else str(value)
-    text = _SPACES.sub(" ", _CONTROL.sub(" ", text[: limit * 4])).strip()
+    text = text[: limit * 4]
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else " " for c in text)
+    text = _SPACES.sub(" ", text).strip()
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
