@@ -59,3 +59,48 @@ def sim() -> Iterator[Simulator]:
     """A simulator with short windows, for tests that exercise its limits."""
     with Simulator(window=1.0) as simulator:
         yield simulator
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak-long", action="store_true", help="run the soak test ten times longer")
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def _secrets_scan(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test runs with DEBUG logging captured from every logger; afterwards no
+    secret of any simulator it started (API and client secrets, issued tokens,
+    credential headers and signatures) may appear in any record."""
+    started: list[Simulator] = []
+    original_start = Simulator.start
+
+    def start(self: Simulator) -> Simulator:
+        started.append(self)
+        return original_start(self)
+
+    monkeypatch.setattr(Simulator, "start", start)
+    handler = _Records()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    secrets = {value for sim in started for value in sim.secret_values() if len(value) >= 8}
+    for record in handler.records:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        leaked = [value for value in secrets if value in text]
+        assert not leaked, f"a secret reached the log ({record.name}): {text[:200]!r}"

@@ -204,6 +204,7 @@ class Simulator:
         }
         self._lock = threading.Lock()
         self._tokens: dict[str, _Token] = {}
+        self._issued: list[str] = []
         self._faults: list[Fault] = []
         self._names = itertools.count(1)
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (window index, count)
@@ -388,6 +389,20 @@ class Simulator:
             if (method is None or r.method == method) and (path is None or r.path == path)
         ]
 
+    def secret_values(self) -> set[str]:
+        """Every secret this simulator knows: API and client secrets, each token it
+        issued, each credential header it received. For scanning logs and messages."""
+        with self._lock:
+            found = set(self.bloxs_keys.values()) | {s for s, _ in self.dealcloud_clients.values()}
+            found.update(self._issued)
+            for request in self._requests:
+                credential = request.headers.get("Authorization", "")
+                found.add(
+                    credential.partition(" ")[2].partition(":")[2] or credential.partition(" ")[2]
+                )
+        found.discard("")
+        return found
+
     def token_requests(self) -> list[Seen]:
         """Requests to either token endpoint."""
         return [r for r in self.requests if r.path in (BLOXS_TOKEN_PATH, DEALCLOUD_TOKEN_PATH)]
@@ -535,6 +550,7 @@ class Simulator:
         token = f"{vendor[:2]}-{secrets.token_urlsafe(24)}"
         with self._lock:
             self._tokens[token] = _Token(vendor, time.monotonic() + lifetime, scopes)
+            self._issued.append(token)
         return token
 
     def _bloxs_token(self, request: Request) -> Answer:
