@@ -39,6 +39,13 @@ def tests_legacy(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks (not run by default): python -m nox -s bench [-- --quick]."""
+    session.install("-e", ".[bench,chart]")
+    session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (lint and format) and mypy --strict."""
     session.install("-e", ".[lint]")

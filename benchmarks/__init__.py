@@ -1,0 +1,1 @@
+"""Benchmarks of requests-bloxs-errors against the alternatives; see README.rst here."""

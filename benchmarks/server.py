@@ -1,0 +1,171 @@
+"""The loopback servers the benchmarks talk to, each in a process of its own.
+
+One process serves every HTTP scenario (a small body, a token endpoint with
+revocable tokens, a quota with fixed windows, the Retry-After probe, and a
+256 MiB stream); the client side then owns its own core and GIL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import multiprocessing
+import secrets
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import requests
+
+from requests_bloxs_errors.simulator import Answer, Request
+from requests_bloxs_errors.simulator._http import LoopbackServer
+
+STREAM_CHUNK = b"\0" * (1 << 20)
+
+
+class App:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.token_calls = 0
+        self.valid: set[str] = set()
+        self.quota = 100
+        self.window = 1.0
+        self.windows: dict[int, int] = {}
+        self.served = {"200": 0, "429": 0}
+        self.probe: dict[str, float] = {}
+        self.gaps: dict[str, float] = {}
+
+    def __call__(self, request: Request) -> Answer:
+        path, query = request.path, {k: v[-1] for k, v in parse_qs(request.query).items()}
+        if path == "/small":
+            return Answer(
+                200, b'{"ok": true, "padding": "0123456789"}', {"Content-Type": "application/json"}
+            )
+        if path == "/token":
+            time.sleep(0.05)  # a token endpoint is slow: that is what makes storms hurt
+            token = secrets.token_hex(16)
+            with self.lock:
+                self.token_calls += 1
+                self.valid.add(token)
+            return Answer.json(200, {"access_token": token, "expires_in": 3600})
+        if path == "/data":
+            token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            with self.lock:
+                ok = token in self.valid
+            return Answer(200, b"data") if ok else Answer.json(401, {"error": "invalid_token"})
+        if path == "/quota":
+            now = time.monotonic()
+            index = int(now // self.window)
+            with self.lock:
+                count = self.windows.get(index, 0) + 1
+                self.windows[index] = count
+                allowed = count <= self.quota
+                self.served["200" if allowed else "429"] += 1
+            if allowed:
+                return Answer(200, b"ok")
+            headers = {}
+            if query.get("variant") == "retry-after":
+                headers["Retry-After"] = str(max(1, math.ceil((index + 1) * self.window - now)))
+            return Answer(429, b"API calls quota exceeded!", headers)
+        if path == "/probe":  # 429 with a given wait, then 200; the gap is measured here
+            key = query["id"]
+            now = time.monotonic()
+            with self.lock:
+                first = self.probe.get(key)
+                if first is None:
+                    self.probe[key] = now
+                else:
+                    self.gaps[key] = now - first
+            if first is None:
+                return Answer(429, b"wait", {"Retry-After": query["wait"]})
+            return Answer(200, b"ok")
+        if path == "/control":
+            return self.control(query)
+        return Answer(404, b"")
+
+    def control(self, query: dict[str, str]) -> Answer:
+        with self.lock:
+            action = query.get("action")
+            if action == "revoke":
+                self.valid.clear()
+            elif action == "reset":
+                self.token_calls = 0
+                self.valid.clear()
+                self.windows.clear()
+                self.served = {"200": 0, "429": 0}
+            elif action == "quota":
+                self.quota = int(query["quota"])
+                self.windows.clear()
+                self.served = {"200": 0, "429": 0}
+            state: dict[str, Any] = {
+                "token_calls": self.token_calls,
+                "served": dict(self.served),
+                "gaps": dict(self.gaps),
+            }
+        return Answer.json(200, state)
+
+
+def _serve(ready: Any) -> None:
+    server = LoopbackServer(App())
+    ready.send(server.port)
+    server.serve_forever()
+
+
+def _stream(ready: Any, size: int) -> None:
+    """A raw server answering every request with ``size`` bytes of zeros."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    ready.send(listener.getsockname()[1])
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_stream_one, args=(conn, size), daemon=True).start()
+
+
+def _stream_one(conn: Any, size: int) -> None:
+    with conn:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(
+            f"HTTP/1.1 200 OK\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n".encode()
+        )
+        sent = 0
+        try:
+            while sent < size:
+                piece = STREAM_CHUNK[: min(len(STREAM_CHUNK), size - sent)]
+                conn.sendall(piece)
+                sent += len(piece)
+        except OSError:
+            pass
+
+
+class Servers:
+    """Start both server processes; ``close()`` stops them."""
+
+    def __init__(self, stream_size: int) -> None:
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        self._app = context.Process(target=_serve, args=(send,), daemon=True)
+        self._app.start()
+        self.url = f"http://127.0.0.1:{receive.recv()}"
+        receive, send = context.Pipe(duplex=False)
+        self._stream = context.Process(target=_stream, args=(send, stream_size), daemon=True)
+        self._stream.start()
+        self.stream_url = f"http://127.0.0.1:{receive.recv()}/stream"
+
+    def control(self, **query: Any) -> dict[str, Any]:
+        answer = requests.get(self.url + "/control", params=query, timeout=10)
+        result: dict[str, Any] = json.loads(answer.content)
+        return result
+
+    def close(self) -> None:
+        for process in (self._app, self._stream):
+            process.terminate()
+            process.join(5)
