@@ -322,6 +322,10 @@ def retry_after_precision(servers: Servers, trials: int) -> list[list[str]]:
 # -- report ------------------------------------------------------------------------------
 
 
+def _section(title: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    return [title, "", _table(header, rows), ""]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -367,58 +371,41 @@ def main() -> int:
     try:
         print("1/5 happy path ...", file=sys.stderr, flush=True)
         happy = happy_path(servers, 500 if args.quick else 5000)
-        sections += [
+        sections += _section(
             "## 1. Happy-path overhead (5,000 keep-alive GETs each, interleaved in blocks of 100)",
-            "",
-            _table(
-                ["adapter", "median µs/request", "overhead µs", "ratio", "compared with"], happy
-            ),
-            "",
-        ]
+            ["adapter", "median µs/request", "overhead µs", "ratio", "compared with"],
+            happy,
+        )
         print("2/5 streaming ...", file=sys.stderr, flush=True)
         stream = streaming(servers, 1 if args.quick else 3, stream_size)
-        sections += [
+        sections += _section(
             f"## 2. Streaming download ({stream_size >> 20} MiB, stream=True, "
             "a fresh process per trial)",
-            "",
-            _table(
-                ["adapter", "median seconds", "time ratio", "peak RSS MiB", "RSS ratio"], stream
-            ),
-            "",
-        ]
+            ["adapter", "median seconds", "time ratio", "peak RSS MiB", "RSS ratio"],
+            stream,
+        )
         print("3/5 refresh storm ...", file=sys.stderr, flush=True)
         storm = refresh_storm(servers, 64, 1 if args.quick else 3)
-        sections += [
+        sections += _section(
             "## 3. Refresh storm (64 threads, one Session, the server revokes the token)",
-            "",
-            _table(
-                ["client", "token calls (median)", "range", "ms until all done", "succeeded"], storm
-            ),
-            "",
-        ]
+            ["client", "token calls (median)", "range", "ms until all done", "succeeded"],
+            storm,
+        )
         print("4/5 quota throughput ...", file=sys.stderr, flush=True)
         quota = 200
         quota_rows = quota_throughput(servers, quota, 400 if args.quick else 2000, 8)
-        sections += [
+        sections += _section(
             f"## 4. Throughput under a server quota (Q = {quota} per 1 s window, 8 threads)",
-            "",
-            _table(
-                ["server", "client", "successes/s ÷ Q", "429s sent", "seconds", "failed"],
-                quota_rows,
-            ),
-            "",
-        ]
+            ["server", "client", "successes/s ÷ Q", "429s sent", "seconds", "failed"],
+            quota_rows,
+        )
         print("5/5 Retry-After precision ...", file=sys.stderr, flush=True)
         precision = retry_after_precision(servers, 2 if args.quick else 5)
-        sections += [
+        sections += _section(
             "## 5. Retry-After precision (the delay the server saw, minus the wait it asked for)",
-            "",
-            _table(
-                ["Retry-After s", "median ms late", "max ms late", "min ms late", "early"],
-                precision,
-            ),
-            "",
-        ]
+            ["Retry-After s", "median ms late", "max ms late", "min ms late", "early"],
+            precision,
+        )
     finally:
         servers.close()
     report = "\n".join(sections)

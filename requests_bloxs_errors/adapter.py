@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Union
@@ -247,10 +248,7 @@ class BloxsAdapter(HTTPAdapter):
                     f"got {prefix!r}. Use rbe.mount(session, 'https://acme.bloxs.io/', auth=...)"
                 )
             if self._prefix.scheme == "http" and not is_loopback(self._prefix.host):
-                logger.warning(
-                    "Credentials for %s will be sent over plain HTTP; use https://",
-                    redact_url(self._prefix.raw),
-                )
+                _warn_plain_http(self._prefix)
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
         super().__init__(max_retries=self._policy, **kwargs)
 
@@ -333,6 +331,12 @@ class BloxsAdapter(HTTPAdapter):
             signed=signed,
             body_pos=body_pos,
         )
+
+    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+        """As requests builds it, but a body shorter than its ``Content-Length``
+        raises instead of passing silently (urllib3 1.26's default; 2.x already does)."""
+        resp.enforce_content_length = True
+        return super().build_response(req, resp)
 
     def _signed(self, request: PreparedRequest) -> PreparedRequest:
         """Sign a copy: the caller's request (and any redirect built from it) stays unsigned."""
@@ -473,6 +477,20 @@ def attempts(response: Response) -> tuple[Attempt, ...]:
     info = classify(response)
     kind = info.kind if info is not None else "ok"
     return (Attempt(1, response.status_code, kind, 0.0, "returned"),)
+
+
+_plain_http_warned: set[str] = set()
+_plain_http_lock = threading.Lock()
+
+
+def _warn_plain_http(prefix: Prefix) -> None:
+    """Warn once per prefix and process: install() builds an adapter per Session."""
+    where = redact_url(prefix.raw)
+    with _plain_http_lock:
+        if where in _plain_http_warned:
+            return
+        _plain_http_warned.add(where)
+    logger.warning("Credentials for %s will be sent over plain HTTP; use https://", where)
 
 
 def _past(deadline: float | None) -> bool:

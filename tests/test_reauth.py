@@ -235,7 +235,13 @@ def test_auth_needs_a_prefix_with_a_host(session):
 
 
 def test_plain_http_to_a_remote_host_warns_once(rbe_logs):
-    rbe.BloxsAdapter(prefix="http://api.example.com/", auth=rbe.TokenAuth(TokenEndpoint()))
+    rbe.adapter._plain_http_warned.clear()  # once per process: start from none
+    auth = rbe.TokenAuth(TokenEndpoint())
+    rbe.BloxsAdapter(prefix="http://api.example.com/", auth=auth)
+    rbe.BloxsAdapter(prefix="http://api.example.com/", auth=auth)
+    rbe.install("http://api.example.com/", auth=auth)  # an adapter per Session from now on
+    requests.Session()
+    requests.Session()
     warnings = [r for r in rbe_logs.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "plain HTTP" in warnings[0].getMessage()
