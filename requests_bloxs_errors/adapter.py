@@ -19,7 +19,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any, Union
 
 from requests import PreparedRequest, Response, Session
 from requests.adapters import HTTPAdapter
@@ -28,6 +28,7 @@ from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from .auth import Credential
 from .classify import ErrorInfo, classify, error_for
@@ -43,9 +44,6 @@ from .retry import (
     calling,
 )
 from .urls import Prefix, is_loopback, redact_url
-
-if TYPE_CHECKING:
-    from urllib3.util.timeout import Timeout
 
 __all__ = ["BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
@@ -144,15 +142,36 @@ def _policy(
     )
 
 
-def _clamp_timeout(timeout: Any, limit: float) -> Any:
-    """Keep each attempt's connect and read timeouts within the call's deadline."""
-    if timeout is None:
-        return (limit, limit)
+class _DeadlineTimeout(Timeout):
+    """The caller's timeouts, never longer than the time left before the deadline.
+
+    urllib3 clones the timeout at the start of every attempt; the clone is a
+    plain :class:`~urllib3.util.Timeout` capped at what is left then, so a
+    retry late in the call gets only the remainder, not the whole deadline.
+    """
+
+    def __init__(self, connect: float | None, read: float | None, deadline: float) -> None:
+        super().__init__(connect=connect, read=read)
+        self.deadline = deadline
+
+    def clone(self) -> Timeout:
+        left = max(self.deadline - time.monotonic(), 0.001)
+        return Timeout(connect=_capped(self._connect, left), read=_capped(self._read, left))
+
+
+def _capped(value: object, left: float) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return min(float(value), left)
+    return left  # None or urllib3's default: no limit of its own
+
+
+def _deadline_timeout(timeout: Any, deadline: float) -> Any:
+    """Wrap the caller's ``timeout`` so each attempt ends by ``deadline``."""
+    if isinstance(timeout, Timeout):
+        return timeout  # a urllib3 Timeout object: the caller's own choice
     if isinstance(timeout, tuple) and len(timeout) == 2:
-        return tuple(limit if t is None else min(t, limit) for t in timeout)
-    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
-        return min(timeout, limit)
-    return timeout  # a urllib3 Timeout object: the caller's own choice
+        return _DeadlineTimeout(timeout[0], timeout[1], deadline)
+    return _DeadlineTimeout(timeout, timeout, deadline)
 
 
 class BloxsAdapter(HTTPAdapter):
@@ -179,8 +198,8 @@ class BloxsAdapter(HTTPAdapter):
         A longer one is not waited for: the response comes back at once (or
         its error is raised) with ``retry_after`` set. None: no limit.
     :param deadline: seconds for a whole call, attempts and waits included;
-        no wait crosses it and each attempt's timeouts are clamped to it.
-        None: no deadline.
+        no wait crosses it and each attempt's connect and read timeouts are
+        capped at the time left. None: no deadline.
     :param raise_errors: False (the default) returns error responses, whose
         ``raise_for_status()`` raises the typed error; True raises it from
         :meth:`send`.
@@ -301,7 +320,7 @@ class BloxsAdapter(HTTPAdapter):
         deadline = None
         if self._deadline is not None:
             deadline = time.monotonic() + self._deadline
-            timeout = _clamp_timeout(timeout, self._deadline)
+            timeout = _deadline_timeout(timeout, deadline)
         call = Call(request, deadline, self._hooks)
         options: dict[str, Any] = {
             "stream": stream,

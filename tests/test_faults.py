@@ -142,7 +142,7 @@ def test_slow_trickle_beyond_the_read_timeout_times_out(raw_session, servers):
 def test_a_trickle_faster_than_the_read_timeout_can_outlast_the_deadline(servers):
     """Documented limitation: timeouts bound each socket read, not a whole attempt.
 
-    The deadline clamps each attempt's timeouts and stops retries and waits,
+    The deadline caps each attempt's timeouts at the time left and stops waits,
     but a server that sends a byte every 0.1 s never trips a 1 s read timeout.
     The call still ends, when the server is done.
     """

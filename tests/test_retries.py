@@ -434,3 +434,14 @@ def test_attempts_of_a_first_try_response(server, session, fast):
     response = session.get(server.url("/r"))
     assert not hasattr(response, "_bloxs_history")  # the happy path records nothing
     assert rbe.attempts(response) == (rbe.Attempt(1, 200, "ok", 0.0, "returned"),)
+
+
+def test_each_attempt_gets_only_the_time_left_before_the_deadline(server, session):
+    rbe.mount(session, "http://", max_retries=5, backoff_factor=0.0, deadline=1.0)
+    # each answer takes 0.6 s: the retry has 0.4 s left, so it must time out
+    server.route("GET", "/r", Reply(503, "slow", delay=0.6), Reply(200, "late", delay=0.6))
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        session.get(server.url("/r"), timeout=30)
+    assert time.monotonic() - started < 1.3
+    assert len(server.seen()) == 2
