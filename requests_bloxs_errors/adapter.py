@@ -32,7 +32,7 @@ from urllib3.util.timeout import Timeout
 
 from .auth import Credential
 from .classify import ErrorInfo, classify, error_for
-from .events import Attempt, GiveUpEvent, Hooks, ReauthEvent, logger
+from .events import Attempt, Hooks, ReauthEvent, logger
 from .retry import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_BACKOFF_MAX,
@@ -71,8 +71,8 @@ class BloxsResponse(Response):
 
     @property
     def attempts(self) -> tuple[Attempt, ...]:
-        """Every request sent to get this response."""
-        return self._bloxs_history
+        """Every request sent to get this response; see :func:`attempts`."""
+        return attempts(self)
 
     def raise_for_status(self) -> None:
         """Raise the typed exception for this error response."""
@@ -400,21 +400,7 @@ class BloxsAdapter(HTTPAdapter):
         if isinstance(inner, MaxRetryError) and inner.reason is not None:
             inner = inner.reason
         kind = type(inner).__name__
-        decision, gave_up = call.outcome or ("failed", False)
-        call.record(None, kind, 0.0, decision)
-        if gave_up:
-            call.hooks.give_up(
-                GiveUpEvent(
-                    method=call.method,
-                    url=call.url,
-                    status=None,
-                    kind=kind,
-                    reason=decision.removeprefix("gave up: "),
-                    retry_after=None,
-                    trace_id=None,
-                    history=tuple(call.journal),
-                )
-            )
+        call.finish(None, kind, "failed")
         if isinstance(inner, ReadTimeoutError) and not isinstance(exc, ReadTimeout):
             # without retries requests raises ReadTimeout; keep that contract
             return ReadTimeout(inner, request=exc.request)
@@ -449,22 +435,13 @@ class BloxsAdapter(HTTPAdapter):
                 if info is None:
                     _keep_history(response, call)
                     return response
-        decision, gave_up = call.outcome or ("returned", False)
-        call.record(info.status, info.kind, 0.0, decision)
-        history = tuple(call.journal)
-        if gave_up:
-            call.hooks.give_up(
-                GiveUpEvent(
-                    method=call.method,
-                    url=call.url,
-                    status=info.status,
-                    kind=info.kind,
-                    reason=decision.removeprefix("gave up: "),
-                    retry_after=info.retry_after,
-                    trace_id=info.trace_id,
-                    history=history,
-                )
-            )
+        history = call.finish(
+            info.status,
+            info.kind,
+            "returned",
+            retry_after=info.retry_after,
+            trace_id=info.trace_id,
+        )
         response.__class__ = BloxsResponse
         assert isinstance(response, BloxsResponse)
         response._bloxs_info = info
@@ -475,8 +452,8 @@ class BloxsAdapter(HTTPAdapter):
 
 
 def _keep_history(response: Response, call: Call) -> None:
-    call.record(response.status_code, "ok", 0.0, "returned")
-    response._bloxs_history = tuple(call.journal)  # type: ignore[attr-defined]
+    history = call.finish(response.status_code, "ok", "returned")
+    response._bloxs_history = history  # type: ignore[attr-defined]
 
 
 def attempts(response: Response) -> tuple[Attempt, ...]:

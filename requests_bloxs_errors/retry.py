@@ -45,7 +45,8 @@ from requests import PreparedRequest
 from urllib3.exceptions import MaxRetryError, ResponseError
 from urllib3.util.retry import Retry
 
-from .events import Attempt, Hooks, RetryEvent
+from .classify import BODY_CAP
+from .events import Attempt, GiveUpEvent, Hooks, RetryEvent
 from .parsing import retry_after_from_headers
 from .table import (
     DEFAULT_RETRY_STATUSES,
@@ -85,7 +86,6 @@ DEFAULT_BACKOFF_MAX = 30.0
 #: The longest ``Retry-After`` the adapter sleeps on, in seconds.
 DEFAULT_MAX_RETRY_AFTER = 60.0
 
-_INTERMEDIATE_CAP = 64 * 1024
 _CHUNK = 16 * 1024
 
 
@@ -156,6 +156,37 @@ class Call:
     def stop(self, decision: str, *, gave_up: bool) -> None:
         """Note why the policy did not retry the last attempt."""
         self.outcome = (decision, gave_up)
+
+    def finish(
+        self,
+        status: int | None,
+        kind: str,
+        default: str,
+        *,
+        retry_after: float | None = None,
+        trace_id: str | None = None,
+    ) -> tuple[Attempt, ...]:
+        """Record the call's last attempt and announce a give-up; return the history.
+
+        :param default: the decision when the policy made none (it did not stop).
+        """
+        decision, gave_up = self.outcome or (default, False)
+        self.record(status, kind, 0.0, decision)
+        history = tuple(self.journal)
+        if gave_up:
+            self.hooks.give_up(
+                GiveUpEvent(
+                    method=self.method,
+                    url=self.url,
+                    status=status,
+                    kind=kind,
+                    reason=decision.removeprefix("gave up: "),
+                    retry_after=retry_after,
+                    trace_id=trace_id,
+                    history=history,
+                )
+            )
+        return history
 
 
 class _Current(threading.local):
@@ -473,7 +504,7 @@ def _read_bounded(response: BaseHTTPResponse) -> None:
             if not chunk:
                 return
             seen += len(chunk)
-            if seen > _INTERMEDIATE_CAP:
+            if seen > BODY_CAP:
                 break
     except Exception:
         pass
