@@ -28,7 +28,15 @@ from .exceptions import BloxsError
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
 from .simulator import Simulator
-from .table import QUOTA_RULE, RULES, Retryable, Rule, rule_for
+from .table import (
+    CLIENT_ERROR_RULE,
+    QUOTA_RULE,
+    RULES,
+    SERVER_ERROR_RULE,
+    Retryable,
+    Rule,
+    rule_for,
+)
 from .urls import redact_url
 
 __all__ = ["main"]
@@ -52,7 +60,7 @@ class UsageError(Exception):
 def _rule_rows() -> list[tuple[str, Rule]]:
     rows = [(str(status), rule) for status, rule in sorted(RULES.items())]
     rows.insert(3, ("403+Retry-After", QUOTA_RULE))
-    return rows
+    return [*rows, ("other 4xx", CLIENT_ERROR_RULE), ("other 5xx", SERVER_ERROR_RULE)]
 
 
 def _field(term: Terminal, label: str, text: str) -> None:
@@ -133,8 +141,6 @@ def _table(term: Terminal) -> int:
         ]
         for status, rule in _rule_rows()
     ]
-    rows.append(["other 4xx", "client_error", "ClientError", "never", "no"])
-    rows.append(["other 5xx", "server_error", "ServerError", "idempotent", "no"])
     term.table(["status", "kind", "exception", "retried", "re-auth"], rows)
     term.line()
     term.line(

@@ -287,17 +287,15 @@ class Simulator:
             content_type, body = _DEFAULT_BODIES[status]
             all_headers.setdefault("Content-Type", content_type)
         return self._add(
-            Fault(
-                name=f"fail-{status}-{next(self._names)}",
-                status=status,
-                method=method,
-                path=path,
-                times=times,
-                every=every,
-                headers=all_headers,
-                body=body if body is not None else "",
-                delay=delay,
-            )
+            f"fail-{status}",
+            status=status,
+            method=method,
+            path=path,
+            times=times,
+            every=every,
+            headers=all_headers,
+            body=body if body is not None else "",
+            delay=delay,
         )
 
     def drop(
@@ -309,16 +307,7 @@ class Simulator:
         every: int | None = None,
     ) -> Fault:
         """Reset the connection of matching requests without answering."""
-        return self._add(
-            Fault(
-                f"drop-{next(self._names)}",
-                method=method,
-                path=path,
-                times=times,
-                every=every,
-                drop=True,
-            )
-        )
+        return self._add("drop", method=method, path=path, times=times, every=every, drop=True)
 
     def slow(
         self,
@@ -329,9 +318,7 @@ class Simulator:
         times: int | None = 1,
     ) -> Fault:
         """Answer matching requests normally, but only after ``seconds``."""
-        return self._add(
-            Fault(f"slow-{next(self._names)}", method=method, path=path, times=times, delay=seconds)
-        )
+        return self._add("slow", method=method, path=path, times=times, delay=seconds)
 
     def maintenance(self, seconds: float, *, retry_after: bool = True) -> Fault:
         """Answer 503 to every request for the next ``seconds``.
@@ -340,15 +327,13 @@ class Simulator:
         """
         content_type, body = _DEFAULT_BODIES[503]
         return self._add(
-            Fault(
-                f"maintenance-{next(self._names)}",
-                status=503,
-                times=None,
-                until=time.monotonic() + seconds,
-                headers={"Content-Type": content_type},
-                body=body,
-                retry_after_until=retry_after,
-            )
+            "maintenance",
+            status=503,
+            times=None,
+            until=time.monotonic() + seconds,
+            headers={"Content-Type": content_type},
+            body=body,
+            retry_after_until=retry_after,
         )
 
     def clear_faults(self) -> None:
@@ -368,8 +353,10 @@ class Simulator:
             self._counts.clear()
             self._requests.clear()
 
-    def _add(self, fault: Fault) -> Fault:
+    def _add(self, kind: str, **fields: Any) -> Fault:
+        """Name a new fault after its kind and a serial number, and arm it."""
         with self._lock:
+            fault = Fault(f"{kind}-{next(self._names)}", **fields)
             self._faults.append(fault)
         return fault
 
