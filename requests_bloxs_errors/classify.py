@@ -76,6 +76,11 @@ class ErrorInfo:
     body_truncated: bool = False
 
     @property
+    def error_lines(self) -> tuple[str, ...]:
+        """The validation errors as ``"field: messages"`` lines (``(body)`` for no field)."""
+        return tuple(f"{name or '(body)'}: {' '.join(m)}" for name, m in self.errors.items())
+
+    @property
     def rule(self) -> Rule:
         """The table row this error was classified by."""
         return rule_by_kind(self.kind)
@@ -188,8 +193,7 @@ def describe(response: Response, info: ErrorInfo) -> str:
     url = redact_url(request.url if request is not None else response.url)
     hints = []
     if info.errors:
-        fields = "; ".join(f"{name or '(body)'}: {' '.join(m)}" for name, m in info.errors.items())
-        hints.append(clean_line(fields, 600))
+        hints.append(clean_line("; ".join(info.error_lines), 600))
     if info.retry_after is not None:
         hints.append(f"retry after {info.retry_after:g}s")
     if info.quota is not None:

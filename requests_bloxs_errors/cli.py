@@ -251,8 +251,8 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     info = classify(response)
     if info is not None:
         term.line(f"{info.rule.exception.__name__}: {info.message}", "red")
-        for field, messages in info.errors.items():
-            term.line(f"  {field or '(body)'}: {' '.join(messages)}")
+        for line in info.error_lines:
+            term.line(f"  {line}")
         if info.retry_after is not None:
             term.line(f"  retry after: {info.retry_after:g}s")
         if info.trace_id:

@@ -158,8 +158,8 @@ def _details(term: Terminal, responses: list[requests.Response]) -> None:
         if info is None:
             continue
         term.line(f"    -> {info.rule.exception.__name__}: {info.message}", "dim")
-        for field, messages in info.errors.items():
-            term.line(f"         {field or '(body)'}: {' '.join(messages)}", "dim")
+        for line in info.error_lines:
+            term.line(f"         {line}", "dim")
         if info.trace_id:
             term.line(f"         trace id: {info.trace_id}", "dim")
         term.line(f"         what to do: {info.action}", "dim")

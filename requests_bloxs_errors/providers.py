@@ -93,7 +93,7 @@ class _EndpointTokenAuth(CachedTokenAuth):
         if response.status_code not in _REFUSED:
             return error_for(response, info, attempts(response))
         details = [info.message.rstrip(". ")] if info.message else []
-        details += [f"{name}: {' '.join(messages)}" for name, messages in info.errors.items()]
+        details += info.error_lines
         said = f" The server said: {'; '.join(details)}." if details else ""
         message = (
             f"{response.status_code} from POST {redact_url(self.token_url)}: the token endpoint "
