@@ -1,15 +1,19 @@
 """The transport adapter: :class:`BloxsAdapter` and :func:`mount`.
 
-``send()`` runs one call in four steps:
+:meth:`BloxsAdapter.send` owns the attempt loop. Per attempt it:
 
-1. sign a copy of the request when it lies under the adapter's prefix;
-2. hand it to :class:`requests.adapters.HTTPAdapter` with a per-call
-   :class:`~requests_bloxs_errors.BloxsRetry`, so urllib3 drives the retries;
-3. on a 401 or 403, refresh the credential and resend once;
-4. classify a final error response, keep the classification on it, log a
-   give-up, and raise when ``raise_errors`` is set.
+1. runs the steps' ``before_attempt`` (pacing, circuit breaking);
+2. signs a fresh copy of the request when it lies under the prefix (a new
+   token or timestamp every time; nothing the pool or a proxy adds reaches
+   the caller's objects);
+3. sends it through :class:`requests.adapters.HTTPAdapter` with urllib3's
+   own retries switched off for that attempt;
+4. asks :func:`~requests_bloxs_errors.policy.decide` what to do, and does
+   it: wait and retry, refresh the credentials and resend, or stop.
 
-A 2xx or 3xx response goes back after step 2 untouched: no body read, no copy.
+A final error response is classified, keeps its classification, and is
+raised when ``raise_errors`` is set. A 2xx or 3xx response goes back
+untouched: no body read, no copy.
 """
 
 from __future__ import annotations
@@ -18,36 +22,45 @@ import copy
 import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Union
 
 from requests import PreparedRequest, Response, Session
 from requests.adapters import HTTPAdapter
-from requests.exceptions import ConnectionError, ReadTimeout, RequestException
+from requests.exceptions import RequestException
 from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import MaxRetryError, ReadTimeoutError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
+from . import signing
 from .auth import Credential
-from .classify import ErrorInfo, classify, error_for
+from .call import Call
+from .classify import ErrorInfo, classify, drain_error_body, error_for, read_error_body
 from .events import Attempt, Hooks, ReauthEvent, logger
+from .failures import Failure, failure_of
+from .parsing import retry_after_from_headers
+from .policy import Action, Decision, decide
+from .refusals import FreshRefusals
 from .retry import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_RETRIES,
     BloxsRetry,
-    Call,
-    ResignFailed,
-    calling,
+    sleep_until,
 )
-from .urls import Prefix, is_loopback, redact_url
+from .steps import Step
+from .table import Rule, rule_for
+from .urls import Prefix, is_loopback, redact_url, safe_for_message
 
 __all__ = ["BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
 TimeoutArg = Union[None, float, "tuple[float | None, float | None]", "Timeout"]
+
+#: What urllib3 gets for each attempt: no retries of its own, and read errors
+#: raised as themselves, exactly as a plain ``HTTPAdapter`` sends.
+_ONE_ATTEMPT = Retry(0, read=False)
 
 
 class BloxsResponse(Response):
@@ -81,24 +94,6 @@ class BloxsResponse(Response):
             super().raise_for_status()
             return
         raise error_for(self, info, self._bloxs_history)
-
-
-class _SignedHeaders(CaseInsensitiveDict):  # type: ignore[type-arg]
-    """The headers of a request the adapter signed.
-
-    urllib3 copies the headers at the start of every attempt, so a header
-    re-signed between attempts would never be sent. While its call is in
-    flight this dict's :meth:`copy` returns the dict itself, and what the
-    credential writes after a wait reaches the next attempt. Afterwards it
-    copies like any :class:`~requests.structures.CaseInsensitiveDict`.
-    """
-
-    in_flight = False
-
-    def copy(self) -> CaseInsensitiveDict:  # type: ignore[type-arg]
-        if self.in_flight:
-            return self
-        return CaseInsensitiveDict(self)
 
 
 def _number(
@@ -142,21 +137,24 @@ def _policy(
     )
 
 
-class _DeadlineTimeout(Timeout):
-    """The caller's timeouts, never longer than the time left before the deadline.
+def _attempt_timeout(timeout: Any, left: float) -> Any:
+    """The caller's ``timeout`` for one attempt, no part of it longer than ``left`` seconds.
 
-    urllib3 clones the timeout at the start of every attempt; the clone is a
-    plain :class:`~urllib3.util.Timeout` capped at what is left then, so a
-    retry late in the call gets only the remainder, not the whole deadline.
+    Accepts what requests accepts: None, a number, a ``(connect, read)``
+    tuple, or a urllib3 :class:`~urllib3.util.Timeout` (whose ``total`` is
+    capped too).
     """
-
-    def __init__(self, connect: float | None, read: float | None, deadline: float) -> None:
-        super().__init__(connect=connect, read=read)
-        self.deadline = deadline
-
-    def clone(self) -> Timeout:
-        left = max(self.deadline - time.monotonic(), 0.001)
-        return Timeout(connect=_capped(self._connect, left), read=_capped(self._read, left))
+    left = max(left, 0.001)
+    if isinstance(timeout, Timeout):
+        return Timeout(
+            total=_capped(timeout.total, left),
+            connect=_capped(timeout._connect, left),
+            read=_capped(timeout._read, left),
+        )
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        return (_capped(timeout[0], left), _capped(timeout[1], left))
+    capped = _capped(timeout, left)
+    return (capped, capped)
 
 
 def _capped(value: object, left: float) -> float:
@@ -165,13 +163,23 @@ def _capped(value: object, left: float) -> float:
     return left  # None or urllib3's default: no limit of its own
 
 
-def _deadline_timeout(timeout: Any, deadline: float) -> Any:
-    """Wrap the caller's ``timeout`` so each attempt ends by ``deadline``."""
-    if isinstance(timeout, Timeout):
-        return timeout  # a urllib3 Timeout object: the caller's own choice
-    if isinstance(timeout, tuple) and len(timeout) == 2:
-        return _DeadlineTimeout(timeout[0], timeout[1], deadline)
-    return _DeadlineTimeout(timeout, timeout, deadline)
+class _OneAttempt:
+    """The adapter as ``HTTPAdapter.send`` sees it during one attempt.
+
+    ``HTTPAdapter.send`` hands ``self.max_retries`` to urllib3; here that is
+    :data:`_ONE_ATTEMPT`, while every other attribute and method (pools,
+    proxies, TLS, ``build_response``, a subclass's overrides) is the
+    adapter's own.
+    """
+
+    __slots__ = ("_adapter",)
+    max_retries = _ONE_ATTEMPT
+
+    def __init__(self, adapter: BloxsAdapter) -> None:
+        self._adapter = adapter
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
 
 
 class BloxsAdapter(HTTPAdapter):
@@ -264,12 +272,26 @@ class BloxsAdapter(HTTPAdapter):
                 raise ValueError(
                     "auth needs a prefix that names a host, such as 'https://acme.bloxs.io/', "
                     "so credentials go to that host only; "
-                    f"got {prefix!r}. Use rbe.mount(session, 'https://acme.bloxs.io/', auth=...)"
+                    f"got {safe_for_message(prefix)}. "
+                    "Use rbe.mount(session, 'https://acme.bloxs.io/', auth=...)"
                 )
             if self._prefix.scheme == "http" and not is_loopback(self._prefix.host):
                 _warn_plain_http(self._prefix)
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
+        #: The per-attempt steps, in the order they run (see :mod:`.steps`).
+        self._steps: Sequence[Step] = ()
+        self._init_runtime()
         super().__init__(max_retries=self._policy, **kwargs)
+
+    def _init_runtime(self) -> None:
+        """State that is rebuilt, never pickled."""
+        self._one_attempt = _OneAttempt(self)
+        self._fresh_refusals = FreshRefusals()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._steps = ()
+        self._init_runtime()
+        super().__setstate__(state)  # type: ignore[misc]  # requests has it; its stubs do not
 
     # -- max_retries: always a BloxsRetry --------------------------------------
 
@@ -315,145 +337,191 @@ class BloxsAdapter(HTTPAdapter):
         Parameters as for :meth:`requests.adapters.HTTPAdapter.send`.
 
         :raises BloxsError: for an error response, when ``raise_errors`` is set.
-        :raises requests.RequestException: for transport failures, as requests does.
+        :raises requests.RequestException: for transport failures, as requests
+            raises them.
         """
-        deadline = None
-        if self._deadline is not None:
-            deadline = time.monotonic() + self._deadline
-            timeout = _deadline_timeout(timeout, deadline)
-        call = Call(request, deadline, self._hooks)
-        options: dict[str, Any] = {
-            "stream": stream,
-            "timeout": timeout,
-            "verify": verify,
-            "cert": cert,
-            "proxies": proxies,
-        }
+        call = self._start(request)
+        options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
+        options["proxies"] = proxies
+        while True:
+            for step in self._steps:
+                step.before_attempt(call)
+            outgoing = self._sign(call)
+            left = call.time_left()
+            attempt_timeout: Any = timeout if left is None else _attempt_timeout(timeout, left)
+            try:
+                response = HTTPAdapter.send(
+                    self._one_attempt,  # type: ignore[arg-type]
+                    outgoing,
+                    timeout=attempt_timeout,
+                    **options,
+                )
+            except (RequestException, Urllib3Error) as exc:
+                failure = failure_of(exc)
+                if self._after_failure(call, failure):
+                    continue
+                if failure.exception is exc:
+                    raise
+                raise failure.exception from exc
+            if response.status_code < 400:
+                return self._success(call, response)
+            decision, rule = self._decide(call, response)
+            if decision.action is Action.RETRY:
+                drain_error_body(response, call.deadline)
+                self._wait(call, decision, response.status_code, rule.kind, None)
+                continue
+            if decision.action is Action.REAUTH and self._reauth(call, outgoing, response, rule):
+                continue
+            return self._final(call, response, decision)
+
+    def _start(self, request: PreparedRequest) -> Call:
+        deadline = None if self._deadline is None else time.monotonic() + self._deadline
+        auth = self._auth
         signed = (
-            self._auth is not None
+            auth is not None
             and self._prefix is not None
             and self._prefix.matches(request.url)
+            # a token request made from inside this credential's own fetch goes
+            # out unsigned: signing it would wait for the fetch it is part of
+            and not signing.is_signing(auth)
         )
-        body_pos = _body_position(request.body) if signed else None
-        outgoing = self._signed(request) if signed else request
-        response = self._send_through_urllib3(outgoing, call, options)
-        if response.status_code < 400:
-            if call.journal:  # only a call that needed retries pays for its story
-                _keep_history(response, call)
-            return response
-        return self._handle_error(
-            response,
-            call,
-            original=request,
-            outgoing=outgoing,
-            options=options,
+        return Call(
+            request,
+            retry=self._policy,
+            # a token request inherits the deadline of the call that needs the token
+            deadline=signing.earliest(deadline, signing.deadline()),
+            hooks=self._hooks,
             signed=signed,
-            body_pos=body_pos,
+            max_retry_after=self._policy.max_retry_after,
         )
+
+    def _sign(self, call: Call) -> PreparedRequest:
+        """A signed copy of the caller's request, or the request itself when unsigned.
+
+        Shallow: only the headers change, so only they are copied (the caller's
+        request, and any redirect requests builds from it, stay unsigned).
+        """
+        if not call.signed:
+            return call.request
+        assert self._auth is not None
+        signed = copy.copy(call.request)
+        signed.headers = CaseInsensitiveDict(call.request.headers)
+        with signing.signing(self._auth, call.deadline):
+            self._auth.sign(signed)
+        return signed
+
+    def _decide(self, call: Call, response: Response) -> tuple[Decision, Rule]:
+        """What follows an error response (status 400 to 599)."""
+        status = response.status_code
+        retry_after = retry_after_from_headers(response.headers)
+        rule = rule_for(status, retry_after is not None)
+        assert rule is not None  # 400 <= status < 600: HTTPAdapter raises nothing else
+        for step in self._steps:
+            step.after_response(call, response, rule, retry_after)
+        refused = call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
+        context = call.context(
+            status=status,
+            rule=rule,
+            retry_after=retry_after,
+            response=response.raw,
+            reauth_refused=refused,
+        )
+        return decide(context), rule
+
+    def _wait(
+        self,
+        call: Call,
+        decision: Decision,
+        status: int | None,
+        kind: str,
+        failure: Failure | None,
+    ) -> None:
+        """Record and announce a retry, wait for it, and rewind the body."""
+        call.retrying(decision, status, kind, failure)
+        sleep_until(time.monotonic() + decision.wait)
+        call.rewind()
+
+    def _after_failure(self, call: Call, failure: Failure) -> bool:
+        """Decide about an attempt that got no response; True to send again."""
+        for step in self._steps:
+            step.after_failure(call, failure)
+        decision = decide(call.context(failure=failure))
+        if decision.action is Action.RETRY:
+            self._wait(call, decision, None, failure.kind, failure)
+            return True
+        call.finish(decision, None, failure.kind)
+        for step in self._steps:
+            step.on_outcome(call, None, failure)
+        return False
+
+    def _success(self, call: Call, response: Response) -> Response:
+        if call.journal:  # only a call that needed retries pays for its story
+            history = call.finish(Decision(Action.RETURN), response.status_code, "ok")
+            response._bloxs_history = history  # type: ignore[attr-defined]
+            self._keep_retries(call, response)
+        if call.superseded:
+            response.history[:0] = call.superseded
+        for step in self._steps:
+            step.on_outcome(call, response, None)
+        return response
+
+    def _reauth(
+        self, call: Call, outgoing: PreparedRequest, response: Response, rule: Rule
+    ) -> bool:
+        """Refresh the credentials after a 401/403; True to resend at once."""
+        auth = self._auth
+        assert auth is not None
+        read_error_body(response, deadline=call.deadline)  # stays readable in history
+        response.close()
+        call.reauthed = True
+        call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))
+        with signing.signing(auth, call.deadline):
+            resend = auth.refresh(outgoing, response)
+        if not resend:
+            return False
+        call.record(response.status_code, rule.kind, 0.0, "reauth")
+        call.superseded.append(response)
+        call.rewind()
+        return True
+
+    def _final(self, call: Call, response: Response, decision: Decision) -> Response:
+        """Classify the last response, record the call, raise or return it."""
+        info = classify(response, deadline=call.deadline)
+        if info is None:  # pragma: no cover - rule_for already vouched for the status
+            return response
+        if call.reauthed and info.reauth:
+            self._fresh_refusals.add(call.method, call.url)
+        history = call.finish(
+            decision,
+            info.status,
+            info.kind,
+            retry_after=info.retry_after,
+            trace_id=info.trace_id,
+        )
+        if call.superseded:
+            response.history[:0] = call.superseded
+        self._keep_retries(call, response)
+        response.__class__ = BloxsResponse
+        assert isinstance(response, BloxsResponse)
+        response._bloxs_info = info
+        response._bloxs_history = history
+        for step in self._steps:
+            step.on_outcome(call, response, None)
+        if self._raise_errors:
+            raise error_for(response, info, history)
+        return response
+
+    def _keep_retries(self, call: Call, response: Response) -> None:
+        """Leave the call's ``Retry`` on ``response.raw.retries``, as urllib3 does."""
+        raw = response.raw
+        if call.retry is not self._policy and raw is not None and hasattr(raw, "retries"):
+            raw.retries = call.retry
 
     def build_response(self, req: PreparedRequest, resp: Any) -> Response:
         """As requests builds it, but a body shorter than its ``Content-Length``
         raises instead of passing silently (urllib3 1.26's default; 2.x already does)."""
         resp.enforce_content_length = True
         return super().build_response(req, resp)
-
-    def _signed(self, request: PreparedRequest) -> PreparedRequest:
-        """Sign a copy: the caller's request (and any redirect built from it) stays unsigned."""
-        assert self._auth is not None
-        # shallow: only the headers change, so only they are copied (request.copy()
-        # would copy them, then the cookie jar, for nothing)
-        signed = copy.copy(request)
-        signed.headers = _SignedHeaders(request.headers)
-        self._auth.sign(signed)
-        return signed
-
-    def _send_through_urllib3(
-        self, request: PreparedRequest, call: Call, options: dict[str, Any]
-    ) -> Response:
-        outer = calling(call)  # a hook may send through this adapter from inside a call
-        headers = request.headers
-        if isinstance(headers, _SignedHeaders):
-            auth = self._auth
-            assert auth is not None
-            call.resign = lambda: auth.sign(request)
-            headers.in_flight = True
-        try:
-            return super().send(request, **options)
-        except ResignFailed as exc:
-            raise exc.error from None
-        except RequestException as exc:
-            failure = self._transport_failure(exc, call)
-            if failure is exc:
-                raise
-            raise failure from exc
-        except Urllib3Error as exc:  # the few that requests lets through untranslated
-            failure = ConnectionError(exc, request=request)
-            raise self._transport_failure(failure, call) from exc
-        finally:
-            calling(outer)
-            if isinstance(headers, _SignedHeaders):
-                headers.in_flight = False
-
-    def _transport_failure(self, exc: RequestException, call: Call) -> RequestException:
-        """Record and announce a failure without a response; return what to raise."""
-        inner: object = exc.args[0] if exc.args else exc
-        if isinstance(inner, MaxRetryError) and inner.reason is not None:
-            inner = inner.reason
-        kind = type(inner).__name__
-        call.finish(None, kind, "failed")
-        if isinstance(inner, ReadTimeoutError) and not isinstance(exc, ReadTimeout):
-            # without retries requests raises ReadTimeout; keep that contract
-            return ReadTimeout(inner, request=exc.request)
-        return exc
-
-    def _handle_error(
-        self,
-        response: Response,
-        call: Call,
-        *,
-        original: PreparedRequest,
-        outgoing: PreparedRequest,
-        options: dict[str, Any],
-        signed: bool,
-        body_pos: int | None,
-    ) -> Response:
-        info = classify(response)
-        if info is None:  # 600 and above
-            return response
-        if signed and info.reauth and call.replayable and not _past(call.deadline):
-            assert self._auth is not None
-            call.hooks.reauth(ReauthEvent(call.method, call.url, info.status, info.kind))
-            if self._auth.refresh(outgoing, response):
-                call.record(info.status, info.kind, 0.0, "reauth")
-                response.close()
-                _rewind(original.body, body_pos)
-                call.outcome = None
-                retried = self._send_through_urllib3(self._signed(original), call, options)
-                retried.history.insert(0, response)
-                response = retried
-                info = classify(response)
-                if info is None:
-                    _keep_history(response, call)
-                    return response
-        history = call.finish(
-            info.status,
-            info.kind,
-            "returned",
-            retry_after=info.retry_after,
-            trace_id=info.trace_id,
-        )
-        response.__class__ = BloxsResponse
-        assert isinstance(response, BloxsResponse)
-        response._bloxs_info = info
-        response._bloxs_history = history
-        if self._raise_errors:
-            raise error_for(response, info, history)
-        return response
-
-
-def _keep_history(response: Response, call: Call) -> None:
-    history = call.finish(response.status_code, "ok", "returned")
-    response._bloxs_history = history  # type: ignore[attr-defined]
 
 
 def attempts(response: Response) -> tuple[Attempt, ...]:
@@ -487,26 +555,6 @@ def _warn_plain_http(prefix: Prefix) -> None:
             return
         _plain_http_warned.add(where)
     logger.warning("Credentials for %s will be sent over plain HTTP; use https://", where)
-
-
-def _past(deadline: float | None) -> bool:
-    return deadline is not None and time.monotonic() >= deadline
-
-
-def _body_position(body: object) -> int | None:
-    tell = getattr(body, "tell", None)
-    if tell is None:
-        return None
-    try:
-        position = tell()
-    except (OSError, ValueError):
-        return None
-    return position if isinstance(position, int) else None
-
-
-def _rewind(body: object, position: int | None) -> None:
-    if position is not None:
-        body.seek(position)  # type: ignore[attr-defined]
 
 
 def mount(session: Session, prefix: str = "https://", **adapter_kwargs: Any) -> BloxsAdapter:

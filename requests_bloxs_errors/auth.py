@@ -22,16 +22,20 @@ request whose body cannot be rewound.
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, Union, runtime_checkable
 
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
 
-from .exceptions import AuthenticationError
+from . import signing
+from .events import logger
+from .exceptions import AuthenticationError, DeadlineExceeded, TokenResponseError
 
 __all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
@@ -60,8 +64,14 @@ class CachedTokenAuth(AuthBase):
     when it fails, the threads that waited for it get the same error instead
     of calling the token endpoint again one by one. Refused credentials (an
     :class:`~requests_bloxs_errors.AuthenticationError` from :meth:`fetch`)
+    and unusable token answers (:class:`~requests_bloxs_errors.TokenResponseError`)
     are remembered for :attr:`REFUSAL_TTL` seconds: a worker pool with a bad
     secret does not use up the token endpoint's own rate limit.
+
+    A renewal that fails while the current token is still valid is not an
+    error: the current token stays in use until it really expires, one
+    WARNING is logged, and the renewal is tried again every
+    :attr:`RENEWAL_RETRY` seconds.
 
     It is also a plain requests auth (``session.auth = ...``).
 
@@ -71,6 +81,8 @@ class CachedTokenAuth(AuthBase):
 
     #: Seconds a refusal of the credentials is remembered (0: not at all).
     REFUSAL_TTL = 30.0
+    #: Seconds between renewal attempts while the current token is still valid.
+    RENEWAL_RETRY = 5.0
 
     def __init__(self, *, header: str = "Authorization", scheme: str = "Bearer") -> None:
         if not isinstance(header, str) or not header or not isinstance(scheme, str):
@@ -81,11 +93,14 @@ class CachedTokenAuth(AuthBase):
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._owner: int | None = None  # the thread fetching right now
         self._value: str | None = None  # the full header value
         self._renew_at = math.inf
+        self._expires_at = math.inf
         self._fetches = 0
         self._error: BaseException | None = None  # what the last fetch raised
         self._refused_until = -math.inf
+        self._renewal_warned = False
 
     def fetch(self) -> TokenResult:
         """Return a new token, or ``(token, expires_in_seconds)``. Override this."""
@@ -97,8 +112,7 @@ class CachedTokenAuth(AuthBase):
 
     def __getstate__(self) -> dict[str, Any]:
         # a pickled copy fetches its own token: locks and tokens do not travel
-        private = ("_lock", "_value", "_renew_at", "_fetches", "_error", "_refused_until")
-        return {k: v for k, v in self.__dict__.items() if k not in private}
+        return {k: v for k, v in self.__dict__.items() if k not in _PRIVATE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -109,13 +123,18 @@ class CachedTokenAuth(AuthBase):
         return request
 
     def sign(self, request: PreparedRequest) -> None:
-        """Set the header, fetching a token first if there is none or it is about to expire."""
+        """Set the header, fetching a token first if there is none or it is about to expire.
+
+        :raises DeadlineExceeded: when the call's deadline passes while another
+            thread fetches the token.
+        :raises RuntimeError: when called from inside this credential's own fetch.
+        """
         value = self._value
         if value is None or time.monotonic() >= self._renew_at:
             seen = self._fetches
-            with self._lock:
+            with self._locked():
                 if self._value is None or time.monotonic() >= self._renew_at:
-                    self._fetch_once(seen)
+                    self._renew(seen)
                 value = self._value
         assert value is not None
         request.headers[self.header] = value
@@ -124,41 +143,116 @@ class CachedTokenAuth(AuthBase):
         """Fetch a new token unless another thread already replaced the refused one."""
         refused = request.headers.get(self.header)
         seen = self._fetches
-        with self._lock:
+        with self._locked():
             if self._value is None or refused == self._value:
                 self._fetch_once(seen)
         return True
 
     def invalidate(self) -> None:
         """Forget the token; the next request fetches a new one."""
-        with self._lock:
+        with self._locked():
             self._value = None
-            self._renew_at = math.inf
+            self._renew_at = self._expires_at = math.inf
             self._error = None
             self._refused_until = -math.inf
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the lock, waiting no longer than the deadline of the call being signed."""
+        if self._owner == threading.get_ident():
+            raise RuntimeError(
+                f"{type(self).__name__} was asked to sign a request from inside its own token "
+                "fetch; send token requests through a session without this credential"
+            )
+        left = signing.time_left()
+        if not self._lock.acquire(timeout=-1 if left is None else left):
+            raise DeadlineExceeded(
+                f"the deadline passed while another thread fetched the token for "
+                f"{type(self).__name__}"
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _renew(self, seen: int) -> None:
+        """Fetch before expiry; keep a still-valid token when the renewal fails."""
+        try:
+            self._fetch_once(seen)
+        except Exception as exc:
+            left = self._expires_at - time.monotonic()
+            if self._value is None or left <= 0:
+                raise
+            if not self._renewal_warned:
+                self._renewal_warned = True
+                logger.warning(
+                    "Renewing the token of %s failed (%s); the current token stays in use "
+                    "for its last %.0fs",
+                    type(self).__name__,
+                    type(exc).__name__,
+                    left,
+                )
+            self._renew_at = time.monotonic() + min(self.RENEWAL_RETRY, left / 2)
+
     def _fetch_once(self, seen: int) -> None:
         """Fetch under the lock, unless a fetch this thread waited for just failed,
-        or the credentials were refused moments ago."""
+        or the credentials were refused moments ago (then raise a fresh copy of that error)."""
         if self._error is not None and (
             self._fetches != seen or time.monotonic() < self._refused_until
         ):
-            raise self._error
+            raise _fresh(self._error)
         self._fetches += 1
+        self._owner = threading.get_ident()
         try:
             token, lifetime = _check_token(self.fetch())
         except BaseException as exc:
             self._error = exc
-            if isinstance(exc, AuthenticationError):
+            if isinstance(exc, (AuthenticationError, TokenResponseError)):
                 self._refused_until = time.monotonic() + self.REFUSAL_TTL
             raise
+        finally:
+            self._owner = None
         self._error = None
         self._refused_until = -math.inf
+        self._renewal_warned = False
         self._value = f"{self.scheme} {token}" if self.scheme else token
+        now = time.monotonic()
         if lifetime is None:
-            self._renew_at = math.inf
+            self._renew_at = self._expires_at = math.inf
         else:
-            self._renew_at = time.monotonic() + lifetime - min(60.0, lifetime * 0.1)
+            self._expires_at = now + lifetime
+            self._renew_at = self._expires_at - min(60.0, lifetime * 0.1)
+
+
+_PRIVATE = frozenset(
+    {
+        "_lock",
+        "_owner",
+        "_value",
+        "_renew_at",
+        "_expires_at",
+        "_fetches",
+        "_error",
+        "_refused_until",
+        "_renewal_warned",
+    }
+)
+
+
+def _fresh(error: BaseException) -> BaseException:
+    """A new exception equal to ``error``, so raising it again grows no traceback.
+
+    A remembered error raised by every call for 30 s would otherwise collect
+    every caller's frames (thousands of them) on one shared object.
+    """
+    try:
+        clone = copy.copy(error)
+    except Exception:  # an exception type that cannot be rebuilt from its args
+        return error.with_traceback(None)
+    if type(clone) is not type(error):
+        return error.with_traceback(None)
+    clone.__traceback__ = None
+    return clone
 
 
 class TokenAuth(CachedTokenAuth):
@@ -205,22 +299,40 @@ class TokenAuth(CachedTokenAuth):
 
 
 def _check_token(result: object) -> tuple[str, float | None]:
+    """Validate what a fetch returned: a usable token and a lifetime (None: unknown).
+
+    :raises TypeError: for a result of the wrong type (a bug in ``fetch_token``).
+    :raises TokenResponseError: for a token that cannot be sent in a header.
+    """
     lifetime: object = None
     if isinstance(result, tuple):
         if len(result) != 2:
             raise TypeError("fetch_token must return a token or (token, expires_in_seconds)")
         result, lifetime = result
-    if not isinstance(result, str) or not result.strip():
-        raise TypeError(
-            f"fetch_token must return a non-empty token string, not {type(result).__name__}"
-        )
-    if any(c in result for c in "\r\n\x00"):
-        raise ValueError("the token returned by fetch_token contains a line break or NUL")
+    if not isinstance(result, str):
+        raise TypeError(f"fetch_token must return a token string, not {type(result).__name__}")
+    token = result.strip()
+    problem = _token_problem(token)
+    if problem is not None:
+        raise TokenResponseError(f"the token received is unusable: {problem}")
     if lifetime is None:
-        return result.strip(), None
+        return token, None
     if isinstance(lifetime, bool) or not isinstance(lifetime, (int, float)):
         kind = type(lifetime).__name__
         raise TypeError(f"expires_in from fetch_token must be seconds or None, not {kind}")
-    if math.isnan(lifetime):
-        raise ValueError("expires_in returned by fetch_token is NaN")
-    return result.strip(), max(0.0, float(lifetime))
+    if not math.isfinite(lifetime):
+        return token, None  # NaN or infinity: as good as not stated
+    return token, max(0.0, float(lifetime))
+
+
+def _token_problem(token: str) -> str | None:
+    """Why ``token`` cannot go into a header, in words that do not repeat it; None if it can."""
+    if not token:
+        return "it is blank"
+    if not token.isprintable():
+        return "it contains a line break, NUL or other control character"
+    try:
+        token.encode("latin-1")
+    except UnicodeEncodeError:
+        return "it contains characters that HTTP headers cannot carry (not Latin-1)"
+    return None

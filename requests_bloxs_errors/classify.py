@@ -10,6 +10,7 @@ connection is closed rather than drained).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from .events import Attempt
     from .exceptions import BloxsError
 
-__all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for", "read_error_body"]
+__all__ = ["BODY_CAP", "ErrorInfo", "classify", "drain_error_body", "error_for", "read_error_body"]
 
 #: The most bytes of an error body read into memory.
 BODY_CAP = 64 * 1024
@@ -86,9 +87,14 @@ class ErrorInfo:
         return rule_by_kind(self.kind)
 
 
-def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, bool]:
+def read_error_body(
+    response: Response, cap: int = BODY_CAP, *, deadline: float | None = None
+) -> tuple[bytes, bool]:
     """Read up to ``cap`` bytes of ``response``'s body and keep them on it.
 
+    :param deadline: a ``time.monotonic()`` value: reading stops there, what
+        arrived is kept, and the connection is closed (a server that trickles
+        a byte at a time cannot hold the call past it).
     :return: ``(body, truncated)``. Never raises: a body that breaks off
         midway gives what arrived; one already streamed away gives ``b""``.
     """
@@ -109,6 +115,9 @@ def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, boo
     empty_reads = 0
     try:
         while len(buffer) <= cap:
+            if deadline is not None and time.monotonic() >= deadline:
+                truncated = True
+                break
             chunk = read(_CHUNK, **options)
             if chunk:
                 buffer += chunk
@@ -117,7 +126,7 @@ def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, boo
             empty_reads += 1
             if not urllib3_raw or getattr(raw, "closed", True) or empty_reads > 64:
                 break
-        truncated = len(buffer) > cap
+        truncated = truncated or len(buffer) > cap
     except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
         truncated = True
     body = bytes(buffer[:cap])
@@ -128,6 +137,17 @@ def read_error_body(response: Response, cap: int = BODY_CAP) -> tuple[bytes, boo
     return body, truncated
 
 
+def drain_error_body(response: Response, deadline: float | None = None) -> None:
+    """Finish with an intermediate error response before the next attempt.
+
+    A body of at most :data:`BODY_CAP` bytes is read, so its connection goes
+    back to the pool; a longer one (or one still arriving at ``deadline``)
+    is not downloaded only to be thrown away: its connection is closed.
+    """
+    read_error_body(response, deadline=deadline)
+    response.close()
+
+
 def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) -> bool:
     request = response.request
     if request is None:
@@ -136,7 +156,7 @@ def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) ->
     return rule.allows_retry(request.method, has_key, retry_after)
 
 
-def classify(response: Response) -> ErrorInfo | None:
+def classify(response: Response, *, deadline: float | None = None) -> ErrorInfo | None:
     """Classify ``response`` by the error table.
 
     Usage::
@@ -146,6 +166,7 @@ def classify(response: Response) -> ErrorInfo | None:
         ...     for field, messages in info.errors.items(): ...
 
     :param response: any :class:`requests.Response`.
+    :param deadline: a ``time.monotonic()`` value by which reading the body stops.
     :return: None for a status below 400 (the body is not touched), else a
         frozen :class:`ErrorInfo`. Never raises.
     """
@@ -163,11 +184,11 @@ def classify(response: Response) -> ErrorInfo | None:
     rule = rule_for(status, retry_after is not None)
     if rule is None:  # 600 and above: not HTTP errors to requests either
         return None
-    body, truncated = read_error_body(response)
+    body, truncated = read_error_body(response, deadline=deadline)
     parsed = parse_body(body, headers.get("Content-Type")) if body else ParsedBody()
-    message = parsed.message or response.reason or rule.title
-    if not isinstance(message, str):
-        message = rule.title
+    # the reason phrase is the server's text too: one clean, capped line
+    reason = clean_line(response.reason) if isinstance(response.reason, str) else ""
+    message = parsed.message or reason or rule.title
     return ErrorInfo(
         status=status,
         kind=rule.kind,

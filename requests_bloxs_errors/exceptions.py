@@ -21,15 +21,17 @@ requests.RequestException``) keeps working unchanged::
 Misuse of the library (bad configuration) raises :class:`TypeError` or
 :class:`ValueError` instead, at construction time; transport failures
 (refused connections, timeouts) stay the usual :mod:`requests` exceptions.
-A token endpoint that answers 2xx without a usable token raises
-:class:`TokenResponseError`, a :class:`requests.RequestException`.
+A token endpoint that answers 2xx without a usable token (or redirects)
+raises :class:`TokenResponseError`, a :class:`requests.RequestException`. A
+call whose ``deadline`` passes while it waits for a token raises
+:class:`DeadlineExceeded`, a :class:`requests.Timeout`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from requests.exceptions import HTTPError, RequestException
+from requests.exceptions import HTTPError, RequestException, Timeout
 
 if TYPE_CHECKING:
     from requests import Response
@@ -42,6 +44,7 @@ __all__ = [
     "BadRequestError",
     "BloxsError",
     "ClientError",
+    "DeadlineExceeded",
     "MethodNotAllowedError",
     "NotFoundError",
     "PermissionDeniedError",
@@ -169,4 +172,17 @@ class ServiceUnavailableError(ServerError):
 
 
 class TokenResponseError(RequestException):
-    """A token endpoint answered with success but without a usable token."""
+    """A token endpoint (or ``fetch_token``) gave no usable token.
+
+    The answer was a success without a token, a token that cannot be sent in
+    a header (blank, a line break, a control or non-Latin-1 character), or a
+    redirect, which token requests never follow.
+    """
+
+
+class DeadlineExceeded(Timeout):
+    """The call's ``deadline`` passed before a request could be sent.
+
+    Raised while waiting for another thread's token fetch; a
+    :class:`requests.Timeout`, so code that handles timeouts handles it.
+    """

@@ -55,13 +55,40 @@ TRACE_HEADERS = (
 
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _SPACES = re.compile(r"\s+")
-_TAGS = re.compile(r"<[^>]{0,2000}>")
-_HTML_TITLE = re.compile(r"<title[^>]{0,200}>(.{0,2000}?)</title>", re.IGNORECASE | re.DOTALL)
-_QUOTA = re.compile(
-    r"maximum\s+admitted\s+([0-9]{1,12})\s+per\s+([0-9]{0,9}(?:\.[0-9]{1,6})?)\s*"
-    r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)\b",
-    re.IGNORECASE,
+# a tag cannot contain "<", and a title no tag: each scan stops at the next "<",
+# so every character is looked at a bounded number of times
+_TAGS = re.compile(r"<[^<>]{0,2000}>")
+_HTML_TITLE = re.compile(r"<title[^<>]{0,200}>([^<]{0,2000})</title>", re.IGNORECASE)
+_UNITS = r"(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)\b"
+_PERIOD = r"(?:([0-9]{1,9}(?:\.[0-9]{1,6})?|\.[0-9]{1,6})\s{0,8})?" + _UNITS
+#: Quota messages, each found by a keyword and matched from it within
+#: :data:`QUOTA_WINDOW` characters. Every quantifier is bounded and no two
+#: adjacent ones can match the same characters, so the work per keyword is
+#: bounded and the scan is linear in the text (a 4 KiB run of spaces after
+#: "per" once cost a second of CPU).
+_QUOTA_PATTERNS = (
+    # AspNetCoreRateLimit, as DealCloud sends it: "maximum admitted 5 per 1 second"
+    (
+        "maximum",
+        re.compile(
+            r"maximum\s{1,8}admitted\s{1,8}([0-9]{1,12})\s{1,8}per\s{1,8}" + _PERIOD,
+            re.IGNORECASE,
+        ),
+    ),
+    # Bloxs: "The limit of 3 get requests per 60 seconds is used up"
+    (
+        "limit",
+        re.compile(
+            r"limit\s{1,8}of\s{1,8}([0-9]{1,12})\s{1,8}(?:[a-z]{1,20}\s{1,8}){0,3}?"
+            r"requests?\s{1,8}per\s{1,8}" + _PERIOD,
+            re.IGNORECASE,
+        ),
+    ),
 )
+#: The most characters a quota pattern looks at from its keyword.
+QUOTA_WINDOW = 160
+#: The most keyword occurrences examined per text.
+QUOTA_KEYWORDS = 64
 _UNIT_SECONDS = {
     **dict.fromkeys(("ms", "millisecond", "milliseconds"), 0.001),
     **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
@@ -212,25 +239,37 @@ def trace_id_from_headers(headers: Mapping[str, str]) -> str | None:
 
 
 def parse_quota(text: str) -> tuple[int, float] | None:
-    """Find ``maximum admitted N per P unit`` (the AspNetCoreRateLimit message).
+    """Find a stated quota: ``maximum admitted N per P unit`` (DealCloud's
+    AspNetCoreRateLimit message) or ``limit of N ... requests per P unit`` (Bloxs).
 
-    ``"... maximum admitted 5 per 1 second."`` gives ``(5, 1.0)``; the short
-    period forms (``per 1s``, ``per 15m``, ``per 1h``, ``per 1d``) work too.
+    ``"... maximum admitted 5 per 1 second."`` gives ``(5, 1.0)``, ``"The
+    limit of 3 get requests per 60 seconds is used up"`` gives ``(3, 60.0)``;
+    the short period forms (``per 1s``, ``per 15m``, ``per 1h``, ``per 1d``)
+    work too. Only the first 4 KiB are searched, in time linear in their size.
 
     :return: ``(limit, period_seconds)``, or None when the text has no quota.
     """
-    match = _QUOTA.search(text[:4096])
-    if match is None:
-        return None
+    text = text[:4096]
+    lowered = text.lower()
+    for keyword, pattern in _QUOTA_PATTERNS:
+        start = lowered.find(keyword)
+        tries = 0
+        while start >= 0 and tries < QUOTA_KEYWORDS:
+            match = pattern.match(text, start, start + QUOTA_WINDOW)
+            if match is not None:
+                quota = _quota(match)
+                if quota is not None:
+                    return quota
+            tries += 1
+            start = lowered.find(keyword, start + len(keyword))
+    return None
+
+
+def _quota(match: re.Match[str]) -> tuple[int, float] | None:
     limit = int(match.group(1))
-    count_text = match.group(2)
-    scale = _UNIT_SECONDS[match.group(3).lower()]
-    try:
-        count = float(count_text) if count_text else 1.0
-    except ValueError:
-        return None
-    period = count * scale
-    if not math.isfinite(period) or period <= 0:
+    count = float(match.group(2)) if match.group(2) else 1.0
+    period = count * _UNIT_SECONDS[match.group(3).lower()]
+    if limit <= 0 or not math.isfinite(period) or period <= 0:
         return None
     return limit, period
 

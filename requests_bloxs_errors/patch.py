@@ -25,9 +25,10 @@ import requests.sessions
 
 from .adapter import BloxsAdapter, mount
 
-__all__ = ["InstalledSession", "install", "installed", "uninstall"]
+__all__ = ["ORIGINAL_SESSION", "InstalledSession", "install", "installed", "uninstall"]
 
-_ORIGINAL_SESSION = requests.sessions.Session
+#: requests' own Session class, as it was when this module was imported.
+ORIGINAL_SESSION = requests.sessions.Session
 
 
 class _State:
@@ -50,7 +51,7 @@ class _State:
 _state = _State()
 
 
-class InstalledSession(_ORIGINAL_SESSION):
+class InstalledSession(ORIGINAL_SESSION):
     """A :class:`requests.Session` that mounts the installed adapter when created."""
 
     def __init__(self) -> None:

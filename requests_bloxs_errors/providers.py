@@ -21,19 +21,23 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
+import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus, urljoin, urlsplit
 
 import requests
 from requests import PreparedRequest, Response
 
 from .adapter import attempts, mount
 from .auth import CachedTokenAuth
-from .classify import classify, error_for
+from .classify import classify, error_for, read_error_body
 from .exceptions import AuthenticationError, TokenResponseError
 from .parsing import parse_http_date, parse_iso8601
-from .urls import Prefix, redact_url
+from .patch import ORIGINAL_SESSION
+from .urls import Prefix, redact_url, safe_for_message
 
 __all__ = ["BloxsHmacAuth", "BloxsTokenAuth", "ClientCredentialsAuth", "bloxs_signature"]
 
@@ -56,7 +60,7 @@ class _EndpointTokenAuth(CachedTokenAuth):
     def __init__(self, token_url: str, *, timeout: float, max_retries: int) -> None:
         prefix = Prefix.parse(token_url)  # validates: http(s) URL with a host
         if not prefix.names_host:
-            raise ValueError(f"the token URL must name a host, got {token_url!r}")
+            raise ValueError(f"the token URL must name a host, got {safe_for_message(token_url)}")
         self.token_url = token_url
         self.timeout = timeout
         self.max_retries = max_retries
@@ -76,13 +80,29 @@ class _EndpointTokenAuth(CachedTokenAuth):
 
     def _post(self, **kwargs: Any) -> Response:
         if self._session is None:
-            session = requests.Session()
+            # the Session class as it was before install(): a token request must
+            # never pass through an installed adapter that signs with this credential
+            session = ORIGINAL_SESSION()
             session.trust_env = False  # no .netrc credentials or proxies slipped into token calls
             mount(session, "https://", max_retries=self.max_retries)
             mount(session, "http://", max_retries=self.max_retries)
             self._session = session
-        response = self._session.post(self.token_url, timeout=self.timeout, **kwargs)
+        # never follow a redirect: it would carry the secret to wherever it points
+        response = self._session.post(
+            self.token_url, timeout=self.timeout, allow_redirects=False, **kwargs
+        )
+        if 300 <= response.status_code < 400:
+            response.close()
+            raise TokenResponseError(
+                f"the token endpoint {redact_url(self.token_url)} answered "
+                f"{response.status_code}, a redirect to "
+                f"{_origin(response.headers.get('Location'), self.token_url)}; token requests "
+                "never follow redirects, since they carry the secret: set the token URL to "
+                "the final address",
+                response=response,
+            )
         if response.status_code >= 400:
+            _redact_response(response, [s for s in self._secrets() if s])
             raise self._refusal(response)
         return response
 
@@ -99,9 +119,6 @@ class _EndpointTokenAuth(CachedTokenAuth):
             f"{response.status_code} from POST {redact_url(self.token_url)}: the token endpoint "
             f"refused {self.check_hint}.{said}"
         )
-        for secret in self._secrets():
-            if secret:
-                message = message.replace(secret, "***")
         info = dataclasses.replace(info, action=f"Check {self.check_hint}.")
         return AuthenticationError(
             message, response=response, info=info, history=attempts(response)
@@ -251,9 +268,61 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         lifetime = document.get("expires_in")
         try:
             seconds = float(lifetime) if lifetime is not None else None
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             seconds = None
+        if seconds is not None and not math.isfinite(seconds):
+            seconds = None  # "NaN", "Infinity": an unknown lifetime, like other garbage
         return token, seconds
+
+
+def _origin(location: str | None, base: str) -> str:
+    """The origin (scheme://host:port) a ``Location`` points to, never its path or query."""
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        parts = urlsplit(urljoin(base, location))
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "an unparseable Location"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _secret_forms(secret: str) -> list[bytes]:
+    """The ways ``secret`` may appear in a body: as is, JSON-escaped, form-encoded."""
+    forms = {
+        secret.encode(),
+        json.dumps(secret)[1:-1].encode(),
+        json.dumps(secret, ensure_ascii=False)[1:-1].encode(),
+        quote_plus(secret).encode(),
+        quote(secret, safe="").encode(),
+    }
+    return sorted(forms, key=len, reverse=True)
+
+
+def _redact_response(response: Response, secrets: list[str]) -> None:
+    """Remove ``secrets`` from an error answer of the token endpoint, before anything
+    parses it: from the body kept on the response (a secret cut off by the body cap
+    included) and from the request body the response points back to."""
+    if not secrets:
+        return
+    body, truncated = read_error_body(response)
+    forms = [form for secret in secrets for form in _secret_forms(secret)]
+    for form in forms:
+        body = body.replace(form, b"***")
+    if truncated:  # the cap may have cut a secret: drop any start of one at the end
+        for form in forms:
+            for size in range(len(form) - 1, 0, -1):
+                if body.endswith(form[:size]):
+                    body = body[:-size] + b"***"
+                    break
+    response._content = body
+    request = response.request
+    if request is not None:
+        response.request = request.copy()
+        response.request.body = b"*** (the token request, withheld)"
 
 
 def _reference_time(response: Response) -> float:

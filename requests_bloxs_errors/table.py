@@ -22,8 +22,10 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "QUOTA_RULE",
     "RULES",
+    "TRANSPORT_RULES",
     "Retryable",
     "Rule",
+    "TransportRule",
     "retry_allowed",
     "rule_by_kind",
     "rule_for",
@@ -277,4 +279,48 @@ def rule_by_kind(kind: str) -> Rule:
 #: (A 403 quota is retried whenever 429 is: both are rate limits.)
 DEFAULT_RETRY_STATUSES = frozenset(
     status for status, row in RULES.items() if row.retry is not Retryable.NEVER
+)
+
+
+@dataclass(frozen=True)
+class TransportRule:
+    """When a request that got no response at all may be sent again.
+
+    :ivar kind: a stable name for the kind of failure.
+    :ivar retry: when a resend may help.
+    :ivar description: which failures these are, in this project's words.
+    """
+
+    kind: str
+    retry: Retryable
+    description: str
+
+
+#: The transport failures, the same way the table covers statuses. Which
+#: exceptions fall under which row is decided in :mod:`~requests_bloxs_errors.failures`.
+TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
+    {
+        rule.kind: rule
+        for rule in (
+            TransportRule(
+                kind="not_sent",
+                retry=Retryable.ALWAYS,
+                description="the connection was refused, its name did not resolve, or it timed "
+                "out before the request went out: the server never saw it",
+            ),
+            TransportRule(
+                kind="no_answer",
+                retry=Retryable.IDEMPOTENT,
+                description="the connection was reset, closed or timed out after the request "
+                "went out, or the TLS handshake broke off: the server may have acted on it",
+            ),
+            TransportRule(
+                kind="permanent",
+                retry=Retryable.NEVER,
+                description="a certificate or hostname that fails verification, a proxy that "
+                "refuses the login or the tunnel, an invalid URL or header, and any other "
+                "failure not named above: the same request fails the same way",
+            ),
+        )
+    }
 )

@@ -8,12 +8,52 @@ signatures hide), the fragment and any ``user:password@`` part are dropped.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Prefix", "is_loopback", "redact_url"]
+__all__ = ["Prefix", "is_loopback", "normalized_path", "redact_url", "safe_for_message"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Percent-encodings a server may decode before it resolves dot segments.
+_ENCODED_SEPARATORS = re.compile(r"%2e|%2f|%5c", re.IGNORECASE)
+_DECODED = {"%2e": ".", "%2f": "/", "%5c": "/"}
+_USERINFO = re.compile(r"(//)[^/?#]*@")
+
+
+def safe_for_message(url: object, limit: int = 200) -> str:
+    """``url`` made fit for an error message, even when it does not parse.
+
+    :func:`redact_url` needs a URL that splits; this works on any text: the
+    ``user:password@`` part, the query string and the fragment are removed
+    by plain string operations, and the result is one printable line.
+    """
+    text = url if isinstance(url, str) else repr(url)
+    text = _USERINFO.sub(r"\1***@", text.split("?", 1)[0].split("#", 1)[0], count=1)
+    text = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return repr(text)
+
+
+def normalized_path(path: str) -> str:
+    """``path`` as a server may resolve it: dots decoded, dot segments removed.
+
+    Percent-encoded dots and slashes (``%2e``, ``%2f``, ``%5c``) are decoded
+    first, since many servers decode them before resolving ``..``; then the
+    dot segments are removed as RFC 3986 section 5.2.4 says. Used only to
+    decide where credentials may go, so it errs towards "outside".
+    """
+    decoded = _ENCODED_SEPARATORS.sub(lambda m: _DECODED[m.group(0).lower()], path)
+    output: list[str] = []
+    for segment in decoded.replace("\\", "/").split("/"):
+        if segment == "..":
+            if output:
+                output.pop()
+        elif segment != ".":
+            output.append(segment)
+    joined = "/".join(output)
+    if decoded.endswith(("/.", "/..")):
+        joined += "/"
+    return joined if joined.startswith("/") else "/" + joined
 
 
 def redact_url(url: str | bytes | None) -> str:
@@ -87,11 +127,15 @@ class Prefix:
             parts = urlsplit(prefix)
             port = parts.port
         except ValueError as exc:
-            raise ValueError(f"prefix {prefix!r} is not a valid URL prefix: {exc}") from None
+            # urllib's own text may quote parts of the URL: say what is wrong in our words
+            reason = "bad port" if "port" in str(exc).lower() else "it does not parse"
+            raise ValueError(
+                f"prefix {safe_for_message(prefix)} is not a valid URL prefix: {reason}"
+            ) from None
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS or not prefix.lower().startswith(f"{scheme}://"):
             raise ValueError(
-                f"prefix {prefix!r} must start with 'http://' or 'https://' "
+                f"prefix {safe_for_message(prefix)} must start with 'http://' or 'https://' "
                 "(for example 'https://' or 'https://acme.bloxs.io/')"
             )
         if parts.username is not None or parts.password is not None:
@@ -104,7 +148,7 @@ class Prefix:
             scheme=scheme,
             host=host,
             port=(port or _DEFAULT_PORTS[scheme]) if host else None,
-            path=parts.path.rstrip("/"),
+            path=normalized_path(parts.path).rstrip("/") if parts.path else "",
         )
 
     @property
@@ -130,5 +174,7 @@ class Prefix:
             return False
         if (port or _DEFAULT_PORTS.get(scheme)) != self.port:
             return False
-        path = parts.path
-        return not self.path or path == self.path or path.startswith(self.path + "/")
+        if not self.path:
+            return True
+        path = normalized_path(parts.path)
+        return path == self.path or path.startswith(self.path + "/")

@@ -8,6 +8,7 @@ from email.utils import formatdate
 import pytest
 from requests.structures import CaseInsensitiveDict
 
+from requests_bloxs_errors import parsing
 from requests_bloxs_errors.parsing import (
     MAX_TEXT,
     parse_body,
@@ -270,3 +271,58 @@ def test_list_shaped_validation_errors():
     body = b'{"errors": [{"field": "Name", "message": "required"}, "loose message"]}'
     parsed = parse_body(body, "application/json")
     assert parsed.errors == {"Name": ("required",), "": ("loose message",)}
+
+
+class _Recording:
+    """Stands in for a compiled pattern and records the span of every match."""
+
+    def __init__(self, pattern):
+        self.pattern = pattern
+        self.spans: list[int] = []
+
+    def match(self, text, pos, endpos):
+        self.spans.append(min(endpos, len(text)) - pos)
+        return self.pattern.match(text, pos, endpos)
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "maximum admitted 5 per" + " " * 4096,
+        "maximum " * 600,
+        "limit of 3 " + "get " * 1000,
+        "maximum admitted 5 per 1 " * 200,
+        " " * 4096,
+    ],
+)
+def test_quota_scan_is_linear_in_the_text(monkeypatch, hostile):
+    """Counted, not timed: each keyword gets one match over a bounded window, and
+    only a bounded number of keywords are tried, so the work is O(len(text))
+    whatever the text (a quadratic pattern once spent 0.8 s of CPU on 4 KiB)."""
+    recorders = [(keyword, _Recording(pattern)) for keyword, pattern in parsing._QUOTA_PATTERNS]
+    monkeypatch.setattr(parsing, "_QUOTA_PATTERNS", tuple(recorders))
+    parsing.parse_quota(hostile)
+    for keyword, recorder in recorders:
+        assert len(recorder.spans) <= min(hostile.count(keyword), parsing.QUOTA_KEYWORDS)
+        assert all(span <= parsing.QUOTA_WINDOW for span in recorder.spans)
+
+
+@pytest.mark.parametrize(
+    ("text", "quota"),
+    [
+        ("API calls quota exceeded! maximum admitted 5 per 1 second.", (5, 1.0)),
+        ("The limit of 3 get requests per 60 seconds is used up", (3, 60.0)),
+        ("The limit of 100 filter requests per 1 minute is used up", (100, 60.0)),
+        ("limit of 10 requests per minute", (10, 60.0)),
+        ("maximum admitted 5 per .5 s", (5, 0.5)),
+    ],
+)
+def test_both_vendors_quota_texts_are_parsed(text, quota):
+    assert parsing.parse_quota(text) == quota
+
+
+def test_hostile_html_gives_one_bounded_line():
+    """Unclosed and repeated brackets (each tag and title scan stops at the next '<')."""
+    for hostile in ("<" * 65536, "<title>" * 9000, "<a" * 30000 + ">"):
+        parsed = parsing.parse_body(hostile.encode(), "text/html")
+        assert len(parsed.text) <= parsing.MAX_TEXT

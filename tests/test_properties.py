@@ -90,11 +90,20 @@ def test_quota_is_none_or_positive(text):
 
 @MANY
 @given(
-    st.integers(0, 10**9),
+    st.integers(1, 10**9),
     st.integers(1, 999),
     st.sampled_from(["s", "second", "seconds", "m", "minute", "h", "hour", "d", "day"]),
+    st.sampled_from(
+        [
+            "maximum admitted {limit} per {count} {unit}",
+            "limit of {limit} get requests per {count} {unit} is used up",
+        ]
+    ),
+    st.text(" \t\r\n", max_size=3000),
 )
-def test_quota_message_round_trip(limit, count, unit):
+def test_quota_message_round_trip(limit, count, unit, form, padding):
+    """Both vendors' wording, after any run of whitespace (a long run once made the
+    scan quadratic)."""
     seconds = {
         "s": 1,
         "second": 1,
@@ -106,8 +115,27 @@ def test_quota_message_round_trip(limit, count, unit):
         "d": 86400,
         "day": 86400,
     }[unit]
-    text = f"API calls quota exceeded! maximum admitted {limit} per {count} {unit}."
+    text = padding + form.format(limit=limit, count=count, unit=unit) + "."
+    assert len(text) < 4096  # within the part that is searched
     assert parse_quota(text) == (limit, count * seconds)
+
+
+def test_a_zero_quota_is_no_quota():
+    assert parse_quota("maximum admitted 0 per 1 second") is None
+
+
+@SOME
+@given(
+    st.text(" \t\r\n\x0b\x0c", min_size=1000, max_size=70000),
+    st.sampled_from(
+        ["maximum admitted 5 per", "limit of 3 get requests per", "<title>", "<", "maximum"]
+    ),
+)
+def test_long_whitespace_runs_give_a_bounded_result(spaces, keyword):
+    for text in (keyword + spaces, spaces + keyword, keyword + spaces + keyword + spaces):
+        assert parse_quota(text) is None
+        parsed = parse_body(text.encode(), "text/plain")
+        assert len(parsed.text) <= MAX_TEXT
 
 
 @MANY

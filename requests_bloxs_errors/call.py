@@ -1,0 +1,214 @@
+"""One call through the adapter: :class:`Call`, passed explicitly through the loop.
+
+A call is everything the adapter's attempt loop knows about one
+``send()``: the caller's request, the deadline, the ``Retry`` value so far,
+whether the request is signed and was re-authenticated, the responses a
+re-authentication superseded, and the journal of attempts. It belongs to
+that ``send()`` alone: nothing about it is shared with other calls or
+threads, and hooks that send requests of their own start calls of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .events import Attempt, GiveUpEvent, Hooks, RetryEvent
+from .failures import Failure
+from .policy import Action, Context, Decision
+from .retry import body_is_replayable
+from .urls import redact_url
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+    from urllib3.util.retry import Retry
+
+    from .table import Rule
+
+__all__ = ["Call"]
+
+
+class Call:
+    """The state of one ``send()``; see the module docstring.
+
+    :param request: the caller's request (never modified).
+    :param retry: the adapter's policy; replaced by ``increment()`` results.
+    :param deadline: ``time.monotonic()`` value by which the call ends, or None.
+    :param hooks: the adapter's hooks.
+    :param signed: whether the request lies under the prefix and gets credentials.
+    :param max_retry_after: the longest ``Retry-After`` to wait for, or None.
+    """
+
+    __slots__ = (
+        "_url",
+        "body_position",
+        "deadline",
+        "hooks",
+        "journal",
+        "key",
+        "max_retry_after",
+        "method",
+        "reauthed",
+        "replayable",
+        "request",
+        "retry",
+        "signed",
+        "superseded",
+    )
+
+    def __init__(
+        self,
+        request: PreparedRequest,
+        *,
+        retry: Retry,
+        deadline: float | None,
+        hooks: Hooks,
+        signed: bool,
+        max_retry_after: float | None,
+    ) -> None:
+        self.request = request
+        self.method = (request.method or "GET").upper()
+        self.retry = retry
+        self.deadline = deadline
+        self.hooks = hooks
+        self.signed = signed
+        self.max_retry_after = max_retry_after
+        self.journal: list[Attempt] = []
+        self.reauthed = False
+        #: Responses a re-authentication replaced; they go into ``response.history``.
+        self.superseded: list[Response] = []
+        #: The body's position before the first attempt (files are rewound to it).
+        self.body_position = _body_position(request.body)
+        self.replayable = body_is_replayable(request.body)
+        self.key = "Idempotency-Key" in request.headers
+        self._url: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The request URL, redacted (no query string, no credentials)."""
+        if self._url is None:
+            self._url = redact_url(self.request.url)
+        return self._url
+
+    def time_left(self) -> float | None:
+        """Seconds until the deadline (0 once passed), or None without one."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def context(
+        self,
+        *,
+        status: int | None = None,
+        rule: Rule | None = None,
+        retry_after: float | None = None,
+        response: Any = None,
+        failure: Failure | None = None,
+        reauth_refused: bool = False,
+    ) -> Context:
+        """The read-only view :func:`~requests_bloxs_errors.policy.decide` gets."""
+        retry = self.retry
+        if self.key and retry.allowed_methods is not None:
+            # an Idempotency-Key makes every method safe to resend for this call
+            retry = retry.new(allowed_methods=None)
+        return Context(
+            method=self.method,
+            url=self.url,
+            retry=retry,
+            idempotency_key=self.key,
+            replayable=self.replayable,
+            status=status,
+            rule=rule,
+            retry_after=retry_after,
+            response=response,
+            failure=failure,
+            can_reauth=self.signed and not self.reauthed and self.replayable,
+            reauth_refused=reauth_refused,
+            max_retry_after=self.max_retry_after,
+            time_left=self.time_left(),
+        )
+
+    def rewind(self) -> None:
+        """Put a file body back where it started, before a resend."""
+        if self.body_position is not None:
+            self.request.body.seek(self.body_position)  # type: ignore[union-attr]
+
+    def record(self, status: int | None, kind: str, wait: float, decision: str) -> Attempt:
+        """Add one attempt to the journal and return it."""
+        attempt = Attempt(len(self.journal) + 1, status, kind, wait, decision)
+        self.journal.append(attempt)
+        return attempt
+
+    def retrying(
+        self,
+        decision: Decision,
+        status: int | None,
+        kind: str,
+        failure: Failure | None,
+    ) -> None:
+        """Record a retry and announce it; the caller then waits ``decision.wait``."""
+        assert decision.retry is not None
+        self.retry = decision.retry
+        attempt = self.record(status, kind, decision.wait, decision.label)
+        self.hooks.retry(
+            RetryEvent(
+                method=self.method,
+                url=self.url,
+                attempt=attempt.number,
+                max_attempts=_max_attempts(decision.retry, attempt.number, failure),
+                status=status,
+                kind=kind,
+                wait=decision.wait,
+                retry_after=decision.retry_after,
+            )
+        )
+
+    def finish(
+        self,
+        decision: Decision,
+        status: int | None,
+        kind: str,
+        *,
+        retry_after: float | None = None,
+        trace_id: str | None = None,
+    ) -> tuple[Attempt, ...]:
+        """Record the call's last attempt and announce a give-up; return the history."""
+        self.record(status, kind, 0.0, decision.label)
+        history = tuple(self.journal)
+        if decision.action is Action.GIVE_UP:
+            self.hooks.give_up(
+                GiveUpEvent(
+                    method=self.method,
+                    url=self.url,
+                    status=status,
+                    kind=kind,
+                    reason=decision.reason,
+                    retry_after=retry_after,
+                    trace_id=trace_id,
+                    history=history,
+                )
+            )
+        return history
+
+
+def _max_attempts(policy: Retry, attempt: int, failure: Failure | None) -> int | None:
+    """How many attempts the call may make in all, as far as the counters tell."""
+    if failure is None:
+        counters = (policy.total, policy.status)
+    elif failure.rule.kind == "not_sent":
+        counters = (policy.total, policy.connect)
+    else:
+        counters = (policy.total, policy.read)
+    left = [c for c in counters if isinstance(c, int) and not isinstance(c, bool)]
+    return attempt + 1 + min(left) if left else None
+
+
+def _body_position(body: object) -> int | None:
+    tell = getattr(body, "tell", None)
+    if tell is None:
+        return None
+    try:
+        position = tell()
+    except (OSError, ValueError):
+        return None
+    return position if isinstance(position, int) else None

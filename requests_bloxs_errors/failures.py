@@ -1,0 +1,102 @@
+"""Transport failures: what went wrong when no response came, in one place.
+
+requests raises its own exception types (``ConnectionError``,
+``ConnectTimeout``, ``ReadTimeout``, ``SSLError``, ``ProxyError``, ...),
+wrapping urllib3's, sometimes inside a ``MaxRetryError``. :func:`failure_of`
+unwraps them once and files the failure under a row of
+:data:`~requests_bloxs_errors.table.TRANSPORT_RULES`; the caller still gets
+requests' own exception, type and message unchanged.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+
+from requests.exceptions import ConnectionError, InvalidHeader, InvalidURL, RequestException
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    MaxRetryError,
+    ProtocolError,
+    ProxyError,
+    ReadTimeoutError,
+    SSLError,
+)
+
+from .table import TRANSPORT_RULES, TransportRule
+
+__all__ = ["Failure", "failure_of"]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A request that got no response.
+
+    :ivar exception: what to raise to the caller: requests' own exception.
+    :ivar error: the underlying urllib3 (or socket) error, for ``Retry.increment``.
+    :ivar kind: the error's type name, as the attempt journal shows it.
+    :ivar rule: the row of the transport table it falls under.
+    """
+
+    exception: RequestException
+    error: Exception
+    kind: str
+    rule: TransportRule
+
+
+def failure_of(exc: RequestException | HTTPError) -> Failure:
+    """File a transport exception under its rule.
+
+    :param exc: what ``HTTPAdapter.send`` raised: a requests exception, or one
+        of the few urllib3 errors it lets through (wrapped here in
+        :class:`requests.ConnectionError`).
+    """
+    raised = exc if isinstance(exc, RequestException) else ConnectionError(exc)
+    error: object = raised.args[0] if raised.args else raised
+    if isinstance(error, MaxRetryError) and error.reason is not None:
+        error = error.reason
+    if not isinstance(error, Exception):
+        error = raised
+    return Failure(raised, error, type(error).__name__, TRANSPORT_RULES[_row(raised, error)])
+
+
+def _row(raised: RequestException, error: Exception) -> str:
+    if isinstance(raised, (InvalidURL, InvalidHeader)):
+        return "permanent"
+    if isinstance(error, ProxyError):
+        return _proxy_row(error)
+    if isinstance(error, ConnectTimeoutError):  # refused, unresolved, timed out: not sent
+        return "not_sent"
+    if isinstance(error, SSLError):
+        return "permanent" if _verification_failed(error) else "no_answer"
+    if isinstance(error, (ReadTimeoutError, ProtocolError, ConnectionResetError)):
+        return "no_answer"
+    return "permanent"
+
+
+def _proxy_row(error: ProxyError) -> str:
+    """A proxy that refused the tunnel (407 and any other status) is final;
+    one that could not be reached, or broke the connection, is not."""
+    original = getattr(error, "original_error", None)
+    text = str(original if original is not None else error)
+    if "Tunnel connection failed" in text:
+        return "permanent"
+    if isinstance(original, SSLError):
+        return "permanent" if _verification_failed(original) else "no_answer"
+    return "not_sent"
+
+
+def _verification_failed(error: BaseException) -> bool:
+    """Whether a TLS failure is a certificate or hostname that does not verify."""
+    seen = 0
+    current: BaseException | None = error
+    while current is not None and seen < 8:
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(current) or "doesn't match" in str(current):
+            return True
+        nested = current.args[0] if current.args else None
+        current = nested if isinstance(nested, BaseException) else current.__cause__
+        seen += 1
+    return False

@@ -1,0 +1,97 @@
+"""What the credentials of this thread are doing: the scope around ``sign`` and ``refresh``.
+
+While the adapter asks a credential for a token, the request it is signing
+is in flight, and two facts must reach code that runs inside the credential:
+
+* which credentials are busy, so that a token request made from inside one
+  (a ``fetch_token`` that calls ``requests.post`` while :func:`install` is
+  active, or that uses the very session the credential is mounted on) is
+  sent unsigned instead of waiting on its own lock forever;
+* the deadline of the call that needs the token, so that fetching it does
+  not outlast the call: the token request's own retries, its timeouts, and
+  threads waiting for another thread's fetch all end by then.
+
+Both live in a :class:`contextvars.ContextVar` that is set only for the
+duration of a ``sign()`` or ``refresh()`` call. Hooks and user code outside
+those calls never see it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+__all__ = ["Scope", "current", "deadline", "is_signing", "signing", "time_left"]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The credentials signing in this context, and the deadline they work for.
+
+    :ivar credentials: ``id()`` of each credential whose ``sign``/``refresh``
+        is running (a credential's token request may be signed by another).
+    :ivar deadline: ``time.monotonic()`` value by which the outermost call
+        must end, or None.
+    """
+
+    credentials: frozenset[int] = frozenset()
+    deadline: float | None = None
+
+
+_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
+    "requests_bloxs_errors_signing", default=None
+)
+
+
+def current() -> Scope | None:
+    """The scope of the credential calls running in this context, or None."""
+    return _scope.get()
+
+
+@contextmanager
+def signing(credential: object, deadline: float | None) -> Iterator[None]:
+    """Mark ``credential`` busy (and ``deadline`` in force) for a ``with`` block.
+
+    Scopes nest: an inner one keeps the outer credentials and the earlier deadline.
+    """
+    outer = _scope.get()
+    if outer is not None:
+        credentials = outer.credentials | {id(credential)}
+        deadline = earliest(outer.deadline, deadline)
+    else:
+        credentials = frozenset({id(credential)})
+    token = _scope.set(Scope(credentials, deadline))
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
+def is_signing(credential: object) -> bool:
+    """Whether ``credential`` is signing or refreshing in this context right now."""
+    scope = _scope.get()
+    return scope is not None and id(credential) in scope.credentials
+
+
+def deadline() -> float | None:
+    """The deadline of the call a credential is working for, or None."""
+    scope = _scope.get()
+    return scope.deadline if scope is not None else None
+
+
+def time_left() -> float | None:
+    """Seconds until :func:`deadline` (0 when passed), or None without one."""
+    when = deadline()
+    return None if when is None else max(0.0, when - time.monotonic())
+
+
+def earliest(first: float | None, second: float | None) -> float | None:
+    """The earlier of two deadlines, either of which may be None."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
