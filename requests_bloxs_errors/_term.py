@@ -45,6 +45,15 @@ class Terminal:
             self.line(text, styles[index] if index < len(styles) else None)
 
 
+def safe_text(text: str, limit: int = 2000) -> str:
+    """Text from the network made safe to print: at most ``limit`` characters, line
+    breaks kept, every other control or format character (terminal escapes, bare
+    carriage returns, bidi overrides) shown as ``?``."""
+    cut = text[:limit].replace("\r\n", "\n")
+    shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in cut)
+    return shown + ("\u2026" if len(text) > limit else "")
+
+
 def status_style(status: int | None) -> str:
     """Green below 400, yellow for 429/503, red for other errors and no response."""
     if status is None:

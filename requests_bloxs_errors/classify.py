@@ -10,10 +10,11 @@ connection is closed rather than drained).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from requests import Response
 
@@ -104,12 +105,10 @@ def read_error_body(
     raw = response.raw
     if getattr(response, "_content_consumed", False) or raw is None:
         return b"", False
-    # read1 (urllib3 2) returns what has arrived; read (urllib3 1.26) does not
-    # loop. Either way a body that breaks off keeps the bytes that came before
-    # the error, where iter_content would lose the last chunk with it.
-    read = getattr(raw, "read1", None) or raw.read
+    # a body that breaks off keeps the bytes that came before the error, where
+    # iter_content would lose the last chunk with it
+    read, options = _reader(raw)
     urllib3_raw = hasattr(raw, "stream")
-    options = {"decode_content": True} if urllib3_raw else {}
     buffer = bytearray()
     truncated = False
     empty_reads = 0
@@ -127,14 +126,38 @@ def read_error_body(
             if not urllib3_raw or getattr(raw, "closed", True) or empty_reads > 64:
                 break
         truncated = truncated or len(buffer) > cap
+        if not truncated and urllib3_raw and getattr(read, "__self__", raw) is not raw:
+            raw.read()  # read past http.client's back: let urllib3 see the end and release
     except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
         truncated = True
     body = bytes(buffer[:cap])
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]
     if truncated:
-        response.close()  # do not drain an unbounded body to reuse one connection
+        # do not drain an unbounded body to reuse one connection: close it. (Not
+        # response.close() alone: with the content consumed, it would hand the
+        # connection back to the pool with the rest of the body still unread.)
+        with contextlib.suppress(Exception):
+            raw.close()
+        response.close()
     return body, truncated
+
+
+def _reader(raw: Any) -> tuple[Callable[..., bytes], dict[str, bool]]:
+    """A read that returns what has arrived, never waiting for a whole chunk:
+    a body trickled a byte at a time must not hold a read past the deadline."""
+    if not hasattr(raw, "stream"):  # not urllib3's: a file, say
+        return raw.read, {}
+    read1 = getattr(raw, "read1", None)
+    if read1 is not None:  # urllib3 2
+        return read1, {"decode_content": True}
+    # urllib3 1.26: its read(n) waits for n bytes; http.client's read1 does not,
+    # and for a body without Content-Encoding it gives the same bytes
+    inner = getattr(raw, "_fp", None)
+    encoding = str(raw.headers.get("Content-Encoding", "")).strip().lower()
+    if inner is not None and hasattr(inner, "read1") and encoding in ("", "identity"):
+        return inner.read1, {}
+    return raw.read, {"decode_content": True}
 
 
 def drain_error_body(response: Response, deadline: float | None = None) -> None:
@@ -144,8 +167,10 @@ def drain_error_body(response: Response, deadline: float | None = None) -> None:
     back to the pool; a longer one (or one still arriving at ``deadline``)
     is not downloaded only to be thrown away: its connection is closed.
     """
-    read_error_body(response, deadline=deadline)
-    response.close()
+    _, truncated = read_error_body(response, deadline=deadline)
+    raw = response.raw
+    if not truncated and raw is not None and hasattr(raw, "release_conn"):
+        raw.release_conn()  # read to the end: the connection serves the next attempt
 
 
 def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) -> bool:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from ._term import Terminal, status_style
+from ._term import Terminal, safe_text, status_style
 from .adapter import attempts, mount
 from .auth import Credential
 from .classify import classify
@@ -261,7 +261,7 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     text = response.text
     if text:
         term.line()
-        term.line(text[:2000] + ("\u2026" if len(text) > 2000 else ""))
+        term.line(safe_text(text))
     return 0 if response.status_code < 400 else 1
 
 

@@ -308,7 +308,9 @@ def _redact_response(response: Response, secrets: list[str]) -> None:
     included) and from the request body the response points back to."""
     if not secrets:
         return
-    body, truncated = read_error_body(response)
+    first = classify(response)  # the adapter has classified it: was the body cut?
+    truncated = first is not None and first.body_truncated
+    body, _ = read_error_body(response)
     forms = [form for secret in secrets for form in _secret_forms(secret)]
     for form in forms:
         body = body.replace(form, b"***")
@@ -319,6 +321,8 @@ def _redact_response(response: Response, secrets: list[str]) -> None:
                     body = body[:-size] + b"***"
                     break
     response._content = body
+    if getattr(response, "_bloxs_info", None) is not None:
+        response._bloxs_info = None  # type: ignore[attr-defined]  # classify the redacted body
     request = response.request
     if request is not None:
         response.request = request.copy()
