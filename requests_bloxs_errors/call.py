@@ -107,14 +107,10 @@ class Call:
         reauth_refused: bool = False,
     ) -> Context:
         """The read-only view :func:`~requests_bloxs_errors.policy.decide` gets."""
-        retry = self.retry
-        if self.key and retry.allowed_methods is not None:
-            # an Idempotency-Key makes every method safe to resend for this call
-            retry = retry.new(allowed_methods=None)
         return Context(
             method=self.method,
             url=self.url,
-            retry=retry,
+            retry=self.retry,
             idempotency_key=self.key,
             replayable=self.replayable,
             status=status,

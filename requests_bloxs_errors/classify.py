@@ -47,8 +47,11 @@ class ErrorInfo:
     :ivar status: the HTTP status.
     :ivar kind: the table's name for it (``"bad_request"``, ``"rate_limited"``,
         ``"quota_exceeded"``, ``"client_error"``, ...).
-    :ivar retryable: whether resending this request may succeed, given its
-        method, its ``Idempotency-Key`` and the server's ``Retry-After``.
+    :ivar retryable: whether the error table allows resending this request,
+        given its method, its ``Idempotency-Key`` and the server's
+        ``Retry-After``. It is the table's answer, whatever
+        ``status_forcelist`` a policy ran with; what the adapter did is in
+        :func:`~requests_bloxs_errors.attempts`.
     :ivar reauth: whether fresh credentials may help.
     :ivar action: what to do, in this project's words.
     :ivar message: the server's most specific message, as one line.

@@ -31,26 +31,17 @@ from .simulator import Simulator
 from .table import (
     CLIENT_ERROR_RULE,
     QUOTA_RULE,
+    RETRY_WORDS,
     RULES,
     SERVER_ERROR_RULE,
     Retryable,
     Rule,
     rule_for,
+    rules_text,
 )
 from .urls import redact_url
 
 __all__ = ["main"]
-
-_RETRY_TEXT = {
-    Retryable.NEVER: "no: sending the same request again cannot succeed.",
-    Retryable.ALWAYS: "yes, for every method, POST and PATCH included: the server refused the "
-    "request before processing it.",
-    Retryable.IDEMPOTENT: "only for GET, HEAD, PUT, DELETE and OPTIONS, or a request carrying an "
-    "Idempotency-Key header; a POST or PATCH without one is sent once, never twice.",
-    Retryable.IDEMPOTENT_OR_RETRY_AFTER: "for GET, HEAD, PUT, DELETE and OPTIONS (or with an "
-    "Idempotency-Key); for POST and PATCH only when the response carries a usable "
-    "Retry-After, which means the request was refused unprocessed.",
-}
 
 
 class UsageError(Exception):
@@ -92,7 +83,7 @@ def _explain(term: Terminal, status_text: str) -> int:
     fallback = "" if rule.status else " (no row of its own: the class fallback)"
     _field(term, "kind:", rule.kind + fallback)
     _field(term, "raises:", f"{rule.exception.__name__} (a requests.HTTPError)")
-    _field(term, "retried:", _RETRY_TEXT[rule.retry])
+    _field(term, "retried:", RETRY_WORDS[rule.retry][1])
     if rule.retry is not Retryable.NEVER:
         _field(
             term,
@@ -125,27 +116,20 @@ def _explain(term: Terminal, status_text: str) -> int:
 
 
 def _table(term: Terminal) -> int:
-    retried = {
-        Retryable.NEVER: "never",
-        Retryable.ALWAYS: "every method",
-        Retryable.IDEMPOTENT: "idempotent",
-        Retryable.IDEMPOTENT_OR_RETRY_AFTER: "idempotent, or with Retry-After",
-    }
     rows = [
         [
             status,
             rule.kind,
             rule.exception.__name__,
-            retried[rule.retry],
+            RETRY_WORDS[rule.retry][0],
             "once" if rule.reauth else "no",
         ]
         for status, rule in _rule_rows()
     ]
     term.table(["status", "kind", "exception", "retried", "re-auth"], rows)
     term.line()
-    term.line(
-        "Idempotent: GET, HEAD, PUT, DELETE, OPTIONS, or any request with an Idempotency-Key."
-    )
+    for line in rules_text():
+        term.line(textwrap.fill(line, 100, subsequent_indent="  "))
     term.line("Run 'explain STATUS' for what to do about one of them.")
     return 0
 

@@ -162,10 +162,13 @@ def decide(context: Context) -> Decision:
     if refusal is not None:
         return Decision(Action.RETURN, refusal)
     error = context.failure.error if context.failure is not None else None
+    retry = context.retry
+    if context.idempotency_key and retry.allowed_methods is not None:
+        # the table said yes: an Idempotency-Key makes every method safe to resend,
+        # and urllib3 must count the read error rather than refuse the method
+        retry = retry.new(allowed_methods=None)
     try:
-        new = context.retry.increment(
-            context.method, context.url, response=context.response, error=error
-        )
+        new = retry.increment(context.method, context.url, response=context.response, error=error)
     except MaxRetryError:
         return Decision(Action.GIVE_UP, "retries exhausted")
     except Exception:  # the policy re-raises an error it is told never to retry

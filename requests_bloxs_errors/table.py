@@ -20,7 +20,9 @@ from . import exceptions as exc
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
     "IDEMPOTENT_METHODS",
+    "IDEMPOTENT_ORDER",
     "QUOTA_RULE",
+    "RETRY_WORDS",
     "RULES",
     "TRANSPORT_RULES",
     "Retryable",
@@ -29,10 +31,13 @@ __all__ = [
     "retry_allowed",
     "rule_by_kind",
     "rule_for",
+    "rules_text",
 ]
 
-#: Methods whose repetition has the same effect as sending once (RFC 9110 9.2.2).
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+#: Methods whose repetition has the same effect as sending once (RFC 9110 9.2.2), in
+#: the order the text names them.
+IDEMPOTENT_ORDER = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE")
+IDEMPOTENT_METHODS = frozenset(IDEMPOTENT_ORDER)
 
 
 class Retryable(enum.Enum):
@@ -305,22 +310,61 @@ TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
             TransportRule(
                 kind="not_sent",
                 retry=Retryable.ALWAYS,
-                description="the connection was refused, its name did not resolve, or it timed "
-                "out before the request went out: the server never saw it",
+                description="the connection was refused, the name did not resolve, or "
+                "connecting timed out; the server never saw the request",
             ),
             TransportRule(
                 kind="no_answer",
                 retry=Retryable.IDEMPOTENT,
-                description="the connection was reset, closed or timed out after the request "
-                "went out, or the TLS handshake broke off: the server may have acted on it",
+                description="the connection was reset or closed, reading timed out, or the "
+                "TLS handshake broke off; the server may have acted on the request",
             ),
             TransportRule(
                 kind="permanent",
                 retry=Retryable.NEVER,
-                description="a certificate or hostname that fails verification, a proxy that "
-                "refuses the login or the tunnel, an invalid URL or header, and any other "
-                "failure not named above: the same request fails the same way",
+                description="a certificate or hostname failed verification, a proxy refused "
+                "the login or the tunnel, the URL or a header is invalid, or anything else not "
+                "named above; the same request would fail the same way",
             ),
         )
     }
 )
+
+
+_METHODS = ", ".join(IDEMPOTENT_ORDER)
+
+#: How each :class:`Retryable` reads: a short form for tables, a sentence for
+#: ``explain`` and the README. The only place these rules are put in words.
+RETRY_WORDS: Mapping[Retryable, tuple[str, str]] = MappingProxyType(
+    {
+        Retryable.NEVER: ("never", "no: sending the same request again cannot succeed."),
+        Retryable.ALWAYS: (
+            "every method",
+            "yes, for every method, POST and PATCH included: the server refused the request "
+            "before processing it.",
+        ),
+        Retryable.IDEMPOTENT: (
+            "idempotent",
+            f"only for {_METHODS}, or a request carrying an Idempotency-Key header; any other "
+            "method is sent once, never twice.",
+        ),
+        Retryable.IDEMPOTENT_OR_RETRY_AFTER: (
+            "idempotent, or with Retry-After",
+            f"for {_METHODS} (or with an Idempotency-Key); for POST and PATCH only when the "
+            "response carries a usable Retry-After, which means the request was refused "
+            "unprocessed.",
+        ),
+    }
+)
+
+
+def rules_text() -> list[str]:
+    """The retry rules as lines of text, for ``table`` and the README (a test compares)."""
+    lines = [
+        f"Idempotent: {_METHODS}, or any request carrying an Idempotency-Key header.",
+        "A body that cannot be rewound (a generator) is never sent twice.",
+    ]
+    for rule in TRANSPORT_RULES.values():
+        words = RETRY_WORDS[rule.retry][0]
+        lines.append(f"No response, {rule.kind}: {rule.description}. Retried: {words}.")
+    return lines

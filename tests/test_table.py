@@ -124,3 +124,36 @@ def test_exceptions_are_requests_http_errors():
         assert issubclass(row.exception, requests.exceptions.HTTPError)
     assert issubclass(rbe.ServiceUnavailableError, rbe.ServerError)
     assert issubclass(rbe.RateLimitError, rbe.ClientError)
+
+
+def _words(text: str) -> str:
+    return " ".join(text.replace("*", " ").split())
+
+
+def test_the_readme_states_the_retry_rules_the_code_applies():
+    """One source of truth: table.rules_text() writes the rules; the README and
+    the CLI's table show them as written (the README may wrap lines)."""
+    from pathlib import Path
+
+    from requests_bloxs_errors.table import IDEMPOTENT_METHODS, IDEMPOTENT_ORDER, rules_text
+
+    readme = _words((Path(__file__).parent.parent / "README.rst").read_text())
+    for line in rules_text():
+        assert _words(line) in readme, line
+    assert frozenset(IDEMPOTENT_ORDER) == IDEMPOTENT_METHODS
+    assert ", ".join(IDEMPOTENT_ORDER) in rules_text()[0]
+
+
+def test_explain_uses_the_tables_words_for_every_retry_rule():
+    import io
+
+    from requests_bloxs_errors._term import Terminal
+    from requests_bloxs_errors.cli import _explain
+    from requests_bloxs_errors.table import RETRY_WORDS, Retryable
+
+    statuses = {Retryable.NEVER: "404", Retryable.ALWAYS: "429", Retryable.IDEMPOTENT: "500"}
+    statuses[Retryable.IDEMPOTENT_OR_RETRY_AFTER] = "503"
+    for retryable, status in statuses.items():
+        out = io.StringIO()
+        _explain(Terminal(out), status)
+        assert _words(RETRY_WORDS[retryable][1]) in _words(out.getvalue())
