@@ -58,16 +58,19 @@ def happy_path(servers: Servers, total: int, block: int = 100) -> list[list[str]
         ),
     }
     per_request: dict[str, list[float]] = {name: [] for name in alternatives}
+    cpu_per_request: dict[str, list[float]] = {name: [] for name in alternatives}
     for session in alternatives.values():  # warm connections and code paths
         for _ in range(50):
             session.get(url)
     for _ in range(total // block):
         for name, session in alternatives.items():
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             for _ in range(block):
                 session.get(url)
             per_request[name].append((time.perf_counter() - started) / block * 1e6)
+            cpu_per_request[name].append((time.process_time() - cpu) / block * 1e6)
     med = {name: _median(v) for name, v in per_request.items()}
+    cpu_med = {name: _median(v) for name, v in cpu_per_request.items()}
     baseline = {
         "HTTPAdapter": "HTTPAdapter",
         "HTTPAdapter + same header": "HTTPAdapter + same header",
@@ -83,6 +86,8 @@ def happy_path(servers: Servers, total: int, block: int = 100) -> list[list[str]
                 f"{med[name]:.1f}",
                 f"{med[name] - med[base]:+.1f}",
                 f"{med[name] / med[base]:.3f}",
+                f"{cpu_med[name]:.1f}",
+                f"{cpu_med[name] / cpu_med[base]:.3f}",
                 base,
             ]
         )
@@ -364,57 +369,78 @@ def _chart(happy: list[list[str]], storm: list[list[str]]) -> str | None:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    parser.add_argument(
+        "--only",
+        default="1,2,3,4,5",
+        help="comma-separated scenario numbers, such as 1,5 (a partial run writes no files)",
+    )
     args = parser.parse_args()
-    stream_size = (16 if args.quick else 256) * 1024 * 1024
-    servers = Servers(stream_size)
-    sections = [f"Machine: {_machine()}", ""]
     try:
-        print("1/5 happy path ...", file=sys.stderr, flush=True)
-        happy_total = 500 if args.quick else 5000
-        happy = happy_path(servers, happy_total)
-        sections += _section(
-            f"## 1. Happy-path overhead ({happy_total:,} keep-alive GETs each, "
+        only = {int(part) for part in args.only.split(",") if part.strip()}
+    except ValueError:
+        parser.error(f"--only takes scenario numbers such as 1,5, not {args.only!r}")
+    if not only or not only <= {1, 2, 3, 4, 5}:
+        parser.error(f"--only takes scenario numbers from 1 to 5, not {args.only!r}")
+    stream_size = (16 if args.quick else 256) * 1024 * 1024
+    quota = 200
+    scenarios: dict[int, tuple[str, Callable[[Servers], list[list[str]]], str, list[str]]] = {
+        1: (
+            "happy path",
+            lambda s: happy_path(s, 500 if args.quick else 5000),
+            f"## 1. Happy-path overhead ({500 if args.quick else 5000:,} keep-alive GETs each, "
             "interleaved in blocks of 100)",
-            ["adapter", "median µs/request", "overhead µs", "ratio", "compared with"],
-            happy,
-        )
-        print("2/5 streaming ...", file=sys.stderr, flush=True)
-        stream = streaming(servers, 1 if args.quick else 3, stream_size)
-        sections += _section(
+            [
+                "adapter",
+                "median µs/request",
+                "overhead µs",
+                "ratio",
+                "client CPU µs/request",
+                "CPU ratio",
+                "compared with",
+            ],
+        ),
+        2: (
+            "streaming",
+            lambda s: streaming(s, 1 if args.quick else 3, stream_size),
             f"## 2. Streaming download ({stream_size >> 20} MiB, stream=True, "
             "a fresh process per trial)",
             ["adapter", "median seconds", "time ratio", "peak RSS MiB", "RSS ratio"],
-            stream,
-        )
-        print("3/5 refresh storm ...", file=sys.stderr, flush=True)
-        storm = refresh_storm(servers, 64, 1 if args.quick else 3)
-        sections += _section(
+        ),
+        3: (
+            "refresh storm",
+            lambda s: refresh_storm(s, 64, 1 if args.quick else 3),
             "## 3. Refresh storm (64 threads, one Session, the server revokes the token)",
             ["client", "token calls (median)", "range", "ms until all done", "succeeded"],
-            storm,
-        )
-        print("4/5 quota throughput ...", file=sys.stderr, flush=True)
-        quota = 200
-        quota_rows = quota_throughput(servers, quota, 400 if args.quick else 2000, 8)
-        sections += _section(
+        ),
+        4: (
+            "quota throughput",
+            lambda s: quota_throughput(s, quota, 400 if args.quick else 2000, 8),
             f"## 4. Throughput under a server quota (Q = {quota} per 1 s window, 8 threads)",
             ["server", "client", "successes/s ÷ Q", "429s sent", "seconds", "failed"],
-            quota_rows,
-        )
-        print("5/5 Retry-After precision ...", file=sys.stderr, flush=True)
-        precision = retry_after_precision(servers, 2 if args.quick else 5)
-        sections += _section(
+        ),
+        5: (
+            "Retry-After precision",
+            lambda s: retry_after_precision(s, 2 if args.quick else 5),
             "## 5. Retry-After precision (the delay the server saw, minus the wait it asked for)",
             ["Retry-After s", "median ms late", "max ms late", "min ms late", "early"],
-            precision,
-        )
+        ),
+    }
+    servers = Servers(stream_size)
+    sections = [f"Machine: {_machine()}", ""]
+    results: dict[int, list[list[str]]] = {}
+    try:
+        for number, (name, run, title, header) in scenarios.items():
+            if number in only:
+                print(f"{number}/5 {name} ...", file=sys.stderr, flush=True)
+                results[number] = run(servers)
+                sections += _section(title, header, results[number])
     finally:
         servers.close()
     report = "\n".join(sections)
     print(report)
-    if not args.quick:
+    if not args.quick and len(results) == len(scenarios):
         (HERE / "results.md").write_text(report + "\n")
-        chart = _chart(happy, storm)
+        chart = _chart(results[1], results[3])
         if chart:
             print(f"\nchart: {chart}", file=sys.stderr)
     return 0

@@ -18,7 +18,6 @@ untouched: no body read, no copy.
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -28,7 +27,6 @@ from typing import Any, Union
 from requests import PreparedRequest, Response, Session
 from requests.adapters import HTTPAdapter
 from requests.exceptions import RequestException
-from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -163,23 +161,27 @@ def _capped(value: object, left: float) -> float:
     return left  # None or urllib3's default: no limit of its own
 
 
-class _OneAttempt:
+_ONE_ATTEMPT_CLASSES: dict[type, type] = {}
+
+
+def _one_attempt(adapter: BloxsAdapter) -> HTTPAdapter:
     """The adapter as ``HTTPAdapter.send`` sees it during one attempt.
 
-    ``HTTPAdapter.send`` hands ``self.max_retries`` to urllib3; here that is
-    :data:`_ONE_ATTEMPT`, while every other attribute and method (pools,
-    proxies, TLS, ``build_response``, a subclass's overrides) is the
-    adapter's own.
+    ``HTTPAdapter.send`` hands ``self.max_retries`` to urllib3. This view is
+    an instance of a subclass of the adapter's own class whose
+    ``max_retries`` is :data:`_ONE_ATTEMPT`, and it shares the adapter's
+    ``__dict__``: pools, proxies, TLS settings and a subclass's overrides are
+    the adapter's own, and what ``send`` stores (a new proxy manager) lands
+    on the adapter.
     """
-
-    __slots__ = ("_adapter",)
-    max_retries = _ONE_ATTEMPT
-
-    def __init__(self, adapter: BloxsAdapter) -> None:
-        self._adapter = adapter
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._adapter, name)
+    cls = type(adapter)
+    view_cls = _ONE_ATTEMPT_CLASSES.get(cls)
+    if view_cls is None:
+        view_cls = type(cls.__name__, (cls,), {"max_retries": _ONE_ATTEMPT, "__slots__": ()})
+        _ONE_ATTEMPT_CLASSES[cls] = view_cls
+    view: HTTPAdapter = object.__new__(view_cls)
+    view.__dict__ = adapter.__dict__
+    return view
 
 
 class BloxsAdapter(HTTPAdapter):
@@ -285,7 +287,6 @@ class BloxsAdapter(HTTPAdapter):
 
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
-        self._one_attempt = _OneAttempt(self)
         self._fresh_refusals = FreshRefusals()
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -351,7 +352,7 @@ class BloxsAdapter(HTTPAdapter):
             attempt_timeout: Any = timeout if left is None else _attempt_timeout(timeout, left)
             try:
                 response = HTTPAdapter.send(
-                    self._one_attempt,  # type: ignore[arg-type]
+                    _one_attempt(self),
                     outgoing,
                     timeout=attempt_timeout,
                     **options,
@@ -377,19 +378,22 @@ class BloxsAdapter(HTTPAdapter):
     def _start(self, request: PreparedRequest) -> Call:
         deadline = None if self._deadline is None else time.monotonic() + self._deadline
         auth = self._auth
+        scope = signing.current()
+        if scope is not None:  # a token request, sent from inside a credential
+            # it inherits the deadline of the call that needs the token
+            deadline = signing.earliest(deadline, scope.deadline)
         signed = (
             auth is not None
             and self._prefix is not None
             and self._prefix.matches(request.url)
             # a token request made from inside this credential's own fetch goes
             # out unsigned: signing it would wait for the fetch it is part of
-            and not signing.is_signing(auth)
+            and (scope is None or id(auth) not in scope.credentials)
         )
         return Call(
             request,
             retry=self._policy,
-            # a token request inherits the deadline of the call that needs the token
-            deadline=signing.earliest(deadline, signing.deadline()),
+            deadline=deadline,
             hooks=self._hooks,
             signed=signed,
             max_retry_after=self._policy.max_retry_after,
@@ -404,8 +408,10 @@ class BloxsAdapter(HTTPAdapter):
         if not call.signed:
             return call.request
         assert self._auth is not None
-        signed = copy.copy(call.request)
-        signed.headers = CaseInsensitiveDict(call.request.headers)
+        request = call.request
+        signed = object.__new__(type(request))  # copy.copy, without its generic machinery
+        signed.__dict__.update(request.__dict__)
+        signed.headers = request.headers.copy()
         with signing.signing(self._auth, call.deadline):
             self._auth.sign(signed)
         return signed

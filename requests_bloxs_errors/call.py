@@ -45,11 +45,8 @@ class Call:
         "deadline",
         "hooks",
         "journal",
-        "key",
         "max_retry_after",
-        "method",
         "reauthed",
-        "replayable",
         "request",
         "retry",
         "signed",
@@ -67,7 +64,6 @@ class Call:
         max_retry_after: float | None,
     ) -> None:
         self.request = request
-        self.method = (request.method or "GET").upper()
         self.retry = retry
         self.deadline = deadline
         self.hooks = hooks
@@ -79,9 +75,24 @@ class Call:
         self.superseded: list[Response] = []
         #: The body's position before the first attempt (files are rewound to it).
         self.body_position = _body_position(request.body)
-        self.replayable = body_is_replayable(request.body)
-        self.key = "Idempotency-Key" in request.headers
         self._url: str | None = None
+
+    # what only a failed attempt needs to know is worked out when one fails
+
+    @property
+    def method(self) -> str:
+        """The request method, upper case."""
+        return (self.request.method or "GET").upper()
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request's body can be sent again."""
+        return body_is_replayable(self.request.body)
+
+    @property
+    def key(self) -> bool:
+        """Whether the request carries an ``Idempotency-Key`` header."""
+        return "Idempotency-Key" in self.request.headers
 
     @property
     def url(self) -> str:

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 __all__ = ["Scope", "current", "deadline", "is_signing", "signing", "time_left"]
@@ -51,23 +49,30 @@ def current() -> Scope | None:
     return _scope.get()
 
 
-@contextmanager
-def signing(credential: object, deadline: float | None) -> Iterator[None]:
+class signing:
     """Mark ``credential`` busy (and ``deadline`` in force) for a ``with`` block.
 
-    Scopes nest: an inner one keeps the outer credentials and the earlier deadline.
+    Scopes nest: an inner one keeps the outer credentials and the earlier
+    deadline. (A class rather than a generator: it runs on every signed request.)
     """
-    outer = _scope.get()
-    if outer is not None:
-        credentials = outer.credentials | {id(credential)}
-        deadline = earliest(outer.deadline, deadline)
-    else:
-        credentials = frozenset({id(credential)})
-    token = _scope.set(Scope(credentials, deadline))
-    try:
-        yield
-    finally:
-        _scope.reset(token)
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, credential: object, deadline: float | None) -> None:
+        outer = _scope.get()
+        if outer is None:
+            self._scope = Scope(frozenset((id(credential),)), deadline)
+        else:
+            self._scope = Scope(
+                outer.credentials | {id(credential)}, earliest(outer.deadline, deadline)
+            )
+
+    def __enter__(self) -> Scope:
+        self._token = _scope.set(self._scope)
+        return self._scope
+
+    def __exit__(self, *exc: object) -> None:
+        _scope.reset(self._token)
 
 
 def is_signing(credential: object) -> bool:
