@@ -33,8 +33,9 @@ from urllib3.util.timeout import Timeout
 
 from . import signing
 from .auth import Credential
+from .bodies import drain_error_body, read_error_body
 from .call import Call
-from .classify import ErrorInfo, classify, drain_error_body, error_for, read_error_body
+from .classify import ErrorInfo, classify, error_for
 from .events import Attempt, Hooks, ReauthEvent, logger
 from .failures import Failure, failure_of
 from .parsing import retry_after_from_headers
@@ -477,7 +478,8 @@ class BloxsAdapter(HTTPAdapter):
         """Refresh the credentials after a 401/403; True to resend at once."""
         auth = self._auth
         assert auth is not None
-        read_error_body(response, deadline=call.deadline)  # stays readable in history
+        # its first 64 KiB stay readable in response.history; the connection is freed
+        read_error_body(response, deadline=call.deadline, keep_rest=False)
         response.close()
         call.reauthed = True
         call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))

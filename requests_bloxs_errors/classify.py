@@ -1,23 +1,22 @@
 """Classify an error response: :func:`classify` and :class:`ErrorInfo`.
 
-:func:`classify` reads at most :data:`BODY_CAP` bytes of an error body and
-never touches the body of a 1xx-3xx response, so ``stream=True`` downloads
-reach the caller untouched. What it reads stays readable: the bytes are kept
-on the response, so ``response.content``, ``.text`` and ``.json()`` work
-afterwards (an error body longer than the cap is cut at the cap and the
-connection is closed rather than drained).
+:func:`classify` reads at most :data:`BODY_CAP` bytes of an error body
+(see :mod:`~requests_bloxs_errors.bodies`) and never touches the body of a
+1xx-3xx response, so ``stream=True`` downloads reach the caller untouched.
+What it reads stays readable: ``response.content``, ``.text``, ``.json()``,
+``iter_content()`` and ``raw`` give the whole body afterwards, as without
+the adapter.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from requests import Response
 
+from .bodies import BODY_CAP, read_error_body
 from .parsing import (
     ParsedBody,
     clean_line,
@@ -32,12 +31,7 @@ if TYPE_CHECKING:
     from .events import Attempt
     from .exceptions import BloxsError
 
-__all__ = ["BODY_CAP", "ErrorInfo", "classify", "drain_error_body", "error_for", "read_error_body"]
-
-#: The most bytes of an error body read into memory.
-BODY_CAP = 64 * 1024
-
-_CHUNK = 16 * 1024
+__all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +56,9 @@ class ErrorInfo:
     :ivar title: problem-details ``title``, if any.
     :ivar detail: problem-details ``detail``, if any.
     :ivar error_code: OAuth-style ``error`` code, if any.
-    :ivar body_truncated: True when the body was longer than :data:`BODY_CAP`.
+    :ivar body_truncated: True when the body is longer than the :data:`BODY_CAP`
+        bytes this was read from (the rest stays readable on the response),
+        or was cut short by the deadline or a broken connection.
     """
 
     status: int
@@ -89,91 +85,6 @@ class ErrorInfo:
     def rule(self) -> Rule:
         """The table row this error was classified by."""
         return rule_by_kind(self.kind)
-
-
-def read_error_body(
-    response: Response, cap: int = BODY_CAP, *, deadline: float | None = None
-) -> tuple[bytes, bool]:
-    """Read up to ``cap`` bytes of ``response``'s body and keep them on it.
-
-    :param deadline: a ``time.monotonic()`` value: reading stops there, what
-        arrived is kept, and the connection is closed (a server that trickles
-        a byte at a time cannot hold the call past it).
-    :return: ``(body, truncated)``. Never raises: a body that breaks off
-        midway gives what arrived; one already streamed away gives ``b""``.
-    """
-    content = getattr(response, "_content", False)
-    if isinstance(content, bytes):
-        return content[:cap], len(content) > cap
-    raw = response.raw
-    if getattr(response, "_content_consumed", False) or raw is None:
-        return b"", False
-    # a body that breaks off keeps the bytes that came before the error, where
-    # iter_content would lose the last chunk with it
-    read, options = _reader(raw)
-    urllib3_raw = hasattr(raw, "stream")
-    buffer = bytearray()
-    truncated = False
-    empty_reads = 0
-    try:
-        while len(buffer) <= cap:
-            if deadline is not None and time.monotonic() >= deadline:
-                truncated = True
-                break
-            chunk = read(_CHUNK, **options)
-            if chunk:
-                buffer += chunk
-                continue
-            # the end; but urllib3's decoder may yield nothing for a chunk before it
-            empty_reads += 1
-            if not urllib3_raw or getattr(raw, "closed", True) or empty_reads > 64:
-                break
-        truncated = truncated or len(buffer) > cap
-        if not truncated and urllib3_raw and getattr(read, "__self__", raw) is not raw:
-            raw.read()  # read past http.client's back: let urllib3 see the end and release
-    except Exception:  # reset mid-body, bad gzip, ...: keep what arrived
-        truncated = True
-    body = bytes(buffer[:cap])
-    response._content = body
-    response._content_consumed = True  # type: ignore[attr-defined]
-    if truncated:
-        # do not drain an unbounded body to reuse one connection: close it. (Not
-        # response.close() alone: with the content consumed, it would hand the
-        # connection back to the pool with the rest of the body still unread.)
-        with contextlib.suppress(Exception):
-            raw.close()
-        response.close()
-    return body, truncated
-
-
-def _reader(raw: Any) -> tuple[Callable[..., bytes], dict[str, bool]]:
-    """A read that returns what has arrived, never waiting for a whole chunk:
-    a body trickled a byte at a time must not hold a read past the deadline."""
-    if not hasattr(raw, "stream"):  # not urllib3's: a file, say
-        return raw.read, {}
-    read1 = getattr(raw, "read1", None)
-    if read1 is not None:  # urllib3 2
-        return read1, {"decode_content": True}
-    # urllib3 1.26: its read(n) waits for n bytes; http.client's read1 does not,
-    # and for a body without Content-Encoding it gives the same bytes
-    inner = getattr(raw, "_fp", None)
-    encoding = str(raw.headers.get("Content-Encoding", "")).strip().lower()
-    if inner is not None and hasattr(inner, "read1") and encoding in ("", "identity"):
-        return inner.read1, {}
-    return raw.read, {"decode_content": True}
-
-
-def drain_error_body(response: Response, deadline: float | None = None) -> None:
-    """Finish with an intermediate error response before the next attempt.
-
-    A body of at most :data:`BODY_CAP` bytes is read, so its connection goes
-    back to the pool; a longer one (or one still arriving at ``deadline``)
-    is not downloaded only to be thrown away: its connection is closed.
-    """
-    _, truncated = read_error_body(response, deadline=deadline)
-    raw = response.raw
-    if not truncated and raw is not None and hasattr(raw, "release_conn"):
-        raw.release_conn()  # read to the end: the connection serves the next attempt
 
 
 def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) -> bool:

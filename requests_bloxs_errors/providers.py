@@ -33,7 +33,8 @@ from requests import PreparedRequest, Response
 
 from .adapter import attempts, mount
 from .auth import CachedTokenAuth
-from .classify import classify, error_for, read_error_body
+from .bodies import read_error_body
+from .classify import classify, error_for
 from .exceptions import AuthenticationError, TokenResponseError
 from .parsing import parse_http_date, parse_iso8601
 from .patch import ORIGINAL_SESSION

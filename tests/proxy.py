@@ -4,13 +4,15 @@ It serves absolute-form requests (``GET http://127.0.0.1:port/path``) the way
 a plain-HTTP proxy does, answers 407 without the right
 ``Proxy-Authorization``, strips that header, and forwards to loopback
 targets only. ``CONNECT`` is answered with ``connect_status`` (407 by
-default): a proxy that refuses to open tunnels.
+default: a proxy that refuses to open tunnels), or reset when it is None.
 """
 
 from __future__ import annotations
 
 import base64
 import http.client
+import socket
+import struct
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -23,7 +25,8 @@ class ForwardProxy:
         self.expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         self.user, self.password = user, password
         self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, target, headers)
-        self.connect_status = 407
+        #: The answer to CONNECT: a status, or None to reset the connection.
+        self.connect_status: int | None = 407
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +37,13 @@ class ForwardProxy:
 
             def do_CONNECT(self) -> None:
                 proxy.seen.append(("CONNECT", self.path, dict(self.headers)))
+                if proxy.connect_status is None:  # reset the tunnel instead of answering
+                    self.connection.setsockopt(
+                        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                    )
+                    self.connection.close()
+                    self.close_connection = True
+                    return
                 self.send_response(proxy.connect_status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

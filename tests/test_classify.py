@@ -131,13 +131,18 @@ def test_classify_is_cached_and_frozen(server, session, fast):
         rbe.classify(response).kind = "ok"
 
 
-def test_error_body_is_capped_at_64_kib(server, session, fast):
-    big = b"E" * (5 * 1024 * 1024)
-    server.route("GET", "/r", Reply(404, big))
-    response = session.get(server.url("/r"), stream=True)
-    info = rbe.classify(response)
-    assert info.body_truncated is True
-    assert len(response.content) == rbe.BODY_CAP
+def test_an_error_body_is_classified_from_its_first_64_kib_and_stays_whole(server, session, fast):
+    """The quota text past the cap is not seen by classify(), but the caller
+    still gets every byte (streamed or not)."""
+    big = b"E" * (5 * 1024 * 1024) + b" maximum admitted 5 per 1 second"
+    server.route("GET", "/r", Reply(429, big, {"Content-Type": "text/plain"}))
+    rbe.mount(session, "http://", max_retries=0)
+    for stream in (True, False):
+        response = session.get(server.url("/r"), stream=stream)
+        info = rbe.classify(response)
+        assert info.body_truncated is True
+        assert info.quota is None  # it lies beyond what was read
+        assert response.content == big
 
 
 def test_retryable_depends_on_the_request(server, session):
