@@ -92,8 +92,8 @@ def happy_path(servers: Servers, total: int, block: int = 20) -> list[list[str]]
     for name in alternatives:
         base = baseline[name]
         base_wall, base_cpu = _median(wall[base]), _median(cpu[base])
-        extra = _median([a - b for a, b in zip(wall[name], wall[base])])
-        extra_cpu = _median([a - b for a, b in zip(cpu[name], cpu[base])])
+        extra = _median([a - b for a, b in zip(wall[name], wall[base], strict=False)])
+        extra_cpu = _median([a - b for a, b in zip(cpu[name], cpu[base], strict=False)])
         rows.append(
             [
                 name,

@@ -37,11 +37,13 @@ class Terminal:
         styles: Sequence[str | None] = (),
     ) -> None:
         """Print ``rows`` under ``header``, columns aligned; ``styles`` colours whole rows."""
-        widths = [max(len(str(c)) for c in column) for column in zip(header, *rows)]
-        self.line("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), "bold")
+        widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+        self.line(
+            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)).rstrip(), "bold"
+        )
         self.line("  ".join("-" * w for w in widths))
         for index, row in enumerate(rows):
-            text = "  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip()
+            text = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
             self.line(text, styles[index] if index < len(styles) else None)
 
 

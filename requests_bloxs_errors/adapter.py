@@ -18,15 +18,17 @@ untouched: no body read, no copy.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, TypedDict, Union
 
 from requests import PreparedRequest, Response, Session
-from requests.adapters import HTTPAdapter
-from requests.exceptions import RequestException
+from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, HTTPAdapter
+from requests.exceptions import ConnectionError, RequestException
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -37,7 +39,8 @@ from .bodies import drain_error_body, read_error_body
 from .call import Call
 from .classify import ErrorInfo, classify, error_for
 from .events import Attempt, Hooks, ReauthEvent, logger
-from .failures import Failure, failure_of
+from .exceptions import BloxsError
+from .failures import Failure, failure_of, release
 from .parsing import retry_after_from_headers
 from .policy import Action, Decision, decide
 from .refusals import FreshRefusals
@@ -50,10 +53,13 @@ from .retry import (
     sleep_until,
 )
 from .steps import Step
-from .table import Rule, rule_for
+from .table import Rule, advice, rule_for
 from .urls import Prefix, is_loopback, redact_url, safe_for_message
 
-__all__ = ["BloxsAdapter", "BloxsResponse", "attempts", "mount"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["AdapterOptions", "BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
 TimeoutArg = Union[None, float, "tuple[float | None, float | None]", "Timeout"]
 
@@ -185,6 +191,24 @@ def _one_attempt(adapter: BloxsAdapter) -> HTTPAdapter:
     return view
 
 
+class AdapterOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`BloxsAdapter`, for :func:`mount` and ``install()``."""
+
+    auth: Credential | None
+    max_retries: int | Retry
+    backoff_factor: float
+    backoff_max: float
+    max_retry_after: float | None
+    deadline: float | None
+    raise_errors: bool
+    on_retry: Any
+    on_reauth: Any
+    on_give_up: Any
+    pool_connections: int
+    pool_maxsize: int
+    pool_block: bool
+
+
 class BloxsAdapter(HTTPAdapter):
     """An :class:`~requests.adapters.HTTPAdapter` that retries, re-authenticates
     and classifies errors by the Bloxs/DealCloud error table.
@@ -196,33 +220,8 @@ class BloxsAdapter(HTTPAdapter):
         >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.TokenAuth(fetch))
         >>> session.get("https://acme.bloxs.io/api/v1/realestateobjects/complexes")
 
-    :param auth: a :class:`~requests_bloxs_errors.Credential` that signs every
-        request under ``prefix`` and is refreshed once on 401/403; None
-        leaves authentication to the caller.
-    :param max_retries: retries per call (an int), or a urllib3 ``Retry``
-        whose counts, back-off and ``status_forcelist`` are then used (method
-        safety still comes from the error table). 0 disables retries.
-    :param backoff_factor: seconds of the first back-off, doubled per retry;
-        used with an int ``max_retries``.
-    :param backoff_max: the longest back-off, in seconds.
-    :param max_retry_after: the longest ``Retry-After`` slept on, in seconds.
-        A longer one is not waited for: the response comes back at once (or
-        its error is raised) with ``retry_after`` set. None: no limit.
-    :param deadline: seconds for a whole call, attempts and waits included;
-        no wait crosses it and each attempt's connect and read timeouts are
-        capped at the time left. None: no deadline.
-    :param raise_errors: False (the default) returns error responses, whose
-        ``raise_for_status()`` raises the typed error; True raises it from
-        :meth:`send`.
-    :param prefix: the URL prefix this adapter serves; required with ``auth``
-        and must then name a host. :func:`mount` passes it for you.
-    :param on_retry: a callable (or list) receiving a
-        :class:`~requests_bloxs_errors.RetryEvent` before each retry.
-    :param on_reauth: likewise, a :class:`~requests_bloxs_errors.ReauthEvent`.
-    :param on_give_up: likewise, a :class:`~requests_bloxs_errors.GiveUpEvent`.
-    :param kwargs: any :class:`~requests.adapters.HTTPAdapter` argument
-        (``pool_connections``, ``pool_maxsize``, ``pool_block``).
-    :raises TypeError, ValueError: on bad configuration.
+    Every argument is keyword-only and described on :meth:`__init__`; the
+    README's "Configuration" section lists them with their defaults.
     """
 
     __attrs__ = [  # noqa: RUF012 - requests' own pickling convention
@@ -248,8 +247,42 @@ class BloxsAdapter(HTTPAdapter):
         on_retry: Any = None,
         on_reauth: Any = None,
         on_give_up: Any = None,
-        **kwargs: Any,
+        pool_connections: int = DEFAULT_POOLSIZE,
+        pool_maxsize: int = DEFAULT_POOLSIZE,
+        pool_block: bool = DEFAULT_POOLBLOCK,
     ) -> None:
+        """Configure the adapter; bad configuration raises here, not at the first request.
+
+        :param auth: a :class:`~requests_bloxs_errors.Credential` that signs every
+            request under ``prefix`` and is refreshed once on 401/403; None
+            leaves authentication to the caller.
+        :param max_retries: retries per call (an int), or a urllib3 ``Retry``
+            whose counts, back-off and ``status_forcelist`` are then used (method
+            safety still comes from the error table). 0 disables retries.
+        :param backoff_factor: seconds of the first back-off, doubled per retry,
+            plus up to as much again of jitter; used with an int ``max_retries``.
+        :param backoff_max: the longest back-off, in seconds.
+        :param max_retry_after: the longest ``Retry-After`` slept on, in seconds.
+            A longer one is not waited for: the response comes back at once (or
+            its error is raised) with ``retry_after`` set. None: no limit.
+        :param deadline: seconds for a whole call, attempts, waits and token
+            fetches included; no wait crosses it and each attempt's timeouts
+            are capped at the time left. None: no deadline.
+        :param raise_errors: False returns error responses, whose
+            ``raise_for_status()`` raises the typed error; True raises it from
+            :meth:`send`.
+        :param prefix: the URL prefix this adapter serves; required with ``auth``
+            and must then name a host. :func:`mount` passes it for you.
+        :param on_retry: a callable (or list) receiving a
+            :class:`~requests_bloxs_errors.RetryEvent` before each retry.
+        :param on_reauth: likewise, a :class:`~requests_bloxs_errors.ReauthEvent`.
+        :param on_give_up: likewise, a :class:`~requests_bloxs_errors.GiveUpEvent`.
+        :param pool_connections: connection pools to cache, as for
+            :class:`~requests.adapters.HTTPAdapter`.
+        :param pool_maxsize: connections kept per pool, likewise.
+        :param pool_block: wait for a free connection instead of opening more.
+        :raises TypeError, ValueError: on bad configuration.
+        """
         factor = _number("backoff_factor", backoff_factor)
         cap = _number("backoff_max", backoff_max)
         assert factor is not None
@@ -284,7 +317,12 @@ class BloxsAdapter(HTTPAdapter):
         #: The per-attempt steps, in the order they run (see :mod:`.steps`).
         self._steps: Sequence[Step] = ()
         self._init_runtime()
-        super().__init__(max_retries=self._policy, **kwargs)
+        super().__init__(
+            max_retries=self._policy,
+            pool_connections=pool_connections,
+            pool_maxsize=pool_maxsize,
+            pool_block=pool_block,
+        )
 
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
@@ -358,13 +396,14 @@ class BloxsAdapter(HTTPAdapter):
                     timeout=attempt_timeout,
                     **options,
                 )
-            except (RequestException, Urllib3Error) as exc:
-                failure = failure_of(exc)
-                if self._after_failure(call, failure):
+            except RequestException as exc:
+                if self._after_failure(call, exc):
                     continue
-                if failure.exception is exc:
-                    raise
-                raise failure.exception from exc
+                raise  # requests' own exception, as a plain HTTPAdapter raises it
+            except Urllib3Error as exc:  # the few that requests lets through untranslated
+                if self._after_failure(call, exc):
+                    continue
+                raise ConnectionError(exc, request=outgoing) from exc
             if response.status_code < 400:
                 return self._success(call, response)
             decision, rule = self._decide(call, response)
@@ -426,6 +465,7 @@ class BloxsAdapter(HTTPAdapter):
         for step in self._steps:
             step.after_response(call, response, rule, retry_after)
         refused = call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
+        call.fresh_refused = refused
         context = call.context(
             status=status,
             rule=rule,
@@ -448,15 +488,25 @@ class BloxsAdapter(HTTPAdapter):
         sleep_until(time.monotonic() + decision.wait)
         call.rewind()
 
-    def _after_failure(self, call: Call, failure: Failure) -> bool:
-        """Decide about an attempt that got no response; True to send again."""
+    def _after_failure(self, call: Call, exc: RequestException | Urllib3Error) -> bool:
+        """Decide about an attempt that got no response; True to send again.
+
+        (A method of its own, so that no frame of :meth:`send` holds the
+        exception: a reference there would keep it, its traceback and the
+        failed connection's socket alive in a cycle until the garbage
+        collector ran.)
+        """
+        failure = failure_of(exc)
         for step in self._steps:
             step.after_failure(call, failure)
         decision = decide(call.context(failure=failure))
+        release(exc)
         if decision.action is Action.RETRY:
             self._wait(call, decision, None, failure.kind, failure)
             return True
-        call.finish(decision, None, failure.kind)
+        history = call.finish(decision, None, failure.kind)
+        with contextlib.suppress(AttributeError):  # rbe.attempts(exc) reads it
+            exc._bloxs_history = history  # type: ignore[union-attr]
         for step in self._steps:
             step.on_outcome(call, None, failure)
         return False
@@ -497,8 +547,12 @@ class BloxsAdapter(HTTPAdapter):
         info = classify(response, deadline=call.deadline)
         if info is None:  # pragma: no cover - rule_for already vouched for the status
             return response
-        if call.reauthed and info.reauth:
-            self._fresh_refusals.add(call.method, call.url)
+        if info.reauth:
+            if call.reauthed:
+                self._fresh_refusals.add(call.method, call.url)
+            refused = call.reauthed or call.fresh_refused
+            situation = "refused_fresh" if refused else None if call.signed else "unsigned"
+            info = dataclasses.replace(info, action=advice(info.rule, situation))
         history = call.finish(
             decision,
             info.status,
@@ -532,19 +586,24 @@ class BloxsAdapter(HTTPAdapter):
         return super().build_response(req, resp)
 
 
-def attempts(response: Response) -> tuple[Attempt, ...]:
+def attempts(response: Response | BaseException) -> tuple[Attempt, ...]:
     """Every request the adapter sent to get ``response``, oldest first.
 
     For a response that came back at the first try this is one synthesized
     entry; for one that was not sent through a :class:`BloxsAdapter`, too.
+    Given the exception of a call that got no response at all (a
+    ``requests.ConnectionError``, say), it returns that call's attempts, or
+    ``()`` when the exception did not come from a :class:`BloxsAdapter`.
 
     Usage::
 
         >>> for attempt in rbe.attempts(response):
         ...     print(attempt.number, attempt.status, attempt.decision, attempt.wait)
     """
+    if isinstance(response, BloxsError):
+        return response.history
     history: tuple[Attempt, ...] = getattr(response, "_bloxs_history", ())
-    if history:
+    if history or isinstance(response, BaseException):
         return history
     info = classify(response)
     kind = info.kind if info is not None else "ok"
@@ -565,7 +624,9 @@ def _warn_plain_http(prefix: Prefix) -> None:
     logger.warning("Credentials for %s will be sent over plain HTTP; use https://", where)
 
 
-def mount(session: Session, prefix: str = "https://", **adapter_kwargs: Any) -> BloxsAdapter:
+def mount(
+    session: Session, prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]
+) -> BloxsAdapter:
     """Mount a new :class:`BloxsAdapter` on ``session`` for ``prefix``.
 
     Usage::

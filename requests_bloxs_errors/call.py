@@ -43,6 +43,7 @@ class Call:
         "_url",
         "body_position",
         "deadline",
+        "fresh_refused",
         "hooks",
         "journal",
         "max_retry_after",
@@ -71,6 +72,8 @@ class Call:
         self.max_retry_after = max_retry_after
         self.journal: list[Attempt] = []
         self.reauthed = False
+        #: A fresh credential was refused for this request moments ago (no refresh).
+        self.fresh_refused = False
         #: Responses a re-authentication replaced; they go into ``response.history``.
         self.superseded: list[Response] = []
         #: The body's position before the first attempt (files are rewound to it).

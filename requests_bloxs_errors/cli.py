@@ -8,8 +8,11 @@ nothing here prints a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import socket
+import ssl
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -19,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from . import __version__
 from ._term import Terminal, safe_text, status_style
 from .adapter import attempts, mount
 from .auth import Credential
@@ -27,7 +31,7 @@ from .demo import run_demo
 from .exceptions import BloxsError
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
-from .simulator import Simulator
+from .simulator import ENDPOINTS, Simulator
 from .table import (
     CLIENT_ERROR_RULE,
     QUOTA_RULE,
@@ -139,14 +143,17 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
         simulator = Simulator(host=host, port=port, window=window)
     except OSError as exc:
         raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    key, _ = simulator.bloxs_credentials
-    token_url, client_id, _ = simulator.dealcloud_credentials
+    key, secret = simulator.bloxs_credentials
+    _, client_id, client_secret = simulator.dealcloud_credentials
     term.line(f"Bloxs/DealCloud simulator on {simulator.url}  (Ctrl-C stops it)", "bold")
-    term.line(
-        f"  Bloxs:     POST {simulator.url}/Authorization  apiKey={key} (secret: see the docs)"
+    # demo credentials, published in the README: printing them is the point
+    term.line(f"  Bloxs:     apiKey={key}  apiSecret={secret}")
+    term.line(f"  DealCloud: client_id={client_id}  client_secret={client_secret}")
+    term.line(f"  rate-limit window: {window:g}s")
+    term.table(
+        ["method", "path", "what"],
+        [[methods, simulator.url + path, what] for methods, path, what in ENDPOINTS],
     )
-    term.line(f"  DealCloud: POST {token_url}  client_id={client_id}")
-    term.line(f"  data:      {simulator.url}/api/v1/realestateobjects/complexes")
     try:
         simulator.serve_forever()
     except KeyboardInterrupt:
@@ -219,9 +226,11 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     except BloxsError:
         raise  # a refused credential: main() prints it as one line
     except requests.RequestException as exc:
-        term.line(f"{method} {redact_url(url)}: {type(exc).__name__}: no response", "red")
-        cause = exc.args[0] if exc.args else exc
-        term.line(f"  {type(cause).__name__}", "dim")
+        term.line(f"{method} {redact_url(url)}: no response: {_why(exc)}", "red")
+        for attempt in attempts(exc):
+            wait = f", waited {attempt.wait:.2f}s" if attempt.wait else ""
+            term.line(f"  #{attempt.number}  {attempt.kind}  {attempt.decision}{wait}", "dim")
+        term.line(f"  ({type(exc).__name__})", "dim")
         return 3
     finally:
         session.close()
@@ -249,6 +258,28 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     return 0 if response.status_code < 400 else 1
 
 
+def _why(exc: BaseException) -> str:
+    """Why no response came, in words: the innermost cause that names a reason."""
+    seen = 0
+    current: object = exc
+    while isinstance(current, BaseException) and seen < 10:
+        seen += 1
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, socket.gaierror) or type(current).__name__ == "NameResolutionError":
+            return "the host name did not resolve"
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return "the certificate did not verify"
+        if isinstance(current, (ConnectionResetError, BrokenPipeError)):
+            return "the connection was reset"
+        if isinstance(current, (TimeoutError, requests.Timeout)) or "timed out" in str(current):
+            return "timed out"
+        nested = current.args[0] if current.args else None
+        reason = getattr(current, "reason", None) or getattr(current, "original_error", None)
+        current = reason or (nested if isinstance(nested, BaseException) else current.__cause__)
+    return "the connection failed"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help)."""
 
@@ -256,24 +287,74 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"requests-bloxs-errors: error: {message} (see '{self.prog} --help')\n")
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), not {port}")
+    return port
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
+def _seconds_or_none(text: str) -> float | None:
+    if text.strip().lower() in ("none", "inf"):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, or 'none', not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="requests-bloxs-errors",
         description="Retries, re-authentication and typed errors for the Bloxs and DealCloud APIs.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    defaults = argparse.ArgumentDefaultsHelpFormatter
     commands.add_parser("demo", help="run a scripted workload against the embedded simulator")
     explain = commands.add_parser("explain", help="what a status means and what the adapter does")
-    explain.add_argument("status", metavar="STATUS")
+    explain.add_argument("status", metavar="STATUS", help="an HTTP status such as 429")
     commands.add_parser("table", help="print the whole error table")
-    simulate = commands.add_parser("simulate", help="serve the simulator until interrupted")
-    simulate.add_argument("--host", default="127.0.0.1")
-    simulate.add_argument("--port", type=int, default=8080)
-    simulate.add_argument("--window", type=float, default=60.0, help="rate-limit window, seconds")
-    request = commands.add_parser("request", help="send one request through the adapter")
-    request.add_argument("method", metavar="METHOD")
-    request.add_argument("url", metavar="URL")
+    simulate = commands.add_parser(
+        "simulate", help="serve the simulator until interrupted", formatter_class=defaults
+    )
+    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    simulate.add_argument("--port", type=_port, default=8080, help="port (0: any free port)")
+    simulate.add_argument(
+        "--window", type=_positive, default=60.0, help="rate-limit window, seconds"
+    )
+    request = commands.add_parser(
+        "request", help="send one request through the adapter", formatter_class=defaults
+    )
+    request.add_argument("method", metavar="METHOD", help="GET, POST, PUT, ...")
+    request.add_argument("url", metavar="URL", help="an absolute http:// or https:// URL")
     request.add_argument("--bloxs-key", help="Bloxs API key (or BLOXS_API_KEY)")
     request.add_argument("--bloxs-secret", help="Bloxs API secret (or BLOXS_API_SECRET)")
     request.add_argument("--hmac", action="store_true", help="sign with the Bloxs v1 HMAC scheme")
@@ -281,14 +362,25 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument(
         "--client-secret", help="OAuth2 client secret (or DEALCLOUD_CLIENT_SECRET)"
     )
-    request.add_argument("--token-url", help="OAuth2 token URL (or DEALCLOUD_TOKEN_URL)")
+    request.add_argument(
+        "--token-url",
+        help="OAuth2 token URL (or DEALCLOUD_TOKEN_URL; default: the URL's origin + "
+        "/api/rest/v1/oauth/token)",
+    )
     request.add_argument("--scope", default=None, help="OAuth2 scope, such as 'data'")
     request.add_argument("--json", help="a JSON body")
     request.add_argument("--data", help="a raw body")
     request.add_argument("--header", "-H", action="append", help="'Name: value', repeatable")
-    request.add_argument("--timeout", type=float, default=30.0)
-    request.add_argument("--max-retries", type=int, default=3)
-    request.add_argument("--max-retry-after", type=float, default=DEFAULT_MAX_RETRY_AFTER)
+    request.add_argument(
+        "--timeout", type=_positive, default=30.0, help="seconds per attempt (connect and read)"
+    )
+    request.add_argument("--max-retries", type=_count, default=3, help="retries per call")
+    request.add_argument(
+        "--max-retry-after",
+        type=_seconds_or_none,
+        default=DEFAULT_MAX_RETRY_AFTER,
+        help="the longest Retry-After to wait for, seconds ('none': no limit)",
+    )
     return parser
 
 
@@ -296,6 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     term = Terminal()
+    try:
+        return _run(term, args)
+    except BrokenPipeError:  # `explain 503 | head -3`: the reader left; so do we, quietly
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes
+        return 0
+
+
+def _run(term: Terminal, args: argparse.Namespace) -> int:
     try:
         if args.command == "demo":
             return run_demo(term)

@@ -132,7 +132,7 @@ _WIDTHS = (5, 5, 42, 4, 22)  # attempt, method, path, status, kind; the decision
 
 
 def _timeline_line(row: list[str]) -> str:
-    cells = [cell.ljust(width) for cell, width in zip(row, _WIDTHS)]
+    cells = [cell.ljust(width) for cell, width in zip(row, _WIDTHS, strict=False)]
     return "  ".join([*cells, row[-1]]).rstrip()
 
 

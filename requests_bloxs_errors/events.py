@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = ["Attempt", "GiveUpEvent", "Hook", "Hooks", "ReauthEvent", "RetryEvent", "logger"]
 
@@ -95,7 +94,7 @@ class GiveUpEvent:
         return len(self.history)
 
 
-Event = Union[RetryEvent, ReauthEvent, GiveUpEvent]
+Event = RetryEvent | ReauthEvent | GiveUpEvent
 #: A hook: a callable taking one event.
 Hook = Callable[[Event], object]
 

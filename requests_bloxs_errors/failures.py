@@ -11,6 +11,7 @@ requests' own exception, type and message unchanged.
 from __future__ import annotations
 
 import ssl
+import traceback
 from dataclasses import dataclass
 
 from requests.exceptions import ConnectionError, InvalidHeader, InvalidURL, RequestException
@@ -26,7 +27,7 @@ from urllib3.exceptions import (
 
 from .table import TRANSPORT_RULES, TransportRule
 
-__all__ = ["Failure", "failure_of"]
+__all__ = ["Failure", "failure_of", "release"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +101,26 @@ def _verification_failed(error: BaseException) -> bool:
         current = nested if isinstance(nested, BaseException) else current.__cause__
         seen += 1
     return False
+
+
+def release(exc: BaseException) -> None:
+    """Let go of the failed connection a transport exception still holds.
+
+    The exception (and the urllib3 errors inside it, which the ``Retry``
+    history keeps) carry tracebacks whose frames hold the failed connection
+    in a reference cycle: its socket would stay open until the garbage
+    collector ran (and then warn that it was never closed). Clearing the
+    locals of the frames that have finished (the stdlib's
+    :func:`traceback.clear_frames`) closes it now; file and line stay in
+    the traceback.
+    """
+    seen: set[int] = set()
+    pending: list[object] = [exc]
+    while pending and len(seen) < 16:
+        current = pending.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending += [current.__context__, current.__cause__, *current.args[:1]]
+        pending += [getattr(current, "reason", None), getattr(current, "original_error", None)]

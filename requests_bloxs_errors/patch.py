@@ -18,12 +18,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 import requests.sessions
 
-from .adapter import BloxsAdapter, mount
+from .adapter import AdapterOptions, BloxsAdapter, mount
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["ORIGINAL_SESSION", "InstalledSession", "install", "installed", "uninstall"]
 
@@ -62,7 +65,7 @@ class InstalledSession(ORIGINAL_SESSION):
             mount(self, prefix, **kwargs)
 
 
-def install(prefix: str = "https://", **adapter_kwargs: Any) -> None:
+def install(prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]) -> None:
     """Route every new :class:`requests.Session` (and ``requests.get``) through the adapter.
 
     Usage::
@@ -95,7 +98,7 @@ def uninstall() -> None:
 
 
 @contextmanager
-def installed(prefix: str = "https://", **adapter_kwargs: Any) -> Iterator[None]:
+def installed(prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]) -> Iterator[None]:
     """:func:`install` for the duration of a ``with`` block, then restore the previous state.
 
     Usage::

@@ -113,9 +113,10 @@ class _EndpointTokenAuth(CachedTokenAuth):
             return TokenResponseError(f"the token endpoint answered {response.status_code}")
         if response.status_code not in _REFUSED:
             return error_for(response, info, attempts(response))
-        details = [info.message.rstrip(". ")] if info.message else []
+        details = [info.message] if info.message else []
         details += info.error_lines
-        said = f" The server said: {'; '.join(details)}." if details else ""
+        said = "; ".join(d.rstrip(". ") for d in details)
+        said = f" The server said: {said}." if said else ""
         message = (
             f"{response.status_code} from POST {redact_url(self.token_url)}: the token endpoint "
             f"refused {self.check_hint}.{said}"

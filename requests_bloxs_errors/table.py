@@ -22,12 +22,14 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_ORDER",
     "QUOTA_RULE",
+    "REAUTH_ADVICE",
     "RETRY_WORDS",
     "RULES",
     "TRANSPORT_RULES",
     "Retryable",
     "Rule",
     "TransportRule",
+    "advice",
     "retry_allowed",
     "rule_by_kind",
     "rule_for",
@@ -368,3 +370,32 @@ def rules_text() -> list[str]:
         words = RETRY_WORDS[rule.retry][0]
         lines.append(f"No response, {rule.kind}: {rule.description}. Retried: {words}.")
     return lines
+
+
+#: Advice for 401 and 403 that fits what the adapter knows of the request:
+#: ``"unsigned"`` when it carried no credentials of the adapter's, and
+#: ``"refused_fresh"`` when a freshly fetched credential was refused as well.
+#: Otherwise the row's own ``action`` applies.
+REAUTH_ADVICE: Mapping[tuple[int, str], str] = MappingProxyType(
+    {
+        (401, "unsigned"): "The server wants credentials this request did not carry: mount "
+        "the adapter with auth= for this URL (rbe.BloxsTokenAuth, rbe.ClientCredentialsAuth "
+        "or rbe.TokenAuth), or check the Authorization header you set yourself.",
+        (401, "refused_fresh"): "A freshly fetched token was refused as well, so it did not "
+        "just expire: check that the API key and secret (or the client id and secret) are "
+        "still valid.",
+        (403, "unsigned"): "Not allowed, and the request carried no credentials of the "
+        "adapter's: if the endpoint needs them, mount with auth=; otherwise ask the tenant's "
+        "administrator for the role or scope this call needs.",
+        (403, "refused_fresh"): "A freshly fetched token was refused as well, so this is no "
+        "stale role: ask the tenant's administrator for the role or scope this call needs, "
+        "and check the endpoint URL.",
+    }
+)
+
+
+def advice(rule: Rule, situation: str | None) -> str:
+    """The advice for ``rule`` in ``situation`` (a key of :data:`REAUTH_ADVICE`)."""
+    if rule.status is None or situation is None:
+        return rule.action
+    return REAUTH_ADVICE.get((rule.status, situation), rule.action)

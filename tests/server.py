@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping
-from typing import Union
 
 from requests_bloxs_errors.simulator import Answer, Request
 from requests_bloxs_errors.simulator._http import LoopbackServer
@@ -34,7 +33,7 @@ def json_reply(status: int, text: str, **headers: str) -> Answer:
     return Reply(status, text, {"Content-Type": "application/json", **headers})
 
 
-Script = Union[list[Answer], Callable[[Request], Answer]]
+Script = list[Answer] | Callable[[Request], Answer]
 
 
 class ScriptServer:

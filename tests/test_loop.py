@@ -49,7 +49,7 @@ def test_proxy_credentials_never_reach_the_callers_objects(server, session, prox
 def test_a_call_made_from_a_hook_keeps_its_own_journal_and_deadline(server, other_server):
     inner = requests.Session()
     rbe.mount(inner, "http://", backoff_factor=0.01, deadline=0.5)
-    other_server.route("GET", "/inner", Reply(503, "busy", delay=0.15))
+    other_server.route("GET", "/inner", Reply(503, "busy", {"Retry-After": "0.3"}))
     inner_calls: list[tuple[requests.Response, float]] = []
 
     def hook(event: rbe.RetryEvent) -> None:
@@ -69,7 +69,10 @@ def test_a_call_made_from_a_hook_keeps_its_own_journal_and_deadline(server, othe
     ((answer, elapsed),) = inner_calls
     assert answer.status_code == 503
     story = rbe.attempts(answer)
-    assert "deadline" in story[-1].decision  # its own 0.5 s, not the outer call's 30 s
+    # its own 0.5 s deadline: a second wait of 0.3 s would cross it (under the
+    # outer call's 30 s it would have used all 3 retries)
+    assert [a.decision.split(":")[0] for a in story] == ["retry", "gave up"]
+    assert "deadline" in story[-1].decision
     assert len(story) == len(other_server.seen())
     assert elapsed < 1.5
     inner.close()

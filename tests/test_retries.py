@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from email.utils import formatdate
 
@@ -19,7 +20,7 @@ ISE = json_reply(500, '{"error": "internal_server_error"}')
 
 def gaps(records):
     """Seconds between consecutive requests as the server saw them."""
-    return [b.at - a.at for a, b in zip(records, records[1:])]
+    return [b.at - a.at for a, b in itertools.pairwise(records)]
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503, 504])

@@ -21,7 +21,7 @@ def raw(sim: Simulator) -> requests.Session:
     """A plain session (no adapter) with a valid Bloxs token: sees exactly what the server sends."""
     token = requests.post(
         sim.url + "/Authorization",
-        json=dict(zip(("apiKey", "apiSecret"), sim.bloxs_credentials)),
+        json=dict(zip(("apiKey", "apiSecret"), sim.bloxs_credentials, strict=False)),
         timeout=5,
     ).json()["token"]
     session = requests.Session()

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs
 
 from ._http import Answer, LoopbackServer, Request
 
-__all__ = ["DEFAULT_LIMITS", "Fault", "Seen", "Simulator"]
+__all__ = ["DEFAULT_LIMITS", "ENDPOINTS", "Fault", "Seen", "Simulator"]
 
 #: Requests per window for each Bloxs request type.
 DEFAULT_LIMITS: Mapping[str, int] = {
@@ -58,6 +58,18 @@ DEFAULT_LIMITS: Mapping[str, int] = {
 BLOXS_TOKEN_PATH = "/Authorization"
 DEALCLOUD_TOKEN_PATH = "/api/rest/v1/oauth/token"
 COMPLEXES = "/api/v1/realestateobjects/complexes"
+
+#: What the simulator serves: (methods, path, what it is). Everything else is 404.
+ENDPOINTS = (
+    ("POST", BLOXS_TOKEN_PATH, "Bloxs token: JSON apiKey/apiSecret -> token, expiration"),
+    ("GET", "/Test", "Bloxs credential check (token or v1 HMAC signature)"),
+    ("GET, POST", COMPLEXES, "Bloxs complexes: paged list (GET), create (POST)"),
+    ("GET, PUT, DELETE", COMPLEXES + "/{id}", "Bloxs: one complex"),
+    ("POST", COMPLEXES + "/filter", "Bloxs filter (its own rate limit)"),
+    ("GET", "/api/v1/documents/{id}/download", "Bloxs document download"),
+    ("POST", DEALCLOUD_TOKEN_PATH, "DealCloud token: client-credentials grant"),
+    ("GET, POST", "/api/rest/v4/data/entrydata/{entry}/entries", "DealCloud entries"),
+)
 _COMPLEX_ID = re.compile(re.escape(COMPLEXES) + r"/(\d+)")
 _DOWNLOAD = re.compile(r"/api/v1/documents/(\d+)/download")
 _ENTRIES = re.compile(r"/api/rest/v4/data/entrydata/(\w+)/entries")
@@ -189,6 +201,10 @@ class Simulator:
         dealcloud_token_lifetime: float = 900.0,
         hmac_skew: float = 300.0,
     ) -> None:
+        if not isinstance(window, (int, float)) or isinstance(window, bool) or not window > 0:
+            raise ValueError(f"window must be a number of seconds above 0, not {window!r}")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0 to 65535 (0: any free port), not {port!r}")
         self.window = window
         self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.bloxs_retry_after = bloxs_retry_after
