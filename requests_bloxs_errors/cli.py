@@ -259,11 +259,14 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
 
 
 def _why(exc: BaseException) -> str:
-    """Why no response came, in words: the innermost cause that names a reason."""
-    seen = 0
-    current: object = exc
-    while isinstance(current, BaseException) and seen < 10:
-        seen += 1
+    """Why no response came, in words: the first cause in the chain that names a reason."""
+    pending: list[object] = [exc]
+    seen: set[int] = set()
+    while pending and len(seen) < 20:
+        current = pending.pop(0)
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
         if isinstance(current, ConnectionRefusedError):
             return "connection refused"
         if isinstance(current, socket.gaierror) or type(current).__name__ == "NameResolutionError":
@@ -272,11 +275,10 @@ def _why(exc: BaseException) -> str:
             return "the certificate did not verify"
         if isinstance(current, (ConnectionResetError, BrokenPipeError)):
             return "the connection was reset"
-        if isinstance(current, (TimeoutError, requests.Timeout)) or "timed out" in str(current):
+        if isinstance(current, (TimeoutError, requests.Timeout)):
             return "timed out"
-        nested = current.args[0] if current.args else None
-        reason = getattr(current, "reason", None) or getattr(current, "original_error", None)
-        current = reason or (nested if isinstance(nested, BaseException) else current.__cause__)
+        pending += [getattr(current, "reason", None), getattr(current, "original_error", None)]
+        pending += [*current.args[:1], current.__cause__, current.__context__]
     return "the connection failed"
 
 

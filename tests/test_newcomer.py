@@ -1,0 +1,244 @@
+"""What a new user meets first: the README's examples run, the CLI answers every
+input in one line, and the advice fits the case."""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import requests
+
+import requests_bloxs_errors as rbe
+from requests_bloxs_errors.simulator import COMPLEXES, ENDPOINTS, Simulator
+
+from .server import Reply, json_reply
+from .test_cli import CLI, assert_one_line_error, run
+
+README = (Path(__file__).parent.parent / "README.rst").read_text()
+
+
+def _code_blocks() -> list[str]:
+    """Every ``.. code-block:: python`` of the README, dedented."""
+    blocks = []
+    lines = README.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() != ".. code-block:: python":
+            continue
+        body = []
+        for following in lines[index + 2 :]:
+            if following.strip() and not following.startswith("    "):
+                break
+            body.append(following)
+        blocks.append(textwrap.dedent("\n".join(body)).strip() + "\n")
+    return blocks
+
+
+def _on(sim: Simulator, code: str) -> str:
+    """The example pointed at the simulator instead of the real hosts."""
+    return code.replace("https://acme.bloxs.io", sim.url).replace(
+        "https://acme.dealcloud.com", sim.url
+    )
+
+
+def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
+    blocks = _code_blocks()
+    assert len(blocks) == 5, "a new README example needs a case here"
+    quick_start, legacy, bloxs, dealcloud, simulator_test = blocks
+    key, secret = sim.bloxs_credentials
+    token_url, client_id, client_secret = sim.dealcloud_credentials
+    monkeypatch.setenv("BLOXS_API_KEY", key)
+    monkeypatch.setenv("BLOXS_API_SECRET", secret)
+    monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
+    monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+
+    names: dict[str, object] = {"API_KEY": key, "API_SECRET": secret}
+    exec(_on(sim, quick_start), names)  # raise_for_status() must not raise
+    assert len(sim.token_requests()) == 1
+
+    used = []
+
+    def legacy_main() -> None:  # what legacy_job.main() would reach: the installed adapter
+        used.append(type(requests.Session().get_adapter("https://acme.bloxs.io/x")).__name__)
+
+    names["legacy_job"] = SimpleNamespace(main=legacy_main)
+    exec(_on(sim, legacy), names)
+    assert used == ["BloxsAdapter"]
+    assert requests.Session is rbe.patch.ORIGINAL_SESSION  # uninstalled again
+
+    bloxs_scope = {"os": os, "rbe": rbe, "session": requests.Session()}
+    exec(_on(sim, bloxs), bloxs_scope)
+    assert bloxs_scope["session"].get(sim.url + COMPLEXES).status_code == 200
+    dealcloud_scope = {"os": os, "rbe": rbe, "session": requests.Session()}
+    exec(_on(sim, dealcloud), dealcloud_scope)
+    entries = dealcloud_scope["session"].get(sim.url + "/api/rest/v4/data/entrydata/deal/entries")
+    assert entries.status_code == 200
+    assert token_url.startswith(sim.url)
+
+    (tmp_path / "test_readme_example.py").write_text(simulator_test)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
+def test_the_readme_lists_every_adapter_argument_with_its_default():
+    parameters = inspect.signature(rbe.BloxsAdapter.__init__).parameters
+    section = README[README.index("Configuration\n---") : README.index("Retries, waits")]
+    for name, parameter in parameters.items():
+        if name == "self":
+            continue
+        assert f"``{name}``" in section, name
+        assert repr(parameter.default) in section.replace("``", ""), (name, parameter.default)
+        assert f":param {name}:" in (rbe.BloxsAdapter.__init__.__doc__ or ""), name
+
+
+def test_the_readme_lists_every_simulator_endpoint():
+    for methods, path, what in ENDPOINTS:
+        assert f"``{path}``" in README
+        assert what in README
+        assert methods in README
+
+
+def test_an_unknown_argument_names_bloxs_adapter():
+    with pytest.raises(TypeError, match="BloxsAdapter") as caught:
+        rbe.BloxsAdapter(pool_maxsize_typo=4)  # type: ignore[call-arg]
+    assert "HTTPAdapter" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("simulate", "--port", "99999"),
+        ("simulate", "--port", "-1"),
+        ("simulate", "--window", "0"),
+        ("simulate", "--window", "-5"),
+        ("simulate", "--window", "nan"),
+        ("request", "GET", "http://127.0.0.1:1/", "--max-retries", "-1"),
+        ("request", "GET", "http://127.0.0.1:1/", "--timeout", "0"),
+    ],
+)
+def test_bad_cli_input_is_one_line(args):
+    assert_one_line_error(run(*args))
+
+
+def test_the_simulator_refuses_a_window_that_would_break_it():
+    with pytest.raises(ValueError, match="window"):
+        Simulator(window=0)
+    with pytest.raises(ValueError, match="port"):
+        Simulator(port=99999)
+
+
+def test_a_closed_pipe_ends_the_cli_quietly():
+    """`explain 503 | head -3`: the reader is gone before the writer writes."""
+    env = {**os.environ, "NO_COLOR": "1"}
+    with subprocess.Popen(
+        [*CLI, "table"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as process:
+        assert process.stdout is not None
+        assert process.stderr is not None
+        process.stdout.close()
+        stderr = process.stderr.read().decode()
+        assert process.wait(timeout=60) == 0
+    assert "Traceback" not in stderr
+    assert stderr == ""
+
+
+def test_version_and_documented_defaults():
+    assert run("--version").stdout.strip() == f"requests-bloxs-errors {rbe.__version__}"
+    simulate_help = run("simulate", "--help").stdout
+    assert "(default: 8080)" in simulate_help
+    assert "(default: 60.0)" in simulate_help
+    request_help = " ".join(run("request", "--help").stdout.split())
+    assert "retries per call (default: 3)" in request_help
+
+
+def test_simulate_prints_the_demo_credentials_and_endpoints():
+    process = subprocess.Popen(
+        [*CLI, "simulate", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(6 + len(ENDPOINTS))]
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    text = "".join(lines)
+    assert "apiSecret=demo-secret" in text
+    assert "client_secret=demo-client-secret" in text
+    assert all(path in text for _, path, _ in ENDPOINTS)
+
+
+def test_no_response_says_why_and_shows_the_attempts():
+    result = run("request", "GET", "http://127.0.0.1:1/x", "--max-retries", "1")
+    assert result.returncode == 3
+    assert "no response: connection refused" in result.stdout
+    assert re.search(r"#1 +NewConnectionError +retry", result.stdout)
+    assert re.search(r"#2 +NewConnectionError +gave up: retries exhausted", result.stdout)
+    assert "Traceback" not in result.stderr
+
+
+def test_attempts_of_a_call_that_got_no_response(session):
+    rbe.mount(session, "http://", max_retries=1, backoff_factor=0.01)
+    with pytest.raises(requests.ConnectionError) as caught:
+        session.get("http://127.0.0.1:1/")
+    assert [a.decision for a in rbe.attempts(caught.value)] == [
+        "retry",
+        "gave up: retries exhausted",
+    ]
+    assert rbe.attempts(requests.ConnectionError("not ours")) == ()
+
+
+# -- advice that fits the case ------------------------------------------------------
+
+
+def test_a_401_without_credentials_does_not_blame_an_expired_token(server, session, fast):
+    server.route("GET", "/a", json_reply(401, '{"error": "invalid_client"}'))
+    error = pytest.raises(rbe.AuthenticationError, session.get(server.url("/a")).raise_for_status)
+    assert "expired" not in error.value.action
+    assert "auth=" in error.value.action
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_after_a_fresh_token_was_refused_the_advice_says_so(server, session, status):
+    server.route("GET", "/a", Reply(status, '{"title": "no"}'))
+    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(lambda: "tok"))
+    error = pytest.raises(rbe.ClientError, session.get(server.url("/a")).raise_for_status).value
+    assert "freshly fetched token was refused as well" in error.action
+    assert "if a fresh token is refused" not in error.action.lower()
+    assert "fresh" in rbe.classify(session.get(server.url("/a"))).action  # remembered refusal
+
+
+def test_a_refused_token_request_reads_without_a_doubled_period(sim, session):
+    key, _ = sim.bloxs_credentials
+    rbe.mount(session, sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, "wrong-secret-1"))
+    error = pytest.raises(rbe.AuthenticationError, session.get, sim.url + COMPLEXES).value
+    assert ".." not in str(error)
+    assert str(error).count("The server said:") == 1
+
+
+def test_the_bloxs_429_states_its_quota(session):
+    with Simulator(window=30.0, limits={"get": 2}) as sim:
+        auth = rbe.BloxsTokenAuth(sim.url, *sim.bloxs_credentials)
+        rbe.mount(session, sim.url + "/", auth=auth, max_retries=0)
+        statuses = [session.get(sim.url + COMPLEXES).status_code for _ in range(3)]
+        response = session.get(sim.url + COMPLEXES)
+    assert statuses[:2] == [200, 200]
+    error = pytest.raises(rbe.RateLimitError, response.raise_for_status).value
+    assert error.quota == (2, 30.0)
