@@ -88,14 +88,31 @@ def _proxy_row(error: ProxyError) -> str:
     return "not_sent"
 
 
+#: TLS alerts with which a server refuses the client's certificate (mTLS).
+_CERTIFICATE_ALERTS = (
+    "ALERT_CERTIFICATE_REQUIRED",
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_UNKNOWN_CA",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_ACCESS_DENIED",
+)
+
+
 def _verification_failed(error: BaseException) -> bool:
-    """Whether a TLS failure is a certificate or hostname that does not verify."""
+    """Whether a TLS failure is a certificate or hostname that does not verify,
+    on our side or (a refused client certificate) on the server's."""
     seen = 0
     current: BaseException | None = error
     while current is not None and seen < 8:
         if isinstance(current, ssl.SSLCertVerificationError):
             return True
-        if "CERTIFICATE_VERIFY_FAILED" in str(current) or "doesn't match" in str(current):
+        text = str(current).upper()
+        if "CERTIFICATE_VERIFY_FAILED" in text or "DOESN'T MATCH" in text:
+            return True
+        if any(alert in text for alert in _CERTIFICATE_ALERTS):
             return True
         nested = current.args[0] if current.args else None
         current = nested if isinstance(nested, BaseException) else current.__cause__

@@ -324,9 +324,10 @@ TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
             TransportRule(
                 kind="permanent",
                 retry=Retryable.NEVER,
-                description="a certificate or hostname failed verification, a proxy refused "
-                "the login or the tunnel, the URL or a header is invalid, or anything else not "
-                "named above; the same request would fail the same way",
+                description="a certificate or hostname failed verification (the server's, "
+                "or our client certificate at the server), a proxy refused the login or the "
+                "tunnel, the URL or a header is invalid, or anything else not named above; the "
+                "same request would fail the same way",
             ),
         )
     }

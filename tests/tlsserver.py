@@ -1,0 +1,95 @@
+"""A TLS server on loopback with certificates the tests make (trustme).
+
+It counts the TCP connections it accepts and the TLS handshakes that
+complete, so a test can prove how often a client tried. ``mode`` picks the
+behaviour: ``"ok"`` answers 200, ``"reset"`` resets every connection before
+the handshake, ``"client_cert"`` demands a client certificate signed by the
+test CA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+
+import trustme
+
+
+class TLSServer:
+    def __init__(self, ca: trustme.CA, *, names: tuple[str, ...], mode: str = "ok") -> None:
+        self.ca = ca
+        self.mode = mode
+        self.accepted = 0
+        self.handshakes = 0
+        self._lock = threading.Lock()
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ca.issue_cert(*names).configure_cert(self.context)
+        if mode == "client_cert":
+            ca.configure_trust(self.context)
+            self.context.verify_mode = ssl.CERT_REQUIRED
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def url(self, host: str = "127.0.0.1", path: str = "/") -> str:
+        return f"https://{host}:{self.port}{path}"
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            with self._lock:
+                self.accepted += 1
+            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def _connection(self, conn: socket.socket) -> None:
+        if self.mode == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            return
+        conn.settimeout(5)
+        try:
+            tls = self.context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+            try:
+                tls.do_handshake()
+            except ssl.SSLError:
+                # the alert is on its way; read what the client sends before
+                # closing, so the close is a FIN that lets the alert arrive,
+                # not a reset that would destroy it
+                with socket.socket(fileno=tls.detach()) as plain:
+                    plain.settimeout(0.5)
+                    with contextlib.suppress(OSError):
+                        while plain.recv(65536):
+                            pass
+                return
+            with tls:
+                with self._lock:
+                    self.handshakes += 1
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    chunk = tls.recv(65536)
+                    if not chunk:
+                        return
+                    request += chunk
+                tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
