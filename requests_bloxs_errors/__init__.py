@@ -14,7 +14,7 @@ see retries (WARNING), re-authentication (INFO) and give-ups (ERROR).
 
 from __future__ import annotations
 
-from .adapter import BloxsAdapter, BloxsResponse, attempts, mount
+from .adapter import AdapterOptions, BloxsAdapter, BloxsResponse, attempts, mount
 from .auth import CachedTokenAuth, Credential, TokenAuth
 from .classify import BODY_CAP, ErrorInfo, classify, error_for
 from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
@@ -43,6 +43,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BODY_CAP",
     "RULES",
+    "AdapterOptions",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",

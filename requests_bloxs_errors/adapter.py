@@ -382,7 +382,7 @@ class BloxsAdapter(HTTPAdapter):
         """
         call = self._start(request)
         options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
-        options["proxies"] = proxies
+        options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
         while True:
             for step in self._steps:
                 step.before_attempt(call)
@@ -404,7 +404,7 @@ class BloxsAdapter(HTTPAdapter):
                 if self._after_failure(call, exc):
                     continue
                 raise ConnectionError(exc, request=outgoing) from exc
-            if response.status_code < 400:
+            if not 400 <= response.status_code < 600:  # 600 on: no HTTP error to requests
                 return self._success(call, response)
             decision, rule = self._decide(call, response)
             if decision.action is Action.RETRY:
@@ -461,7 +461,7 @@ class BloxsAdapter(HTTPAdapter):
         status = response.status_code
         retry_after = retry_after_from_headers(response.headers)
         rule = rule_for(status, retry_after is not None)
-        assert rule is not None  # 400 <= status < 600: HTTPAdapter raises nothing else
+        assert rule is not None  # send() only asks about 400 to 599
         for step in self._steps:
             step.after_response(call, response, rule, retry_after)
         refused = call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals

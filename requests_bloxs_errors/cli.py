@@ -289,46 +289,39 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"requests-bloxs-errors: error: {message} (see '{self.prog} --help')\n")
 
 
-def _port(text: str) -> int:
+def _number(
+    text: str, kind: type[float] | type[int], lowest: float, highest: float, what: str
+) -> float:
+    """``text`` as a ``kind`` within ``[lowest, highest]``, or argparse's one-line error."""
     try:
-        port = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535 (0: any free port), not {port}")
-    return port
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
+    if not lowest <= value <= highest:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+    return value
+
+
+_SMALLEST = 1e-6  # "above 0", for seconds
+_FOREVER = 1e9
+
+
+def _port(text: str) -> int:
+    return int(_number(text, int, 0, 65535, "a port from 0 to 65535 (0: any free port)"))
 
 
 def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
-    return value
+    return _number(text, float, _SMALLEST, _FOREVER, "a number of seconds above 0")
 
 
 def _seconds_or_none(text: str) -> float | None:
     if text.strip().lower() in ("none", "inf"):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, or 'none', not {text}")
-    return value
+    return _number(text, float, 0, _FOREVER, "0 or more seconds, or 'none'")
 
 
 def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
+    return int(_number(text, int, 0, 10**9, "a whole number, 0 or more"))
 
 
 def _parser() -> argparse.ArgumentParser:

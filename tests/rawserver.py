@@ -44,13 +44,10 @@ def reset(conn: socket.socket) -> None:
     conn.close()
 
 
-class RawServer:
-    """Accepts connections; the n-th request runs ``behaviours[n]`` (the last repeats)."""
+class Listener:
+    """A loopback socket that accepts connections and handles each in a thread."""
 
-    def __init__(self, *behaviours: Behaviour) -> None:
-        self.behaviours = list(behaviours)
-        self.requests: list[bytes] = []
-        self.sent = 0  # bytes the behaviours report as sent
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -62,16 +59,38 @@ class RawServer:
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
-    def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()
             except (TimeoutError, OSError):
                 continue
+            self.accepted(conn)
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+
+    def accepted(self, conn: socket.socket) -> None:
+        """Called in the accepting thread for each connection."""
+
+    def _connection(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._sock.close()
+
+
+class RawServer(Listener):
+    """Accepts connections; the n-th request runs ``behaviours[n]`` (the last repeats)."""
+
+    def __init__(self, *behaviours: Behaviour) -> None:
+        self.behaviours = list(behaviours)
+        self.requests: list[bytes] = []
+        self.sent = 0  # bytes the behaviours report as sent
+        super().__init__()
+
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
 
     def _connection(self, conn: socket.socket) -> None:
         try:
@@ -95,11 +114,6 @@ class RawServer:
     def count(self, sent: int) -> None:
         with self._lock:
             self.sent += sent
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
 
 
 def respond(status: bytes, body: bytes = b"", headers: tuple[bytes, ...] = ()) -> Behaviour:

@@ -176,3 +176,14 @@ def test_one_warning_per_retry_and_none_from_urllib3(server, session, fast, rbe_
     warnings = [r for r in rbe_logs.records if r.levelno >= logging.WARNING]
     assert [r.name for r in warnings] == ["requests_bloxs_errors"]
     assert "QUERY" not in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("status", [600, 999])
+def test_a_status_of_600_or_more_comes_back_as_it_is(server, session, fast, status):
+    """requests does not treat these as HTTP errors; neither does the adapter."""
+    server.route("GET", "/odd", Reply(status, "odd"))
+    response = session.get(server.url("/odd"))
+    assert response.status_code == status
+    assert response.text == "odd"
+    assert rbe.classify(response) is None
+    assert len(server.seen()) == 1

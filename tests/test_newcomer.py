@@ -7,7 +7,6 @@ import inspect
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,6 +19,7 @@ from requests_bloxs_errors.simulator import COMPLEXES, ENDPOINTS, Simulator
 
 from .server import Reply, json_reply
 from .test_cli import CLI, assert_one_line_error, run
+from .test_simulator import assert_users_suite_passes
 
 README = (Path(__file__).parent.parent / "README.rst").read_text()
 
@@ -82,16 +82,7 @@ def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     assert token_url.startswith(sim.url)
 
     (tmp_path / "test_readme_example.py").write_text(simulator_test)
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert_users_suite_passes(tmp_path)
 
 
 def test_the_readme_lists_every_adapter_argument_with_its_default():

@@ -178,6 +178,20 @@ def test_the_adapter_against_a_scripted_maintenance(sim):
     assert [a.status for a in rbe.attempts(response)] == [503, 200]
 
 
+def assert_users_suite_passes(folder) -> None:
+    """Run pytest on another project's test folder, as its owner would; one test must pass."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=folder,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
+
+
 def test_fixture_in_a_users_suite(tmp_path):
     """The installed pytest plugin gives another project's tests a running simulator."""
     (tmp_path / "test_user.py").write_text(
@@ -197,13 +211,4 @@ def test_fixture_in_a_users_suite(tmp_path):
             """
         )
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
+    assert_users_suite_passes(tmp_path)

@@ -64,7 +64,7 @@ def test_an_untrusted_certificate_is_not_retried(ca, servers):
             session.get(server.url(), timeout=5)  # the system's CAs do not know the test CA
         elapsed = time.monotonic() - started
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
-    assert server.accepted == 1  # one handshake attempt, as plain requests makes
+    assert server.connections == 1  # one handshake attempt, as plain requests makes
     assert elapsed < 0.2  # no back-off slept
     assert [a.kind for a in rbe.attempts(caught.value)] == ["SSLError"]
 
@@ -74,14 +74,14 @@ def test_a_hostname_mismatch_is_not_retried(ca, ca_file, servers):
     with mounted() as session, pytest.raises(requests.exceptions.SSLError) as caught:
         session.get(server.url(), verify=ca_file, timeout=5)
     assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value) or "match" in str(caught.value)
-    assert server.accepted == 1
+    assert server.connections == 1
 
 
 def test_a_refused_client_certificate_is_not_retried(ca, ca_file, servers):
     server = start(servers, ca, names=("127.0.0.1",), mode="client_cert")
     with mounted() as session, pytest.raises(requests.exceptions.RequestException):
         session.get(server.url(), verify=ca_file, timeout=5)  # presents no certificate
-    assert server.accepted == 1
+    assert server.connections == 1
 
 
 def test_a_client_certificate_the_server_trusts_works(ca, ca_file, servers, tmp_path):
@@ -101,7 +101,7 @@ def test_a_handshake_broken_off_is_retried_for_a_get(ca, ca_file, servers):
     server = start(servers, ca, names=("127.0.0.1",), mode="reset")
     with mounted() as session, pytest.raises(requests.ConnectionError) as caught:
         session.get(server.url(), verify=ca_file, timeout=5)
-    assert server.accepted == 4  # like any connection failure: 1 + 3 retries
+    assert server.connections == 4  # like any connection failure: 1 + 3 retries
     assert rbe.attempts(caught.value)[-1].decision == "gave up: retries exhausted"
     del caught
     gc.collect()

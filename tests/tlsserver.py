@@ -13,45 +13,32 @@ import contextlib
 import socket
 import ssl
 import struct
-import threading
 
 import trustme
 
+from .rawserver import Listener
 
-class TLSServer:
+
+class TLSServer(Listener):
     def __init__(self, ca: trustme.CA, *, names: tuple[str, ...], mode: str = "ok") -> None:
         self.ca = ca
         self.mode = mode
-        self.accepted = 0
         self.handshakes = 0
-        self._lock = threading.Lock()
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ca.issue_cert(*names).configure_cert(self.context)
         if mode == "client_cert":
             ca.configure_trust(self.context)
             self.context.verify_mode = ssl.CERT_REQUIRED
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(16)
-        self._sock.settimeout(0.1)
-        self.port = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        #: TCP connections accepted: how often a client tried.
+        self.connections = 0
+        super().__init__()
 
     def url(self, host: str = "127.0.0.1", path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except (TimeoutError, OSError):
-                continue
-            with self._lock:
-                self.accepted += 1
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+    def accepted(self, conn: socket.socket) -> None:
+        with self._lock:
+            self.connections += 1
 
     def _connection(self, conn: socket.socket) -> None:
         if self.mode == "reset":
@@ -88,8 +75,3 @@ class TLSServer:
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._sock.close()
