@@ -17,6 +17,7 @@ from __future__ import annotations
 from .adapter import AdapterOptions, BloxsAdapter, BloxsResponse, attempts, mount
 from .auth import CachedTokenAuth, Credential, TokenAuth
 from .classify import BODY_CAP, ErrorInfo, classify, error_for
+from .envconfig import ConfigError, install_from_env
 from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
 from .exceptions import (
     AuthenticationError,
@@ -56,6 +57,7 @@ __all__ = [
     "CachedTokenAuth",
     "ClientCredentialsAuth",
     "ClientError",
+    "ConfigError",
     "Credential",
     "DeadlineExceeded",
     "ErrorInfo",
@@ -78,6 +80,7 @@ __all__ = [
     "classify",
     "error_for",
     "install",
+    "install_from_env",
     "installed",
     "mount",
     "rule_for",

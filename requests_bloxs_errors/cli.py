@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import runpy
 import socket
 import ssl
 import sys
@@ -28,6 +29,7 @@ from .adapter import attempts, mount
 from .auth import Credential
 from .classify import classify
 from .demo import run_demo
+from .envconfig import VARIABLES, ConfigError, config_from_env, install_from_env
 from .exceptions import BloxsError
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
@@ -345,6 +347,27 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--window", type=_positive, default=60.0, help="rate-limit window, seconds"
     )
+    run = commands.add_parser(
+        "run",
+        help="run a script (or -m module) with the adapter installed, configured from the "
+        "environment",
+        description="Install the adapter as RBE_*, BLOXS_* and DEALCLOUD_* say (flags win), "
+        "then run the script in this interpreter with its own arguments; its exit status and "
+        "exceptions are its own.",
+    )
+    run.add_argument("--prefix", help="the URLs to serve (RBE_PREFIX)")
+    run.add_argument("--max-retries", help="retries per call (RBE_MAX_RETRIES)")
+    run.add_argument("--deadline", help="seconds for a whole call (RBE_DEADLINE)")
+    run.add_argument(
+        "--max-retry-after", help="longest Retry-After waited for (RBE_MAX_RETRY_AFTER)"
+    )
+    run.add_argument("--raise-errors", help="1 to raise typed errors (RBE_RAISE_ERRORS)")
+    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (RBE_LOG_LEVEL)")
+    run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
+    run.add_argument("target", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]")
+    commands.add_parser(
+        "config", help="print the configuration the environment gives (secrets masked)"
+    )
     request = commands.add_parser(
         "request", help="send one request through the adapter", formatter_class=defaults
     )
@@ -379,10 +402,63 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_script(args: argparse.Namespace) -> int:
+    """Install from the environment and flags, then run the script as ``python`` would.
+
+    The script's ``SystemExit`` and exceptions pass through untouched.
+    """
+    overrides = {
+        "RBE_PREFIX": args.prefix,
+        "RBE_MAX_RETRIES": args.max_retries,
+        "RBE_DEADLINE": args.deadline,
+        "RBE_MAX_RETRY_AFTER": args.max_retry_after,
+        "RBE_RAISE_ERRORS": args.raise_errors,
+        "RBE_LOG_LEVEL": args.log_level,
+    }
+    target = list(args.target)
+    if args.module is None and not target:
+        raise UsageError("run needs a script or -m MODULE")
+    if args.module is None and not os.path.isfile(target[0]):
+        raise UsageError(f"no such script: {target[0]!r}")
+    try:
+        install_from_env(overrides={k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if args.module is not None:
+        sys.argv = [args.module, *target]
+        runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+    else:
+        sys.argv = target
+        sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
+        runpy.run_path(target[0], run_name="__main__")
+    return 0
+
+
+def _config(term: Terminal) -> int:
+    try:
+        config = config_from_env()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    term.line(f"prefix: {config.prefix}", "bold")
+    for name, value in config.adapter_kwargs.items():
+        shown = type(value).__name__ if name == "auth" else repr(value)
+        term.line(f"  {name}: {shown}")
+    term.line()
+    rows = [[name, config.shown.get(name, "(not set)"), what] for name, what in VARIABLES]
+    term.table(["variable", "value", "what"], rows)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     args = _parser().parse_args(argv)
     term = Terminal()
+    if args.command == "run":  # outside the handlers below: the script's errors are its own
+        try:
+            return _run_script(args)
+        except UsageError as exc:
+            print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+            return 2
     try:
         return _run(term, args)
     except BrokenPipeError:  # `explain 503 | head -3`: the reader left; so do we, quietly
@@ -402,6 +478,8 @@ def _run(term: Terminal, args: argparse.Namespace) -> int:
             return _table(term)
         if args.command == "simulate":
             return _simulate(term, args.host, args.port, args.window)
+        if args.command == "config":
+            return _config(term)
         return _request(term, args)
     except UsageError as exc:
         print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)

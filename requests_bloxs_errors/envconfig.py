@@ -1,0 +1,210 @@
+"""Configuration from the environment: :func:`install_from_env` and the ``run`` command.
+
+Every variable is listed once, in :data:`VARIABLES`; the README's table and
+the ``config`` command show the same list. A bad value is a
+:class:`ConfigError` naming the variable, raised before anything is
+installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from .auth import Credential
+from .patch import install
+from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
+from .urls import redact_url
+
+__all__ = ["VARIABLES", "ConfigError", "EnvConfig", "config_from_env", "install_from_env"]
+
+#: Each variable: its name, and what it sets.
+VARIABLES: tuple[tuple[str, str], ...] = (
+    ("RBE_PREFIX", "the URLs to serve (default https://; with credentials, their host)"),
+    ("RBE_MAX_RETRIES", "retries per call (default 3)"),
+    ("RBE_DEADLINE", "seconds for a whole call (default: none)"),
+    ("RBE_MAX_RETRY_AFTER", "the longest Retry-After waited for, seconds, or none (default 60)"),
+    ("RBE_RAISE_ERRORS", "1 to raise the typed error from the call (default 0)"),
+    ("RBE_LOG_LEVEL", "the adapter's log level on stderr: DEBUG, INFO, WARNING, ERROR"),
+    ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
+    ("BLOXS_API_KEY", "the Bloxs API key"),
+    ("BLOXS_API_SECRET", "the Bloxs API secret"),
+    ("BLOXS_HMAC", "1 to sign with the Bloxs v1 HMAC scheme instead of tokens"),
+    ("DEALCLOUD_TOKEN_URL", "the DealCloud token endpoint"),
+    ("DEALCLOUD_CLIENT_ID", "the DealCloud client id"),
+    ("DEALCLOUD_CLIENT_SECRET", "the DealCloud client secret"),
+    ("DEALCLOUD_SCOPE", "the DealCloud scopes, such as 'data'"),
+)
+
+_SECRETS = frozenset({"BLOXS_API_SECRET", "DEALCLOUD_CLIENT_SECRET"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+class ConfigError(ValueError):
+    """A variable (or flag) with a value that cannot be used; the text names it."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """What the environment configures.
+
+    :ivar prefix: the URLs the adapter serves.
+    :ivar adapter_kwargs: the :class:`~requests_bloxs_errors.BloxsAdapter` arguments.
+    :ivar log_level: the level for the library's logger, or None to leave it.
+    :ivar shown: each variable's value as the ``config`` command prints it
+        (secrets masked), for the variables that are set.
+    """
+
+    prefix: str
+    adapter_kwargs: dict[str, Any] = field(default_factory=dict)
+    log_level: int | None = None
+    shown: dict[str, str] = field(default_factory=dict)
+
+
+def config_from_env(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> EnvConfig:
+    """Read the configuration; ``overrides`` (the ``run`` command's flags) win.
+
+    :raises ConfigError: naming the first variable with a bad value.
+    """
+    source = dict(os.environ if environ is None else environ)
+    source.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    get = {name: source[name].strip() for name, _ in VARIABLES if name in source}
+    kwargs: dict[str, Any] = {}
+    if "RBE_MAX_RETRIES" in get:
+        kwargs["max_retries"] = _whole("RBE_MAX_RETRIES", get["RBE_MAX_RETRIES"])
+    if "RBE_DEADLINE" in get and get["RBE_DEADLINE"].lower() not in ("", "none"):
+        kwargs["deadline"] = _seconds("RBE_DEADLINE", get["RBE_DEADLINE"], positive=True)
+    if "RBE_MAX_RETRY_AFTER" in get:
+        value = get["RBE_MAX_RETRY_AFTER"]
+        none = value.lower() in ("none", "inf")
+        kwargs["max_retry_after"] = None if none else _seconds("RBE_MAX_RETRY_AFTER", value)
+    if "RBE_RAISE_ERRORS" in get:
+        kwargs["raise_errors"] = _flag("RBE_RAISE_ERRORS", get["RBE_RAISE_ERRORS"])
+    level = None
+    if get.get("RBE_LOG_LEVEL"):
+        name = get["RBE_LOG_LEVEL"].upper()
+        if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"RBE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {name!r}")
+        level = getattr(logging, name)
+    auth, origin = _credential(get)
+    prefix = get.get("RBE_PREFIX") or (origin + "/" if origin else "https://")
+    if auth is not None:
+        kwargs["auth"] = auth
+        parts = urlsplit(prefix)
+        if not parts.hostname:
+            raise ConfigError(
+                f"RBE_PREFIX must name the host the credentials are for (such as {origin}/), "
+                f"not {prefix!r}"
+            )
+    shown = {
+        name: ("***" if name in _SECRETS and value else _shown(value))
+        for name, value in get.items()
+    }
+    return EnvConfig(prefix=prefix, adapter_kwargs=kwargs, log_level=level, shown=shown)
+
+
+def install_from_env(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+) -> EnvConfig:
+    """:func:`~requests_bloxs_errors.install` as the environment says; return what was read.
+
+    Usage::
+
+        >>> rbe.install_from_env()   # RBE_*, BLOXS_*, DEALCLOUD_* variables
+
+    :raises ConfigError: before installing anything, for a bad value.
+    """
+    config = config_from_env(environ, overrides)
+    try:
+        install(config.prefix, **config.adapter_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    if config.log_level is not None:
+        logger = logging.getLogger("requests_bloxs_errors")
+        logger.setLevel(config.log_level)
+        if not any(getattr(h, "_rbe_env", False) for h in logger.handlers):
+            handler = logging.StreamHandler()
+            handler._rbe_env = True  # type: ignore[attr-defined]
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(handler)
+    return config
+
+
+def _credential(get: Mapping[str, str]) -> tuple[Credential | None, str | None]:
+    key, secret = get.get("BLOXS_API_KEY"), get.get("BLOXS_API_SECRET")
+    client, client_secret = get.get("DEALCLOUD_CLIENT_ID"), get.get("DEALCLOUD_CLIENT_SECRET")
+    if key or secret:
+        if not (key and secret):
+            raise ConfigError("BLOXS_API_KEY and BLOXS_API_SECRET must be set together")
+        if _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0")):
+            base = get.get("BLOXS_BASE_URL")
+            return BloxsHmacAuth(key, secret), _origin("BLOXS_BASE_URL", base) if base else None
+        base = get.get("BLOXS_BASE_URL")
+        if not base:
+            raise ConfigError("BLOXS_BASE_URL must be set with BLOXS_API_KEY (the token endpoint)")
+        origin = _origin("BLOXS_BASE_URL", base)
+        return BloxsTokenAuth(base, key, secret), origin
+    if client or client_secret:
+        token_url = get.get("DEALCLOUD_TOKEN_URL")
+        if not (client and client_secret and token_url):
+            raise ConfigError(
+                "DEALCLOUD_TOKEN_URL, DEALCLOUD_CLIENT_ID and DEALCLOUD_CLIENT_SECRET "
+                "must be set together"
+            )
+        origin = _origin("DEALCLOUD_TOKEN_URL", token_url)
+        scope = get.get("DEALCLOUD_SCOPE") or None
+        return ClientCredentialsAuth(token_url, client, client_secret, scope=scope), origin
+    return None, None
+
+
+def _origin(name: str, url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name} is not a URL: {redact_url(url)!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, not {redact_url(url)!r}")
+    host = parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+
+def _whole(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{name} must be 0 or more, not {number}")
+    return number
+
+
+def _seconds(name: str, value: str, *, positive: bool = False) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {value!r}") from None
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        raise ConfigError(f"{name} must be {'above' if positive else 'at least'} 0, not {value}")
+    return number
+
+
+def _flag(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be 1 or 0, not {value!r}")
+
+
+def _shown(value: str) -> str:
+    return redact_url(value) if "://" in value else value
