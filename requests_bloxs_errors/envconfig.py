@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from .auth import Credential
 from .patch import install
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
-from .urls import redact_url
+from .urls import Prefix, redact_url, safe_for_message
 
 __all__ = ["VARIABLES", "ConfigError", "EnvConfig", "config_from_env", "install_from_env"]
 
@@ -96,13 +96,18 @@ def config_from_env(
         level = getattr(logging, name)
     auth, origin = _credential(get)
     prefix = get.get("RBE_PREFIX") or (origin + "/" if origin else "https://")
+    try:
+        Prefix.parse(prefix)  # its messages never repeat a password or a query
+    except ValueError as exc:
+        raise ConfigError(f"RBE_PREFIX: {exc}") from None
     if auth is not None:
         kwargs["auth"] = auth
         parts = urlsplit(prefix)
         if not parts.hostname:
+            example = f"{origin}/" if origin else "https://acme.bloxs.io/"
             raise ConfigError(
-                f"RBE_PREFIX must name the host the credentials are for (such as {origin}/), "
-                f"not {prefix!r}"
+                f"RBE_PREFIX must name the host the credentials are for (such as {example}), "
+                f"not {_shown(prefix)!r}"
             )
     shown = {
         name: ("***" if name in _SECRETS and value else _shown(value))
@@ -207,4 +212,9 @@ def _flag(name: str, value: str) -> bool:
 
 
 def _shown(value: str) -> str:
-    return redact_url(value) if "://" in value else value
+    """A value fit to print: a URL loses its credentials and query string."""
+    try:
+        named = bool(urlsplit(value).hostname)
+    except ValueError:
+        named = False
+    return redact_url(value) if named else safe_for_message(value).strip("'")

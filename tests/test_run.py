@@ -81,6 +81,7 @@ def test_the_module_form_and_the_scripts_own_exit_status(sim):
         ("RBE_RAISE_ERRORS", "maybe"),
         ("RBE_LOG_LEVEL", "LOUD"),
         ("RBE_PREFIX", "https://"),
+        ("RBE_PREFIX", "https://user:PASSW0RD@host/"),
         ("BLOXS_BASE_URL", "ftp://nowhere"),
     ],
 )
@@ -88,6 +89,7 @@ def test_a_bad_variable_is_one_line_naming_it_before_the_script_starts(sim, vari
     result = launch([*CLI, "run", SCRIPT, sim.url], env_for(sim, **{variable: value}))
     assert_one_line_error(result)
     assert variable in result.stderr
+    assert "PASSW0RD" not in result.stderr
     assert result.stdout == ""  # the script never ran
     assert sim.token_requests() == []
 
