@@ -464,14 +464,14 @@ class BloxsAdapter(HTTPAdapter):
         assert rule is not None  # send() only asks about 400 to 599
         for step in self._steps:
             step.after_response(call, response, rule, retry_after)
-        refused = call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
-        call.fresh_refused = refused
+        call.fresh_refused = (
+            call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
+        )
         context = call.context(
             status=status,
             rule=rule,
             retry_after=retry_after,
             response=response.raw,
-            reauth_refused=refused,
         )
         return decide(context), rule
 

@@ -118,7 +118,6 @@ class Call:
         retry_after: float | None = None,
         response: Any = None,
         failure: Failure | None = None,
-        reauth_refused: bool = False,
     ) -> Context:
         """The read-only view :func:`~requests_bloxs_errors.policy.decide` gets."""
         return Context(
@@ -133,7 +132,7 @@ class Call:
             response=response,
             failure=failure,
             can_reauth=self.signed and not self.reauthed and self.replayable,
-            reauth_refused=reauth_refused,
+            reauth_refused=self.fresh_refused,
             max_retry_after=self.max_retry_after,
             time_left=self.time_left(),
         )

@@ -29,9 +29,15 @@ from .adapter import attempts, mount
 from .auth import Credential
 from .classify import classify
 from .demo import run_demo
-from .envconfig import VARIABLES, ConfigError, config_from_env, install_from_env
+from .envconfig import (
+    VARIABLES,
+    ConfigError,
+    config_from_env,
+    credential_from,
+    install_from_env,
+)
 from .exceptions import BloxsError
-from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
+from .failures import causes
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
 from .simulator import ENDPOINTS, Simulator
 from .table import (
@@ -45,7 +51,7 @@ from .table import (
     rule_for,
     rules_text,
 )
-from .urls import redact_url
+from .urls import origin, redact_url
 
 __all__ = ["main"]
 
@@ -166,29 +172,24 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
 
 
 def _credential(args: argparse.Namespace, url: str) -> Credential | None:
-    parts = urlsplit(url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    key = args.bloxs_key or os.environ.get("BLOXS_API_KEY")
-    secret = args.bloxs_secret or os.environ.get("BLOXS_API_SECRET")
-    client_id = args.client_id or os.environ.get("DEALCLOUD_CLIENT_ID")
-    client_secret = args.client_secret or os.environ.get("DEALCLOUD_CLIENT_SECRET")
-    if key or secret:
-        if not (key and secret):
-            raise UsageError(
-                "Bloxs credentials need both --bloxs-key and --bloxs-secret "
-                "(or BLOXS_API_KEY and BLOXS_API_SECRET)"
-            )
-        return BloxsHmacAuth(key, secret) if args.hmac else BloxsTokenAuth(origin, key, secret)
-    if client_id or client_secret:
-        if not (client_id and client_secret):
-            raise UsageError("client credentials need both --client-id and --client-secret")
-        token_url = (
-            args.token_url
-            or os.environ.get("DEALCLOUD_TOKEN_URL")
-            or origin + "/api/rest/v1/oauth/token"
-        )
-        return ClientCredentialsAuth(token_url, client_id, client_secret, scope=args.scope)
-    return None
+    """The credential the flags and the environment give (flags win), as ``run`` reads
+    them; the API is at the request URL's origin unless a variable says otherwise."""
+    values = {name: os.environ.get(name, "") for name, _ in VARIABLES}
+    flags = {
+        "BLOXS_API_KEY": args.bloxs_key,
+        "BLOXS_API_SECRET": args.bloxs_secret,
+        "BLOXS_HMAC": "1" if args.hmac else None,
+        "DEALCLOUD_CLIENT_ID": args.client_id,
+        "DEALCLOUD_CLIENT_SECRET": args.client_secret,
+        "DEALCLOUD_TOKEN_URL": args.token_url,
+        "DEALCLOUD_SCOPE": args.scope,
+    }
+    values.update({name: value for name, value in flags.items() if value})
+    try:
+        auth, _ = credential_from(values, default_origin=origin(url))
+    except ConfigError as exc:
+        raise UsageError(f"{exc} (or the matching flags: see 'request --help')") from None
+    return auth
 
 
 def _request(term: Terminal, args: argparse.Namespace) -> int:
@@ -262,13 +263,7 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
 
 def _why(exc: BaseException) -> str:
     """Why no response came, in words: the first cause in the chain that names a reason."""
-    pending: list[object] = [exc]
-    seen: set[int] = set()
-    while pending and len(seen) < 20:
-        current = pending.pop(0)
-        if not isinstance(current, BaseException) or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in causes(exc):
         if isinstance(current, ConnectionRefusedError):
             return "connection refused"
         if isinstance(current, socket.gaierror) or type(current).__name__ == "NameResolutionError":
@@ -279,8 +274,6 @@ def _why(exc: BaseException) -> str:
             return "the connection was reset"
         if isinstance(current, (TimeoutError, requests.Timeout)):
             return "timed out"
-        pending += [getattr(current, "reason", None), getattr(current, "original_error", None)]
-        pending += [*current.args[:1], current.__cause__, current.__context__]
     return "the connection failed"
 
 

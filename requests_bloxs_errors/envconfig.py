@@ -18,10 +18,22 @@ from urllib.parse import urlsplit
 
 from .auth import Credential
 from .patch import install
-from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth
-from .urls import Prefix, redact_url, safe_for_message
+from .providers import (
+    DEALCLOUD_TOKEN_PATH,
+    BloxsHmacAuth,
+    BloxsTokenAuth,
+    ClientCredentialsAuth,
+)
+from .urls import Prefix, origin, redact_url, safe_for_message
 
-__all__ = ["VARIABLES", "ConfigError", "EnvConfig", "config_from_env", "install_from_env"]
+__all__ = [
+    "VARIABLES",
+    "ConfigError",
+    "EnvConfig",
+    "config_from_env",
+    "credential_from",
+    "install_from_env",
+]
 
 #: Each variable: its name, and what it sets.
 VARIABLES: tuple[tuple[str, str], ...] = (
@@ -94,17 +106,16 @@ def config_from_env(
         if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RBE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {name!r}")
         level = getattr(logging, name)
-    auth, origin = _credential(get)
-    prefix = get.get("RBE_PREFIX") or (origin + "/" if origin else "https://")
+    auth, home = credential_from(get)
+    prefix = get.get("RBE_PREFIX") or (home + "/" if home else "https://")
     try:
-        Prefix.parse(prefix)  # its messages never repeat a password or a query
+        parsed = Prefix.parse(prefix)  # its messages never repeat a password or a query
     except ValueError as exc:
         raise ConfigError(f"RBE_PREFIX: {exc}") from None
     if auth is not None:
         kwargs["auth"] = auth
-        parts = urlsplit(prefix)
-        if not parts.hostname:
-            example = f"{origin}/" if origin else "https://acme.bloxs.io/"
+        if not parsed.names_host:
+            example = f"{home}/" if home else "https://acme.bloxs.io/"
             raise ConfigError(
                 f"RBE_PREFIX must name the host the credentials are for (such as {example}), "
                 f"not {_shown(prefix)!r}"
@@ -143,43 +154,54 @@ def install_from_env(
     return config
 
 
-def _credential(get: Mapping[str, str]) -> tuple[Credential | None, str | None]:
+def credential_from(
+    values: Mapping[str, str], default_origin: str | None = None
+) -> tuple[Credential | None, str | None]:
+    """The credential the ``BLOXS_*`` / ``DEALCLOUD_*`` values describe, and its origin.
+
+    :param values: variable name to value (empty values count as unset).
+    :param default_origin: where the API is when ``BLOXS_BASE_URL`` or
+        ``DEALCLOUD_TOKEN_URL`` is not given (the ``request`` command passes
+        its URL's); None makes them required.
+    :return: ``(credential, origin)``, or ``(None, None)`` without credentials.
+    :raises ConfigError: naming the variable at fault.
+    """
+    get = {name: value.strip() for name, value in values.items() if value and value.strip()}
     key, secret = get.get("BLOXS_API_KEY"), get.get("BLOXS_API_SECRET")
     client, client_secret = get.get("DEALCLOUD_CLIENT_ID"), get.get("DEALCLOUD_CLIENT_SECRET")
     if key or secret:
         if not (key and secret):
             raise ConfigError("BLOXS_API_KEY and BLOXS_API_SECRET must be set together")
+        base = get.get("BLOXS_BASE_URL") or default_origin
+        home = _origin("BLOXS_BASE_URL", base) if base else None
         if _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0")):
-            base = get.get("BLOXS_BASE_URL")
-            return BloxsHmacAuth(key, secret), _origin("BLOXS_BASE_URL", base) if base else None
-        base = get.get("BLOXS_BASE_URL")
-        if not base:
+            return BloxsHmacAuth(key, secret), home
+        if base is None:
             raise ConfigError("BLOXS_BASE_URL must be set with BLOXS_API_KEY (the token endpoint)")
-        origin = _origin("BLOXS_BASE_URL", base)
-        return BloxsTokenAuth(base, key, secret), origin
+        return BloxsTokenAuth(base, key, secret), home
     if client or client_secret:
-        token_url = get.get("DEALCLOUD_TOKEN_URL")
+        token_url = get.get("DEALCLOUD_TOKEN_URL") or (
+            default_origin + DEALCLOUD_TOKEN_PATH if default_origin else None
+        )
         if not (client and client_secret and token_url):
             raise ConfigError(
                 "DEALCLOUD_TOKEN_URL, DEALCLOUD_CLIENT_ID and DEALCLOUD_CLIENT_SECRET "
                 "must be set together"
             )
-        origin = _origin("DEALCLOUD_TOKEN_URL", token_url)
+        home = _origin("DEALCLOUD_TOKEN_URL", token_url)
         scope = get.get("DEALCLOUD_SCOPE") or None
-        return ClientCredentialsAuth(token_url, client, client_secret, scope=scope), origin
+        return ClientCredentialsAuth(token_url, client, client_secret, scope=scope), home
     return None, None
 
 
 def _origin(name: str, url: str) -> str:
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        found = origin(url)
     except ValueError:
-        raise ConfigError(f"{name} is not a URL: {redact_url(url)!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+        found = ""
+    if not found.startswith(("http://", "https://")):
         raise ConfigError(f"{name} must be an http:// or https:// URL, not {redact_url(url)!r}")
-    host = parts.hostname
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    return found
 
 
 def _whole(name: str, value: str) -> int:

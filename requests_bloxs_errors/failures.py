@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from requests.exceptions import ConnectionError, InvalidHeader, InvalidURL, RequestException
@@ -27,7 +28,7 @@ from urllib3.exceptions import (
 
 from .table import TRANSPORT_RULES, TransportRule
 
-__all__ = ["Failure", "failure_of", "release"]
+__all__ = ["Failure", "causes", "failure_of", "release"]
 
 
 @dataclass(frozen=True)
@@ -104,9 +105,7 @@ _CERTIFICATE_ALERTS = (
 def _verification_failed(error: BaseException) -> bool:
     """Whether a TLS failure is a certificate or hostname that does not verify,
     on our side or (a refused client certificate) on the server's."""
-    seen = 0
-    current: BaseException | None = error
-    while current is not None and seen < 8:
+    for current in causes(error):
         if isinstance(current, ssl.SSLCertVerificationError):
             return True
         text = str(current).upper()
@@ -114,9 +113,6 @@ def _verification_failed(error: BaseException) -> bool:
             return True
         if any(alert in text for alert in _CERTIFICATE_ALERTS):
             return True
-        nested = current.args[0] if current.args else None
-        current = nested if isinstance(nested, BaseException) else current.__cause__
-        seen += 1
     return False
 
 
@@ -131,13 +127,24 @@ def release(exc: BaseException) -> None:
     :func:`traceback.clear_frames`) closes it now; file and line stay in
     the traceback.
     """
-    seen: set[int] = set()
+    for current in causes(exc):
+        traceback.clear_frames(current.__traceback__)
+
+
+def causes(exc: BaseException, limit: int = 20) -> Iterator[BaseException]:
+    """``exc`` and every exception inside it, nearest first, each once.
+
+    requests wraps urllib3's errors (``args[0]``), urllib3 wraps its own
+    (``MaxRetryError.reason``, ``ProxyError.original_error``) and the
+    socket's (``__cause__``, ``__context__``); this walks all of them.
+    """
     pending: list[object] = [exc]
-    while pending and len(seen) < 16:
-        current = pending.pop()
+    seen: set[int] = set()
+    while pending and len(seen) < limit:
+        current = pending.pop(0)
         if not isinstance(current, BaseException) or id(current) in seen:
             continue
         seen.add(id(current))
-        traceback.clear_frames(current.__traceback__)
-        pending += [current.__context__, current.__cause__, *current.args[:1]]
+        yield current
         pending += [getattr(current, "reason", None), getattr(current, "original_error", None)]
+        pending += [*current.args[:1], current.__cause__, current.__context__]

@@ -26,7 +26,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import quote, quote_plus, urljoin, urlsplit
+from urllib.parse import quote, quote_plus, urljoin
 
 import requests
 from requests import PreparedRequest, Response
@@ -38,10 +38,12 @@ from .classify import classify, error_for
 from .exceptions import AuthenticationError, TokenResponseError
 from .parsing import parse_http_date, parse_iso8601
 from .patch import ORIGINAL_SESSION
-from .urls import Prefix, redact_url, safe_for_message
+from .urls import Prefix, origin, redact_url, safe_for_message
 
 __all__ = ["BloxsHmacAuth", "BloxsTokenAuth", "ClientCredentialsAuth", "bloxs_signature"]
 
+#: Where DealCloud's token endpoint lies below an environment's base URL.
+DEALCLOUD_TOKEN_PATH = "/api/rest/v1/oauth/token"
 #: Seconds a token request may take, per attempt.
 DEFAULT_TOKEN_TIMEOUT = 10.0
 _REFUSED = (400, 401, 403)
@@ -97,9 +99,9 @@ class _EndpointTokenAuth(CachedTokenAuth):
             raise TokenResponseError(
                 f"the token endpoint {redact_url(self.token_url)} answered "
                 f"{response.status_code}, a redirect to "
-                f"{_origin(response.headers.get('Location'), self.token_url)}; token requests "
-                "never follow redirects, since they carry the secret: set the token URL to "
-                "the final address",
+                f"{_location_origin(response.headers.get('Location'), self.token_url)}; "
+                "token requests never follow redirects, since they carry the secret: set the "
+                "token URL to the final address",
                 response=response,
             )
         if response.status_code >= 400:
@@ -277,19 +279,14 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         return token, seconds
 
 
-def _origin(location: str | None, base: str) -> str:
-    """The origin (scheme://host:port) a ``Location`` points to, never its path or query."""
+def _location_origin(location: str | None, base: str) -> str:
+    """The origin a ``Location`` points to, never its path or query."""
     if not location:
         return "nowhere (no Location header)"
     try:
-        parts = urlsplit(urljoin(base, location))
-        host = parts.hostname or ""
-        port = parts.port
+        return origin(urljoin(base, location))
     except ValueError:
         return "an unparseable Location"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
 
 
 def _secret_forms(secret: str) -> list[bytes]:

@@ -22,7 +22,7 @@ import contextvars
 import time
 from dataclasses import dataclass
 
-__all__ = ["Scope", "current", "deadline", "is_signing", "signing", "time_left"]
+__all__ = ["Scope", "current", "deadline", "earliest", "signing", "time_left"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ class signing:
 
     def __exit__(self, *exc: object) -> None:
         _scope.reset(self._token)
-
-
-def is_signing(credential: object) -> bool:
-    """Whether ``credential`` is signing or refreshing in this context right now."""
-    scope = _scope.get()
-    return scope is not None and id(credential) in scope.credentials
 
 
 def deadline() -> float | None:

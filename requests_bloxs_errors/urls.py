@@ -12,7 +12,14 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Prefix", "is_loopback", "normalized_path", "redact_url", "safe_for_message"]
+__all__ = [
+    "Prefix",
+    "is_loopback",
+    "normalized_path",
+    "origin",
+    "redact_url",
+    "safe_for_message",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Percent-encodings a server may decode before it resolves dot segments.
@@ -73,12 +80,27 @@ def redact_url(url: str | bytes | None) -> str:
         port = parts.port
     except ValueError:
         return "<unparseable url>"
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
     if not parts.scheme:
         return parts.path or "/"
-    return f"{parts.scheme}://{netloc}{parts.path or '/'}"
+    return f"{parts.scheme}://{_netloc(host, port)}{parts.path or '/'}"
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: no credentials, path or query.
+
+    :raises ValueError: when ``url`` does not parse or names no scheme and host.
+    """
+    parts = urlsplit(url)
+    port = parts.port  # raises ValueError for a bad port
+    if not parts.scheme or not parts.hostname:
+        raise ValueError("the URL names no scheme and host")
+    return f"{parts.scheme}://{_netloc(parts.hostname, port)}"
+
+
+def _netloc(host: str, port: int | None) -> str:
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
 
 
 def is_loopback(host: str | None) -> bool:

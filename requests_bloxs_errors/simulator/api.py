@@ -41,9 +41,10 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
+from ..providers import DEALCLOUD_TOKEN_PATH
 from ._http import Answer, LoopbackServer, Request
 
-__all__ = ["DEFAULT_LIMITS", "ENDPOINTS", "Fault", "Seen", "Simulator"]
+__all__ = ["DEALCLOUD_TOKEN_PATH", "DEFAULT_LIMITS", "ENDPOINTS", "Fault", "Seen", "Simulator"]
 
 #: Requests per window for each Bloxs request type.
 DEFAULT_LIMITS: Mapping[str, int] = {
@@ -56,7 +57,6 @@ DEFAULT_LIMITS: Mapping[str, int] = {
 }
 
 BLOXS_TOKEN_PATH = "/Authorization"
-DEALCLOUD_TOKEN_PATH = "/api/rest/v1/oauth/token"
 COMPLEXES = "/api/v1/realestateobjects/complexes"
 
 #: What the simulator serves: (methods, path, what it is). Everything else is 404.
