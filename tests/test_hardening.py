@@ -235,10 +235,24 @@ def test_6_a_urllib3_timeout_object_is_capped_by_the_deadline(server, session):
 def test_7_a_million_retries_end_at_the_deadline_without_recursion(server, session):
     server.route("GET", "/down", Reply(503, "down", {"Retry-After": "0"}))
     rbe.mount(session, "http://", max_retries=10**6, deadline=1.5)
-    response = session.get(server.url("/down"))
-    assert response.status_code == 503
-    assert len(rbe.attempts(response)) == len(server.seen()) > 100
-    assert "deadline" in rbe.attempts(response)[-1].decision
+    try:
+        response = session.get(server.url("/down"))
+    except requests.Timeout as exc:
+        # The deadline also caps each attempt's read timeout: on a busy machine
+        # the last attempt may be the one it cuts short. Either ending is the
+        # deadline's; both keep a full journal.
+        journal = rbe.attempts(exc)
+        assert journal[-1].kind == "ReadTimeoutError"
+    else:
+        assert response.status_code == 503
+        journal = rbe.attempts(response)
+    assert len(journal) > 100
+    assert "deadline" in journal[-1].decision
+    # The server may record the attempt that timed out a moment after we gave up on it.
+    limit = time.monotonic() + 5
+    while len(server.seen()) < len(journal) and time.monotonic() < limit:
+        time.sleep(0.01)
+    assert len(server.seen()) == len(journal)
 
 
 class _Stop(Exception):
