@@ -36,6 +36,7 @@ from .exceptions import (
 )
 from .patch import install, installed, uninstall
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth, bloxs_signature
+from .ratelimit import RateLimit
 from .retry import BloxsRetry
 from .table import RULES, Retryable, Rule, rule_for
 
@@ -65,6 +66,7 @@ __all__ = [
     "MethodNotAllowedError",
     "NotFoundError",
     "PermissionDeniedError",
+    "RateLimit",
     "RateLimitError",
     "ReauthEvent",
     "RetryEvent",

@@ -41,8 +41,10 @@ from .classify import ErrorInfo, classify, error_for
 from .events import Attempt, Hooks, ReauthEvent, logger
 from .exceptions import BloxsError
 from .failures import Failure, failure_of, release
+from .pacing import Pacing
 from .parsing import retry_after_from_headers
 from .policy import Action, Decision, decide
+from .ratelimit import RateLimit
 from .refusals import FreshRefusals
 from .retry import (
     DEFAULT_BACKOFF_FACTOR,
@@ -204,6 +206,7 @@ class AdapterOptions(TypedDict, total=False):
     on_retry: Any
     on_reauth: Any
     on_give_up: Any
+    rate_limit: RateLimit | str | None
     pool_connections: int
     pool_maxsize: int
     pool_block: bool
@@ -231,6 +234,7 @@ class BloxsAdapter(HTTPAdapter):
         "_deadline",
         "_raise_errors",
         "_hooks",
+        "_rate_limit",
     ]
 
     def __init__(
@@ -247,6 +251,7 @@ class BloxsAdapter(HTTPAdapter):
         on_retry: Any = None,
         on_reauth: Any = None,
         on_give_up: Any = None,
+        rate_limit: RateLimit | str | None = None,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         pool_block: bool = DEFAULT_POOLBLOCK,
@@ -277,6 +282,9 @@ class BloxsAdapter(HTTPAdapter):
             :class:`~requests_bloxs_errors.RetryEvent` before each retry.
         :param on_reauth: likewise, a :class:`~requests_bloxs_errors.ReauthEvent`.
         :param on_give_up: likewise, a :class:`~requests_bloxs_errors.GiveUpEvent`.
+        :param rate_limit: a :class:`~requests_bloxs_errors.RateLimit` that paces
+            every attempt, or ``"bloxs"`` / ``"dealcloud"`` for the vendor's
+            (:meth:`RateLimit.bloxs`, :meth:`RateLimit.dealcloud`); None: no pacing.
         :param pool_connections: connection pools to cache, as for
             :class:`~requests.adapters.HTTPAdapter`.
         :param pool_maxsize: connections kept per pool, likewise.
@@ -314,8 +322,7 @@ class BloxsAdapter(HTTPAdapter):
             if self._prefix.scheme == "http" and not is_loopback(self._prefix.host):
                 _warn_plain_http(self._prefix)
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
-        #: The per-attempt steps, in the order they run (see :mod:`.steps`).
-        self._steps: Sequence[Step] = ()
+        self._rate_limit = _rate_limit(rate_limit)
         self._init_runtime()
         super().__init__(
             max_retries=self._policy,
@@ -327,11 +334,19 @@ class BloxsAdapter(HTTPAdapter):
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
         self._fresh_refusals = FreshRefusals()
+        #: The per-attempt steps, in the order they run (see :mod:`.steps`).
+        self._steps: Sequence[Step] = (
+            (Pacing(self._rate_limit),) if self._rate_limit is not None else ()
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._steps = ()
-        self._init_runtime()
         super().__setstate__(state)  # type: ignore[misc]  # requests has it; its stubs do not
+        self._init_runtime()
+
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The :class:`~requests_bloxs_errors.RateLimit` pacing this adapter, or None."""
+        return self._rate_limit
 
     # -- max_retries: always a BloxsRetry --------------------------------------
 
@@ -384,7 +399,7 @@ class BloxsAdapter(HTTPAdapter):
         options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
         options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
         while True:
-            for step in self._steps:
+            for step in call.steps:
                 step.before_attempt(call)
             outgoing = self._sign(call)
             left = call.time_left()
@@ -422,6 +437,10 @@ class BloxsAdapter(HTTPAdapter):
         if scope is not None:  # a token request, sent from inside a credential
             # it inherits the deadline of the call that needs the token
             deadline = signing.earliest(deadline, scope.deadline)
+        steps = self._steps
+        if scope is not None and scope.rate_limit is not None and self._rate_limit is None:
+            # a token request counts against the limit of the call it serves
+            steps = (Pacing(scope.rate_limit), *steps)
         signed = (
             auth is not None
             and self._prefix is not None
@@ -437,6 +456,7 @@ class BloxsAdapter(HTTPAdapter):
             hooks=self._hooks,
             signed=signed,
             max_retry_after=self._policy.max_retry_after,
+            steps=steps,
         )
 
     def _sign(self, call: Call) -> PreparedRequest:
@@ -452,7 +472,7 @@ class BloxsAdapter(HTTPAdapter):
         signed = object.__new__(type(request))  # copy.copy, without its generic machinery
         signed.__dict__.update(request.__dict__)
         signed.headers = request.headers.copy()
-        with signing.signing(self._auth, call.deadline):
+        with signing.signing(self._auth, call.deadline, self._rate_limit):
             self._auth.sign(signed)
         return signed
 
@@ -462,8 +482,8 @@ class BloxsAdapter(HTTPAdapter):
         retry_after = retry_after_from_headers(response.headers)
         rule = rule_for(status, retry_after is not None)
         assert rule is not None  # send() only asks about 400 to 599
-        for step in self._steps:
-            step.after_response(call, response, rule, retry_after)
+        holds = [step.after_response(call, response, rule, retry_after) for step in call.steps]
+        hold = max((h for h in holds if h is not None), default=None)
         call.fresh_refused = (
             call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
         )
@@ -472,6 +492,8 @@ class BloxsAdapter(HTTPAdapter):
             rule=rule,
             retry_after=retry_after,
             response=response.raw,
+            hold=hold,
+            max_hold=self._rate_limit.max_wait if self._rate_limit is not None else None,
         )
         return decide(context), rule
 
@@ -497,7 +519,7 @@ class BloxsAdapter(HTTPAdapter):
         collector ran.)
         """
         failure = failure_of(exc)
-        for step in self._steps:
+        for step in call.steps:
             step.after_failure(call, failure)
         decision = decide(call.context(failure=failure))
         release(exc)
@@ -507,18 +529,18 @@ class BloxsAdapter(HTTPAdapter):
         history = call.finish(decision, None, failure.kind)
         with contextlib.suppress(AttributeError):  # rbe.attempts(exc) reads it
             exc._bloxs_history = history  # type: ignore[union-attr]
-        for step in self._steps:
+        for step in call.steps:
             step.on_outcome(call, None, failure)
         return False
 
     def _success(self, call: Call, response: Response) -> Response:
-        if call.journal:  # only a call that needed retries pays for its story
+        if call.journal or call.paced:  # only a call that waited pays for its story
             history = call.finish(Decision(Action.RETURN), response.status_code, "ok")
             response._bloxs_history = history  # type: ignore[attr-defined]
             self._keep_retries(call, response)
         if call.superseded:
             response.history[:0] = call.superseded
-        for step in self._steps:
+        for step in call.steps:
             step.on_outcome(call, response, None)
         return response
 
@@ -533,7 +555,7 @@ class BloxsAdapter(HTTPAdapter):
         response.close()
         call.reauthed = True
         call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))
-        with signing.signing(auth, call.deadline):
+        with signing.signing(auth, call.deadline, self._rate_limit):
             resend = auth.refresh(outgoing, response)
         if not resend:
             return False
@@ -567,7 +589,7 @@ class BloxsAdapter(HTTPAdapter):
         assert isinstance(response, BloxsResponse)
         response._bloxs_info = info
         response._bloxs_history = history
-        for step in self._steps:
+        for step in call.steps:
             step.on_outcome(call, response, None)
         if self._raise_errors:
             raise error_for(response, info, history)
@@ -584,6 +606,18 @@ class BloxsAdapter(HTTPAdapter):
         raises instead of passing silently (urllib3 1.26's default; 2.x already does)."""
         resp.enforce_content_length = True
         return super().build_response(req, resp)
+
+
+def _rate_limit(value: object) -> RateLimit | None:
+    if value is None or isinstance(value, RateLimit):
+        return value
+    if value == "bloxs":
+        return RateLimit.bloxs()
+    if value == "dealcloud":
+        return RateLimit.dealcloud()
+    raise ValueError(
+        f"rate_limit must be an rbe.RateLimit, 'bloxs', 'dealcloud' or None; got {value!r}"
+    )
 
 
 def attempts(response: Response | BaseException) -> tuple[Attempt, ...]:

@@ -20,9 +20,12 @@ from .retry import body_is_replayable
 from .urls import redact_url
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from requests import PreparedRequest, Response
     from urllib3.util.retry import Retry
 
+    from .steps import Step
     from .table import Rule
 
 __all__ = ["Call"]
@@ -37,6 +40,7 @@ class Call:
     :param hooks: the adapter's hooks.
     :param signed: whether the request lies under the prefix and gets credentials.
     :param max_retry_after: the longest ``Retry-After`` to wait for, or None.
+    :param steps: the :class:`~requests_bloxs_errors.steps.Step` objects this call runs.
     """
 
     __slots__ = (
@@ -47,10 +51,12 @@ class Call:
         "hooks",
         "journal",
         "max_retry_after",
+        "paced",
         "reauthed",
         "request",
         "retry",
         "signed",
+        "steps",
         "superseded",
     )
 
@@ -63,6 +69,7 @@ class Call:
         hooks: Hooks,
         signed: bool,
         max_retry_after: float | None,
+        steps: Sequence[Step] = (),
     ) -> None:
         self.request = request
         self.retry = retry
@@ -70,6 +77,9 @@ class Call:
         self.hooks = hooks
         self.signed = signed
         self.max_retry_after = max_retry_after
+        self.steps = steps
+        #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
+        self.paced = 0.0
         self.journal: list[Attempt] = []
         self.reauthed = False
         #: A fresh credential was refused for this request moments ago (no refresh).
@@ -118,6 +128,8 @@ class Call:
         retry_after: float | None = None,
         response: Any = None,
         failure: Failure | None = None,
+        hold: float | None = None,
+        max_hold: float | None = None,
     ) -> Context:
         """The read-only view :func:`~requests_bloxs_errors.policy.decide` gets."""
         return Context(
@@ -135,6 +147,8 @@ class Call:
             reauth_refused=self.fresh_refused,
             max_retry_after=self.max_retry_after,
             time_left=self.time_left(),
+            hold=hold,
+            max_hold=max_hold,
         )
 
     def rewind(self) -> None:
@@ -144,8 +158,9 @@ class Call:
 
     def record(self, status: int | None, kind: str, wait: float, decision: str) -> Attempt:
         """Add one attempt to the journal and return it."""
-        attempt = Attempt(len(self.journal) + 1, status, kind, wait, decision)
+        attempt = Attempt(len(self.journal) + 1, status, kind, wait, decision, self.paced)
         self.journal.append(attempt)
+        self.paced = 0.0
         return attempt
 
     def retrying(

@@ -73,6 +73,16 @@ def _field(term: Terminal, label: str, text: str) -> None:
     )
 
 
+#: What ``explain 429`` says about the client-side rate limiter.
+PACING_WORDS = (
+    "with rate_limit=rbe.RateLimit(...) (or 'bloxs' / 'dealcloud') the adapter takes a "
+    "permit before every attempt and keeps each category within its quota in any window "
+    "of its period; a 429 that still comes pauses the category for every thread and "
+    "process sharing the limit's storage (until Retry-After, else one period), and a quota "
+    "stated in the body ('maximum admitted 5 per 1 second') becomes the category's rule."
+)
+
+
 def _explain(term: Terminal, status_text: str) -> int:
     try:
         status = int(status_text.strip())
@@ -123,6 +133,8 @@ def _explain(term: Terminal, status_text: str) -> int:
             "a 403 that carries Retry-After is an exhausted quota, not a missing "
             f"permission: {QUOTA_RULE.exception.__name__}, retried like a 429, no re-auth.",
         )
+    if status in (403, 429):
+        _field(term, "pacing:", PACING_WORDS)
     _field(term, "what to do:", rule.action)
     return 0
 

@@ -22,11 +22,14 @@ from .adapter import attempts, mount
 from .classify import classify
 from .events import Attempt
 from .providers import BloxsTokenAuth, ClientCredentialsAuth
+from .ratelimit import RateLimit
 from .simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
 
 __all__ = ["run_demo"]
 
 DEALCLOUD_ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
+#: The simulated Bloxs filter quota: 5 per 2-second window (the real one is 100 per minute).
+FILTER_QUOTA, FILTER_WINDOW, FILTER_CALLS = 5, 2.0, 8
 
 
 @dataclass
@@ -57,6 +60,11 @@ def _revoked_token(w: _World) -> list[requests.Response]:
 
 def _throttled_burst(w: _World) -> list[requests.Response]:
     return [w.dealcloud.get(w.url(DEALCLOUD_ENTRIES), timeout=10) for _ in range(7)]
+
+
+def _paced_burst(w: _World) -> list[requests.Response]:
+    url = w.url(COMPLEXES + "/filter")
+    return [w.bloxs.post(url, json={"city": "Delft"}, timeout=10) for _ in range(FILTER_CALLS)]
 
 
 def _maintenance(w: _World) -> list[requests.Response]:
@@ -90,6 +98,12 @@ STEPS = (
     _Step(
         "A burst of 7 DealCloud calls against a quota of 5 per second", _throttled_burst, [200] * 7
     ),
+    _Step(
+        f"{FILTER_CALLS} Bloxs filter calls against a quota of {FILTER_QUOTA} per "
+        f"{FILTER_WINDOW:g} s: paced by the client, no 429",
+        _paced_burst,
+        [200] * FILTER_CALLS,
+    ),
     _Step("A maintenance window: 503 with Retry-After", _maintenance, [200]),
     _Step("A create with two invalid fields: 400 with per-field errors", _validation, [400]),
     _Step("A complex that does not exist: 404", _not_found, [404]),
@@ -101,9 +115,11 @@ STEPS = (
 def _describe(attempt: Attempt) -> str:
     decision = attempt.decision
     if decision == "retry":
-        return f"retry after {attempt.wait:.2f}s"
-    if decision == "reauth":
-        return "refresh credentials, resend once"
+        decision = f"retry after {attempt.wait:.2f}s"
+    elif decision == "reauth":
+        decision = "refresh credentials, resend once"
+    if attempt.paced:
+        return f"waited {attempt.paced:.2f}s for a rate-limit permit, then sent; {decision}"
     return decision
 
 
@@ -141,7 +157,7 @@ def _summary_row(
 ) -> tuple[list[str], str]:
     last = responses[-1]
     story = [a for r in responses for a in attempts(r)]
-    waited = sum(a.wait for a in story)
+    waited = sum(a.wait + a.paced for a in story)
     info = classify(last)
     result = f"{last.status_code} " + (info.rule.exception.__name__ if info else "OK")
     if len(responses) > 1:
@@ -169,13 +185,19 @@ def run_demo(term: Terminal | None = None) -> int:
     """Run the demo; return the exit status (0 when every step went as expected)."""
     term = term or Terminal()
     started = time.monotonic()
-    with Simulator() as sim:
+    with Simulator(window=FILTER_WINDOW, limits={"filter": FILTER_QUOTA}) as sim:
         api_key, api_secret = sim.bloxs_credentials
         token_url, client_id, client_secret = sim.dealcloud_credentials
         bloxs, dealcloud = requests.Session(), requests.Session()
         common: dict[str, Any] = {"backoff_factor": 0.2, "max_retry_after": 10}
+        # the client knows the filter quota: it paces to it instead of meeting 429s
+        pacing = RateLimit.bloxs(rules={"filter": (FILTER_QUOTA, FILTER_WINDOW)})
         mount(
-            bloxs, sim.url + "/api/v1/", auth=BloxsTokenAuth(sim.url, api_key, api_secret), **common
+            bloxs,
+            sim.url + "/api/v1/",
+            auth=BloxsTokenAuth(sim.url, api_key, api_secret),
+            rate_limit=pacing,
+            **common,
         )
         mount(
             dealcloud,

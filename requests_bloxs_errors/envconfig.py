@@ -24,6 +24,8 @@ from .providers import (
     BloxsTokenAuth,
     ClientCredentialsAuth,
 )
+from .ratelimit import RateLimit
+from .storage import parse as parse_storage
 from .urls import Prefix, origin, redact_url, safe_for_message
 
 __all__ = [
@@ -43,6 +45,14 @@ VARIABLES: tuple[tuple[str, str], ...] = (
     ("RBE_MAX_RETRY_AFTER", "the longest Retry-After waited for, seconds, or none (default 60)"),
     ("RBE_RAISE_ERRORS", "1 to raise the typed error from the call (default 0)"),
     ("RBE_LOG_LEVEL", "the adapter's log level on stderr: DEBUG, INFO, WARNING, ERROR"),
+    (
+        "RBE_RATE_LIMIT",
+        "pace requests: bloxs, dealcloud, or one rule for all, such as 5/second (default: none)",
+    ),
+    (
+        "RBE_RATE_LIMIT_STORAGE",
+        "where the limit is shared: memory://, sqlite:///path or redis://host:port/db",
+    ),
     ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
     ("BLOXS_API_KEY", "the Bloxs API key"),
     ("BLOXS_API_SECRET", "the Bloxs API secret"),
@@ -106,6 +116,9 @@ def config_from_env(
         if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RBE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {name!r}")
         level = getattr(logging, name)
+    rate_limit = _rate_limit(get)
+    if rate_limit is not None:
+        kwargs["rate_limit"] = rate_limit
     auth, home = credential_from(get)
     prefix = get.get("RBE_PREFIX") or (home + "/" if home else "https://")
     try:
@@ -192,6 +205,33 @@ def credential_from(
         scope = get.get("DEALCLOUD_SCOPE") or None
         return ClientCredentialsAuth(token_url, client, client_secret, scope=scope), home
     return None, None
+
+
+def _rate_limit(get: Mapping[str, str]) -> RateLimit | None:
+    """The ``RBE_RATE_LIMIT`` / ``RBE_RATE_LIMIT_STORAGE`` pair, or None."""
+    spec = get.get("RBE_RATE_LIMIT", "")
+    storage = get.get("RBE_RATE_LIMIT_STORAGE") or "memory://"
+    if spec.lower() in ("", "none"):
+        if get.get("RBE_RATE_LIMIT_STORAGE"):
+            raise ConfigError(
+                "RBE_RATE_LIMIT_STORAGE needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)"
+            )
+        return None
+    try:
+        parse_storage(storage, what="RBE_RATE_LIMIT_STORAGE")
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(str(exc)) from None
+    if spec.lower() == "bloxs":
+        return RateLimit.bloxs(storage=storage)
+    if spec.lower() == "dealcloud":
+        return RateLimit.dealcloud(storage=storage)
+    try:
+        return RateLimit({"*": spec}, storage=storage)
+    except ValueError:
+        raise ConfigError(
+            "RBE_RATE_LIMIT must be bloxs, dealcloud, none, or a rule such as 5/second, "
+            f"100/minute or 8/1.5s; not {_shown(spec)!r}"
+        ) from None
 
 
 def _origin(name: str, url: str) -> str:

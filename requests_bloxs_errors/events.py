@@ -31,6 +31,8 @@ class Attempt:
     :ivar wait: seconds slept after this attempt before the next one.
     :ivar decision: ``"retry"``, ``"reauth"``, ``"returned"``,
         ``"not retried: ..."`` or ``"gave up: ..."``.
+    :ivar paced: seconds this attempt waited for a client-side rate-limit
+        permit before it was sent (0 without a ``rate_limit``).
     """
 
     number: int
@@ -38,6 +40,7 @@ class Attempt:
     kind: str
     wait: float
     decision: str
+    paced: float = 0.0
 
 
 @dataclass(frozen=True)

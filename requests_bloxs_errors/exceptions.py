@@ -61,17 +61,18 @@ class BloxsError(HTTPError):
 
     :param message: the exception text (one line, no secrets, no query string).
     :param response: the last response; its body (up to 64 KiB) is readable.
+        None when nothing was sent (the client-side rate limit refused a permit).
     :param info: the classification of ``response``.
     :param history: one :class:`~requests_bloxs_errors.Attempt` per request sent.
     """
 
-    response: Response
+    response: Response | None
 
     def __init__(
         self,
         message: str,
         *,
-        response: Response,
+        response: Response | None,
         info: ErrorInfo,
         history: tuple[Attempt, ...] = (),
     ) -> None:

@@ -107,6 +107,9 @@ class Context:
         request moments ago, so refreshing again would not help.
     :ivar max_retry_after: the longest ``Retry-After`` to wait for, or None.
     :ivar time_left: seconds until the call's deadline, or None.
+    :ivar hold: seconds the client-side rate limit now holds the request's
+        category (a pause learned from this response), or None.
+    :ivar max_hold: the longest hold to wait for (the limit's ``max_wait``).
     :ivar backoff: the back-off to wait, given the next ``Retry`` value; the
         adapter passes the policy's own (``Retry.get_backoff_time``).
     """
@@ -125,6 +128,8 @@ class Context:
     reauth_refused: bool = False
     max_retry_after: float | None = None
     time_left: float | None = None
+    hold: float | None = None
+    max_hold: float | None = None
 
 
 def candidate(retry: Retry, rule: Rule | None, status: int) -> Retryable | None:
@@ -183,6 +188,14 @@ def decide(context: Context) -> Decision:
             f"({max_wait:g}s)",
         )
     wait = retry_after if retry_after is not None else new.get_backoff_time()
+    if context.hold is not None and context.hold > wait:
+        if context.max_hold is not None and context.hold > context.max_hold:
+            return Decision(
+                Action.GIVE_UP,
+                f"the rate limit holds this request for {context.hold:.2f}s, longer than "
+                f"max_wait ({context.max_hold:g}s)",
+            )
+        wait = context.hold
     if context.time_left is not None and wait >= context.time_left:
         return Decision(Action.GIVE_UP, f"waiting {wait:.2f}s would cross the deadline")
     return Decision(Action.RETRY, wait=wait, retry=new, retry_after=retry_after)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextvars
 import time
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["Scope", "current", "deadline", "earliest", "signing", "time_left"]
 
@@ -33,10 +34,13 @@ class Scope:
         is running (a credential's token request may be signed by another).
     :ivar deadline: ``time.monotonic()`` value by which the outermost call
         must end, or None.
+    :ivar rate_limit: the rate limit of the adapter whose call needs the
+        credential: its token requests are paced by it too.
     """
 
     credentials: frozenset[int] = frozenset()
     deadline: float | None = None
+    rate_limit: Any = None
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -58,13 +62,15 @@ class signing:
 
     __slots__ = ("_scope", "_token")
 
-    def __init__(self, credential: object, deadline: float | None) -> None:
+    def __init__(self, credential: object, deadline: float | None, rate_limit: Any = None) -> None:
         outer = _scope.get()
         if outer is None:
-            self._scope = Scope(frozenset((id(credential),)), deadline)
+            self._scope = Scope(frozenset((id(credential),)), deadline, rate_limit)
         else:
             self._scope = Scope(
-                outer.credentials | {id(credential)}, earliest(outer.deadline, deadline)
+                outer.credentials | {id(credential)},
+                earliest(outer.deadline, deadline),
+                outer.rate_limit if rate_limit is None else rate_limit,
             )
 
     def __enter__(self) -> Scope:

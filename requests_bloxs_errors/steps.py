@@ -10,7 +10,8 @@ calls each step of the adapter, in order, at four places:
 ``after_response(call, response, rule, retry_after)``
     After every error response (status 400 and up), before the decision:
     learn from it (a 429 pauses a category for every thread). The body has
-    not been read; headers are there.
+    not been read; headers are there. It may return the seconds it now holds
+    the request back (a pause it learned): the retry then waits that long.
 ``after_failure(call, failure)``
     After every attempt that got no response.
 ``on_outcome(call, response, failure)``
@@ -44,8 +45,9 @@ class Step:
 
     def after_response(
         self, call: Call, response: Response, rule: Rule, retry_after: float | None
-    ) -> None:
-        """Runs after every error response, before the decision."""
+    ) -> float | None:
+        """Runs after every error response, before the decision; may return a hold."""
+        return None
 
     def after_failure(self, call: Call, failure: Failure) -> None:
         """Runs after every attempt that got no response."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -104,3 +105,36 @@ def _secrets_scan(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             text += logging.Formatter().formatException(record.exc_info)
         leaked = [value for value in secrets if value in text]
         assert not leaked, f"a secret reached the log ({record.name}): {text[:200]!r}"
+
+
+# -- a real redis-server, on a free loopback port ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A ``redis-server`` of this test run: its ``redis://127.0.0.1:port`` URL.
+
+    Without the program the tests that need it are skipped, except under
+    ``CI=true``, where a missing server fails them: CI installs it.
+    """
+    from .redisserver import RedisServer, find_redis_server
+
+    program = find_redis_server()
+    if program is None:
+        message = "redis-server is not installed (apt-get install -y redis-server)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; under CI=true it is required", pytrace=False)
+        pytest.skip(message)
+    with RedisServer(program) as server:
+        yield server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server + "/0"

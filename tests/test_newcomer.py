@@ -49,8 +49,8 @@ def _on(sim: Simulator, code: str) -> str:
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 5, "a new README example needs a case here"
-    quick_start, legacy, bloxs, dealcloud, simulator_test = blocks
+    assert len(blocks) == 7, "a new README example needs a case here"
+    quick_start, legacy, _paced_bloxs, _paced_dealcloud, bloxs, dealcloud, simulator_test = blocks
     key, secret = sim.bloxs_credentials
     token_url, client_id, client_secret = sim.dealcloud_credentials
     monkeypatch.setenv("BLOXS_API_KEY", key)
@@ -83,6 +83,34 @@ def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
 
     (tmp_path / "test_readme_example.py").write_text(simulator_test)
     assert_users_suite_passes(tmp_path)
+
+
+def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, redis_url):
+    """The two examples of "Pacing to the quota", against the simulator: the Bloxs
+    one on SQLite, the DealCloud one on a real Redis, over a quota they must learn."""
+    blocks = _code_blocks()
+    paced_bloxs, paced_dealcloud = blocks[2], blocks[3]
+    assert "RateLimit.bloxs" in paced_bloxs
+    assert "RateLimit.dealcloud" in paced_dealcloud
+    with Simulator(dealcloud_quota=(5, 1.0)) as sim:
+        key, secret = sim.bloxs_credentials
+        _, client_id, client_secret = sim.dealcloud_credentials
+        monkeypatch.setenv("BLOXS_API_KEY", key)
+        monkeypatch.setenv("BLOXS_API_SECRET", secret)
+        monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
+        monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+        code = _on(sim, paced_bloxs).replace("/var/tmp/", f"{tmp_path}/")
+        scope: dict[str, object] = {}
+        exec(code, scope)
+        assert scope["found"].status_code == 200
+        assert (tmp_path / "acme-bloxs-quota.db").exists()
+        code = _on(sim, paced_dealcloud).replace("redis://redis.internal:6379/0", redis_url)
+        exec(code, scope)
+        assert scope["entries"].status_code == 200
+        statuses = [r.status for r in sim.requests]
+    # 12 calls over a quota of 5 per second: the first 429 teaches it, no other comes
+    assert statuses.count(429) == 1
+    assert statuses.count(200) == 1 + 3 + 1 + 12  # Bloxs token, filters, DealCloud token, entries
 
 
 def test_the_readme_lists_every_adapter_argument_with_its_default():

@@ -1,0 +1,170 @@
+"""The pacing step: a permit before every attempt, and lessons from every answer.
+
+:class:`Pacing` plugs a :class:`~requests_bloxs_errors.RateLimit` into the
+adapter's attempt loop (see :mod:`.steps`):
+
+* before every attempt, retries included, it takes a permit for the
+  request's category, waiting for it within ``max_wait`` and the call's
+  deadline, or raises :class:`~requests_bloxs_errors.RateLimitError`
+  without sending;
+* after a 429 (or a 403 quota) it pauses the category for every thread and
+  process sharing the store: until ``Retry-After``, else for the period the
+  server stated or the category's rule has (the server's window has then
+  surely turned over). A quota the body states (``maximum admitted 5 per 1
+  second``, ``The limit of 10 ... per 60 seconds``) becomes the category's
+  rule;
+* after any response with ``X-Rate-Limit-Remaining: 0`` and an
+  ``X-Rate-Limit-Reset`` time, it holds the category until that time.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from .bodies import read_error_body
+from .classify import ErrorInfo
+from .events import logger
+from .exceptions import RateLimitError
+from .parsing import parse_body, parse_iso8601
+from .retry import sleep_until
+from .steps import Step
+from .table import QUOTA_RULE
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest, Response
+
+    from .call import Call
+    from .ratelimit import RateLimit
+    from .table import Rule
+
+__all__ = ["Pacing"]
+
+#: The longest hold taken from ``X-Rate-Limit-Reset`` (a clock far off must not stall a client).
+MAX_RESET_HOLD = 24 * 3600.0
+
+
+class Pacing(Step):
+    """The :class:`~requests_bloxs_errors.steps.Step` that applies a :class:`RateLimit`."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+
+    def _where(self, request: PreparedRequest) -> tuple[str, str] | None:
+        category = self.limit.category(request)
+        if category is None:
+            return None
+        return category, self.limit.key(request, category)
+
+    def before_attempt(self, call: Call) -> None:
+        """Wait for a permit; raise :class:`RateLimitError` when none comes in time."""
+        where = self._where(call.request)
+        if where is None:
+            return
+        category, key = where
+        limit = self.limit
+        rule = limit.rule(category)
+        store = limit.store
+        while True:
+            left = call.time_left()
+            bound = limit.max_wait if left is None else min(limit.max_wait, left)
+            wait, stamp = store.acquire(key, rule, bound)
+            if wait > bound:
+                raise _refusal(
+                    call, category, wait, bound, left is not None and left < limit.max_wait
+                )
+            if wait <= 0:
+                return
+            call.paced += wait
+            logger.debug(
+                "Pacing %s %s: waiting %.2fs for a %r permit", call.method, call.url, wait, category
+            )
+            sleep_until(time.monotonic() + wait)
+            if store.paused_for(key) <= 0:
+                return
+            # a server paused the category while this thread waited: line up again
+            if stamp is not None:
+                store.cancel(key, stamp)
+
+    def after_response(
+        self, call: Call, response: Response, rule: Rule, retry_after: float | None
+    ) -> float | None:
+        """Learn from an error response; return how long the category is now held."""
+        where = self._where(call.request)
+        if where is None:
+            return None
+        category, key = where
+        if response.status_code != 429 and rule is not QUOTA_RULE:
+            return self._reset_hold(key, response)
+        body, _ = read_error_body(response, deadline=call.deadline)
+        quota = parse_body(body, response.headers.get("Content-Type")).quota if body else None
+        store = self.limit.store
+        if quota is not None:
+            store.learn(key, *quota)
+        hold = retry_after
+        if hold is None:
+            known = quota or self.limit.rule(category)
+            hold = known[1] if known is not None else None
+        if hold is None or hold <= 0:
+            return None
+        store.pause(key, hold)
+        logger.info(
+            "Rate limit: %r of %s paused for %.2fs after %d%s",
+            category,
+            call.url,
+            hold,
+            response.status_code,
+            f" (the server states {quota[0]} per {quota[1]:g}s)" if quota else "",
+        )
+        return hold
+
+    def on_outcome(self, call: Call, response: Response | None, failure: Any) -> None:
+        """Hold the category when a success says the quota is spent."""
+        if response is None or response.status_code >= 400:
+            return
+        if "X-Rate-Limit-Remaining" not in response.headers:
+            return
+        where = self._where(call.request)
+        if where is not None:
+            self._reset_hold(where[1], response)
+
+    def _reset_hold(self, key: str, response: Response) -> float | None:
+        """``X-Rate-Limit-Remaining: 0`` with a reset time: hold until then."""
+        headers = response.headers
+        if headers.get("X-Rate-Limit-Remaining", "").strip() != "0":
+            return None
+        reset = parse_iso8601(headers.get("X-Rate-Limit-Reset"))
+        if reset is None:
+            return None
+        hold = min(reset - time.time(), MAX_RESET_HOLD)
+        if hold <= 0:
+            return None
+        self.limit.store.pause(key, hold)
+        return hold
+
+
+def _refusal(
+    call: Call, category: str, wait: float, bound: float, by_deadline: bool
+) -> RateLimitError:
+    """The error for a permit that cannot come in time (nothing was sent)."""
+    why = "the call's deadline" if by_deadline else f"max_wait ({bound:g}s)"
+    message = (
+        f"{call.method} {call.url} was not sent: the next {category!r} permit of the "
+        f"client-side rate limit comes in {wait:.2f}s, after {why}"
+    )
+    info = ErrorInfo(
+        status=429,
+        kind="rate_limited",
+        retryable=True,
+        reauth=False,
+        action=(
+            f"Send it again in {wait:.1f}s or later, raise max_wait or the deadline, "
+            "or spread the work over more time: the quota is shared by every client "
+            "of this API that uses the same storage."
+        ),
+        message=message,
+        retry_after=wait,
+    )
+    return RateLimitError(message, response=None, info=info, history=tuple(call.journal))

@@ -1,0 +1,339 @@
+"""Client-side rate limits: :class:`RateLimit`, its rules, and the vendors' categories.
+
+A :class:`RateLimit` sorts each request into a category, and keeps at most
+the category's ``N`` requests in any interval of its period: a sliding
+window (see :mod:`.windows`), because the server counts in fixed windows
+whose phase the client cannot know, and a token bucket that refills would
+let twice the quota into one of them.
+
+Where the counts live is a storage URL (:mod:`.storage`): ``memory://`` for
+the threads of one process, ``sqlite:///path`` for the processes of one
+host, ``redis://`` for many hosts. A store that fails (unreachable, locked,
+corrupt) never fails a call: the limiter paces in-process, logs one
+warning, and tries the store again every :data:`RETRY_STORE_AFTER` seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Union
+
+from .events import logger
+from .storage import StorageURL, parse
+from .urls import normalized_path, origin
+from .windows import MemoryWindows, RuleValue, Windows, open_windows
+
+if TYPE_CHECKING:
+    from requests import PreparedRequest
+
+__all__ = ["RateLimit", "bloxs_category", "dealcloud_category", "parse_rule"]
+
+#: A rule as given: ``"N/second"``, ``"N/minute"``, ``"N/hour"``, ``"N/<seconds>s"``
+#: or ``(N, seconds)``.
+RuleSpec = Union[str, "tuple[int, float]"]
+Categorize = Callable[["PreparedRequest"], str | None]
+
+#: Seconds between attempts to reach a failed store again.
+RETRY_STORE_AFTER = 5.0
+
+_UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
+_RULE = re.compile(r"\s*(\d+)\s*/\s*(?:(second|minute|hour)|(\d+(?:\.\d+)?)\s*s)\s*", re.ASCII)
+
+#: Bloxs's documented limits, per environment and minute.
+BLOXS_RULES: Mapping[str, RuleSpec] = {
+    "authorization": "10/minute",
+    "download": "10/minute",
+    "filter": "100/minute",
+    "update": "100/minute",
+    "get": "500/minute",
+}
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def parse_rule(category: str, rule: object) -> RuleValue:
+    """``(limit, period_seconds)`` of one rule; see :class:`RateLimit`.
+
+    :raises ValueError: naming the rule, when it is not one of the forms.
+    """
+    limit: object
+    period: object
+    if isinstance(rule, str):
+        match = _RULE.fullmatch(rule)
+        if match is None:
+            raise _bad_rule(category, rule)
+        limit = int(match.group(1))
+        period = _UNITS[match.group(2)] if match.group(2) else float(match.group(3))
+    elif isinstance(rule, tuple) and len(rule) == 2:
+        limit, period = rule
+    else:
+        raise _bad_rule(category, rule)
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, int)
+        or limit < 1
+        or isinstance(period, bool)
+        or not isinstance(period, (int, float))
+        or not math.isfinite(period)
+        or period <= 0
+    ):
+        raise _bad_rule(category, rule)
+    return limit, float(period)
+
+
+def _bad_rule(category: str, rule: object) -> ValueError:
+    return ValueError(
+        f"rate limit rule for {category!r} must be 'N/second', 'N/minute', 'N/hour', "
+        f"'N/<seconds>s' (such as '8/1.5s') or a tuple (N, seconds), with N >= 1 and "
+        f"seconds > 0; got {rule!r}"
+    )
+
+
+def _path(request: PreparedRequest) -> str:
+    url = request.url or ""
+    path = url.split("://", 1)[-1].partition("/")[2]
+    return normalized_path("/" + path.split("?", 1)[0].split("#", 1)[0])
+
+
+def everything(request: PreparedRequest) -> str:
+    """The category of every request: ``"*"``."""
+    return "*"
+
+
+def bloxs_category(request: PreparedRequest) -> str:
+    """The Bloxs rate-limit type of ``request``: ``authorization``, ``download``,
+    ``filter``, ``update`` or ``get``."""
+    method = (request.method or "GET").upper()
+    path = _path(request).rstrip("/").lower()
+    last = path.rsplit("/", 1)[-1]
+    if method == "POST" and last == "authorization":
+        return "authorization"
+    if last == "download" or "/download/" in path:
+        return "download"
+    if method == "POST" and last == "filter":
+        return "filter"
+    if method in _WRITES:
+        return "update"
+    return "get"
+
+
+def dealcloud_category(request: PreparedRequest) -> str:
+    """DealCloud limits each endpoint: the category is method and path, such as
+    ``"GET /api/rest/v4/data/entrydata/1/entries"``."""
+    return f"{(request.method or 'GET').upper()} {_path(request)}"
+
+
+class RateLimit:
+    """Pace requests to a quota: at most N per period in any interval, per category.
+
+    Usage::
+
+        >>> limit = rbe.RateLimit({"*": "5/second"}, storage="sqlite:////var/tmp/rbe.db")
+        >>> rbe.mount(session, "https://api.example.com/", rate_limit=limit)
+        >>> rbe.mount(session, "https://acme.bloxs.io/", rate_limit="bloxs")
+
+    :param rules: ``{category: rule}``; a rule is ``"N/second"``,
+        ``"N/minute"``, ``"N/hour"``, ``"N/<seconds>s"`` (``"8/1.5s"``) or
+        ``(N, seconds)``. The key ``"*"`` serves every category without a
+        rule of its own. A category with no rule is paced only by what the
+        server says (a pause after a 429, a quota it states).
+    :param categorize: ``categorize(prepared_request) -> str | None``, the
+        request's category (None: not limited). Default: ``"*"`` for every
+        request, which needs ``rules`` to have only that key.
+    :param storage: where the counts live: ``"memory://"`` (this process),
+        ``"sqlite:///path"`` (processes on one host), ``"redis://host:port/db"``
+        or ``"rediss://..."`` (hosts; needs the ``redis`` extra).
+    :param namespace: the prefix of every key; default the request's
+        ``scheme://host:port``, so every client of one API shares its quota.
+    :param max_wait: the longest wait for a permit, in seconds; a longer one
+        raises :class:`~requests_bloxs_errors.RateLimitError` at once, without
+        sending. The call's ``deadline`` bounds the wait too.
+    :raises ValueError, TypeError: on a bad rule, storage URL or argument.
+    :raises ImportError: for a Redis URL without the ``redis`` extra.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[str, RuleSpec],
+        *,
+        categorize: Categorize | None = None,
+        storage: str = "memory://",
+        namespace: str | None = None,
+        max_wait: float = 60.0,
+    ) -> None:
+        if not isinstance(rules, Mapping):
+            raise TypeError(f"rules must be a mapping of category to rule, not {rules!r}")
+        self._rules = {
+            str(category): parse_rule(category, rule) for category, rule in rules.items()
+        }
+        if categorize is None:
+            others = sorted(set(self._rules) - {"*"})
+            if others:
+                raise ValueError(
+                    f"rules for {others} need a categorize function that returns those "
+                    "categories; without one every request is in the category '*'"
+                )
+            categorize = everything
+        if not callable(categorize):
+            raise TypeError(f"categorize must be callable, not {type(categorize).__name__}")
+        self._categorize = categorize
+        if namespace is not None and (not isinstance(namespace, str) or not namespace):
+            raise ValueError(f"namespace must be a non-empty string, got {namespace!r}")
+        self.namespace = namespace
+        if (
+            isinstance(max_wait, bool)
+            or not isinstance(max_wait, (int, float))
+            or not max_wait >= 0
+        ):
+            raise ValueError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
+        self.max_wait = float(max_wait)
+        self.storage = parse(storage, what="storage")
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._store = _Fallback(self.storage)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_store"]  # connections and locks: each process opens its own
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    @classmethod
+    def bloxs(cls, **kwargs: Any) -> RateLimit:
+        """Bloxs's documented limits per environment: ``authorization`` and
+        ``download`` 10/min, ``filter`` and ``update`` 100/min, ``get`` 500/min.
+
+        :param kwargs: as for :class:`RateLimit`; ``rules`` given here are
+            laid over the documented ones.
+        """
+        rules = {**BLOXS_RULES, **kwargs.pop("rules", {})}
+        kwargs.setdefault("categorize", bloxs_category)
+        return cls(rules, **kwargs)
+
+    @classmethod
+    def dealcloud(cls, **kwargs: Any) -> RateLimit:
+        """DealCloud's limits are per endpoint (method and path) and not
+        published: nothing is assumed until the server states a quota (its
+        429 body) or a reset (``X-Rate-Limit-*`` headers).
+
+        :param kwargs: as for :class:`RateLimit` (``rules`` may add known limits).
+        """
+        kwargs.setdefault("categorize", dealcloud_category)
+        return cls(kwargs.pop("rules", {}), **kwargs)
+
+    @property
+    def rules(self) -> dict[str, tuple[int, float]]:
+        """The configured rules, ``{category: (limit, period_seconds)}`` (a copy)."""
+        return dict(self._rules)
+
+    def category(self, request: PreparedRequest) -> str | None:
+        """The category of ``request``, or None when it is not limited."""
+        category = self._categorize(request)
+        if category is not None and not isinstance(category, str):
+            raise TypeError(f"categorize must return a str or None, not {type(category).__name__}")
+        return category
+
+    def rule(self, category: str) -> RuleValue | None:
+        """The configured rule of ``category`` (or of ``"*"``), or None."""
+        return self._rules.get(category) or self._rules.get("*")
+
+    def key(self, request: PreparedRequest, category: str) -> str:
+        """The store key of ``category`` for ``request``: namespaced by API."""
+        return f"{self.namespace or origin(request.url or '')}|{category}"
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimit({self._rules!r}, storage={self.storage.shown!r}, "
+            f"namespace={self.namespace!r}, max_wait={self.max_wait:g})"
+        )
+
+    # -- the store, as the pacing step uses it ---------------------------------
+
+    @property
+    def store(self) -> Windows:
+        """The permit store (falls back to memory while the configured one fails)."""
+        return self._store
+
+    def close(self) -> None:
+        """Close the store's connections (reopened on the next use)."""
+        self._store.close()
+
+
+class _Fallback:
+    """The configured store, or in-process pacing while that store fails.
+
+    One WARNING when the store fails, one INFO when it answers again;
+    meanwhile it is tried again every :data:`RETRY_STORE_AFTER` seconds.
+    """
+
+    def __init__(self, storage: StorageURL) -> None:
+        self._storage = storage
+        self._primary = open_windows(storage)
+        self._memory = MemoryWindows() if storage.shared else self._primary
+        self._lock = threading.Lock()
+        self._down_until = 0.0  # time.monotonic() value; 0: the store is in use
+        self._failing = False
+
+    def _use(self, method: str, *args: Any) -> Any:
+        if self._storage.shared and not (self._failing and time.monotonic() < self._down_until):
+            try:
+                result = getattr(self._primary, method)(*args)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                if self._failing:
+                    self._recovered()
+                return result
+        return getattr(self._memory, method)(*args)
+
+    def _failed(self, exc: Exception) -> None:
+        with self._lock:
+            first = not self._failing
+            self._failing = True
+            self._down_until = time.monotonic() + RETRY_STORE_AFTER
+        if first:
+            logger.warning(
+                "Rate limit storage %s failed (%s); pacing within this process only "
+                "until it answers again (retried every %gs)",
+                self._storage.shown,
+                type(exc).__name__,
+                RETRY_STORE_AFTER,
+            )
+        with contextlib.suppress(Exception):
+            self._primary.close()
+
+    def _recovered(self) -> None:
+        with self._lock:
+            was = self._failing
+            self._failing = False
+        if was:
+            logger.info("Rate limit storage %s answers again; sharing resumed", self._storage.shown)
+
+    def acquire(self, key: str, rule: RuleValue | None, max_wait: float) -> tuple[float, Any]:
+        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait)
+        return result
+
+    def cancel(self, key: str, stamp: Any) -> None:
+        self._use("cancel", key, stamp)
+
+    def pause(self, key: str, seconds: float) -> None:
+        self._use("pause", key, seconds)
+
+    def paused_for(self, key: str) -> float:
+        seconds: float = self._use("paused_for", key)
+        return seconds
+
+    def learn(self, key: str, limit: int, period: float) -> None:
+        self._use("learn", key, limit, period)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._primary.close()

@@ -1,0 +1,160 @@
+"""Storage URLs: where state shared between threads, processes and hosts lives.
+
+One module owns the URL forms and opening what they name, for every feature
+that shares state (the rate limiter today, the token cache next):
+
+``memory://``
+    this process only (its threads share it); nothing to open.
+``sqlite:///path/to/file.db``
+    every process on one host; the file is created readable by its owner
+    only (0600), in WAL mode, with a short busy timeout.
+``redis://[:password@]host:port/db`` and ``rediss://...``
+    every process on every host that reaches the server; needs the
+    ``redis`` extra (``pip install 'requests-bloxs-errors[redis]'``).
+
+A URL is parsed, and an unknown or malformed one refused with a
+``ValueError``, when the feature is configured: never at the first request.
+Connections are opened lazily, in the process that uses them (a forked
+child opens its own).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .urls import safe_for_message
+
+__all__ = ["StorageURL", "missing_extra", "open_redis", "open_sqlite", "parse"]
+
+SCHEMES = ("memory", "sqlite", "redis", "rediss")
+#: Seconds a store may take before the caller gives up on it and falls back.
+STORE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL.
+
+    :ivar scheme: ``"memory"``, ``"sqlite"``, ``"redis"`` or ``"rediss"``.
+    :ivar url: the URL as given (it may hold a Redis password: never print it;
+        print :attr:`shown`).
+    :ivar path: the SQLite file's path, else ``""``.
+    """
+
+    scheme: str
+    url: str
+    path: str = ""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes see this store."""
+        return self.scheme != "memory"
+
+    @property
+    def shown(self) -> str:
+        """The URL fit for a log line: no password, no query string."""
+        return safe_for_message(self.url).strip("'\"")
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.shown!r})"
+
+
+def parse(url: object, *, what: str = "storage") -> StorageURL:
+    """Parse a storage URL; see the module docstring for the forms.
+
+    :param what: the argument's name, for the error message.
+    :raises ValueError: for an unknown scheme or a malformed URL (the message
+        never shows a password).
+    :raises ImportError: for a Redis URL when the ``redis`` package is missing.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"{what} must be a URL string such as 'sqlite:///path', not {url!r}")
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in SCHEMES:
+        raise ValueError(
+            f"{what} must be 'memory://', 'sqlite:///path', 'redis://host:port/db' "
+            f"or 'rediss://...'; got {safe_for_message(url)}"
+        )
+    if scheme == "memory":
+        if rest:
+            raise ValueError(f"{what} 'memory://' takes nothing after '//'")
+        return StorageURL("memory", url)
+    if scheme == "sqlite":
+        path = unquote(rest.partition("?")[0])
+        if not path.startswith("/") or path.endswith("/") or "\0" in path:
+            raise ValueError(
+                f"{what} must name a file by its absolute path, such as "
+                f"'sqlite:////var/lib/app/rbe.db' or 'sqlite:///tmp/rbe.db'; "
+                f"got {safe_for_message(url)}"
+            )
+        return StorageURL("sqlite", url, path=path)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{what} is not a valid Redis URL: {safe_for_message(url)}") from None
+    if not parts.hostname:
+        raise ValueError(f"{what} must name the Redis host: {safe_for_message(url)}")
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise ValueError(
+            f"{what}: the Redis database must be a number, as in "
+            f"'redis://{parts.hostname}:{port or 6379}/0'; got {safe_for_message(url)}"
+        )
+    redis_module()  # a missing extra is a configuration error: say so now
+    return StorageURL(scheme, url)
+
+
+def missing_extra(extra: str, package: str, feature: str) -> ImportError:
+    """The one-line error for a feature whose optional package is not installed."""
+    return ImportError(
+        f"{feature} needs the {package!r} package: pip install 'requests-bloxs-errors[{extra}]'"
+    )
+
+
+def redis_module() -> Any:
+    """The ``redis`` package, or the one-line error naming the extra."""
+    try:
+        import redis  # noqa: PLC0415 - an optional extra
+    except ImportError:
+        raise missing_extra("redis", "redis", "a redis:// storage URL") from None
+    return redis
+
+
+def open_redis(storage: StorageURL) -> Any:
+    """A Redis client for ``storage``, with short timeouts (a store must not hang a call)."""
+    return redis_module().Redis.from_url(
+        storage.url,
+        socket_timeout=STORE_TIMEOUT,
+        socket_connect_timeout=STORE_TIMEOUT,
+        health_check_interval=30,
+    )
+
+
+def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
+    """A connection to the SQLite file of ``storage``, created 0600, with ``schema`` applied.
+
+    The connection runs in autocommit mode (callers open their own ``BEGIN
+    IMMEDIATE`` transactions) and may be used from any thread that holds the
+    caller's lock.
+    """
+    path = storage.path
+    # create it owner-only before SQLite does (its WAL and SHM files copy the mode)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    connection = sqlite3.connect(
+        path, timeout=STORE_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.executescript(schema)
+    except BaseException:
+        connection.close()
+        raise
+    return connection

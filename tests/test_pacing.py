@@ -1,0 +1,531 @@
+"""Quota-aware pacing (issue 7): rules, the sliding window in every store, learning
+from the server, sharing across threads and processes, and failing stores.
+
+Every test goes through real loopback sockets; Redis is a real ``redis-server``
+(see ``conftest.redis_server``), and the fleet tests run real subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+import requests_bloxs_errors as rbe
+from requests_bloxs_errors import ratelimit
+from requests_bloxs_errors.simulator import COMPLEXES, Simulator
+from requests_bloxs_errors.storage import parse
+from requests_bloxs_errors.windows import MemoryWindows, margin
+
+from .redisserver import free_port
+from .server import Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
+
+
+def most_in_any(times: list[float], period: float) -> int:
+    """The most arrivals in any half-open interval of ``period`` seconds."""
+    times = sorted(times)
+    best, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= period:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "memory":
+        return "memory://"
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/rbe.db"
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+def prepared(method: str, url: str) -> requests.PreparedRequest:
+    return requests.Request(method, url).prepare()
+
+
+# -- rules and categories -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rule", "expected"),
+    [
+        ("5/second", (5, 1.0)),
+        ("100/minute", (100, 60.0)),
+        ("1000/hour", (1000, 3600.0)),
+        ("8/1.5s", (8, 1.5)),
+        (" 3 / 2s ", (3, 2.0)),
+        ((4, 0.25), (4, 0.25)),
+    ],
+)
+def test_rules_parse_every_documented_form(rule, expected):
+    assert rbe.RateLimit({"*": rule}).rules == {"*": expected}
+
+
+@pytest.mark.parametrize(
+    "rule", ["banana", "0/second", "-3/minute", "5/fortnight", "5/0s", (0, 1), (1, 0), (1.5, 1)]
+)
+def test_a_bad_rule_is_a_value_error_naming_it(rule):
+    with pytest.raises(ValueError, match="rate limit rule for 'search'") as caught:
+        rbe.RateLimit({"search": rule}, categorize=lambda r: "search")
+    assert repr(rule) in str(caught.value)
+
+
+def test_rules_other_than_star_need_a_categorize_function():
+    with pytest.raises(ValueError, match="categorize"):
+        rbe.RateLimit({"search": "5/second"})
+
+
+def test_the_star_rule_serves_categories_without_their_own():
+    limit = rbe.RateLimit({"*": "5/second", "slow": "1/second"}, categorize=lambda r: "x")
+    assert limit.rule("slow") == (1, 1.0)
+    assert limit.rule("anything") == (5, 1.0)
+    assert limit.category(prepared("GET", "http://127.0.0.1/a")) == "x"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "category"),
+    [
+        ("POST", "/Authorization", "authorization"),
+        ("GET", "/api/v1/documents/7/download", "download"),
+        ("POST", "/api/v1/realestateobjects/complexes/filter", "filter"),
+        ("POST", "/api/v1/realestateobjects/complexes", "update"),
+        ("DELETE", "/api/v1/realestateobjects/complexes/1", "update"),
+        ("GET", "/api/v1/realestateobjects/complexes?paging.pageSize=5", "get"),
+        ("HEAD", "/api/v1/realestateobjects/complexes", "get"),
+    ],
+)
+def test_bloxs_categories(method, path, category):
+    limit = rbe.RateLimit.bloxs()
+    assert limit.category(prepared(method, "https://acme.bloxs.io" + path)) == category
+    assert limit.rules == {
+        "authorization": (10, 60.0),
+        "download": (10, 60.0),
+        "filter": (100, 60.0),
+        "update": (100, 60.0),
+        "get": (500, 60.0),
+    }
+
+
+def test_dealcloud_categories_are_method_and_path_and_assume_nothing():
+    limit = rbe.RateLimit.dealcloud()
+    request = prepared("GET", "https://x.dealcloud.com" + ENTRIES + "?limit=5")
+    assert limit.category(request) == "GET " + ENTRIES
+    assert limit.rules == {}
+    assert limit.rule("GET " + ENTRIES) is None
+
+
+@pytest.mark.parametrize(
+    "url", ["memcached://127.0.0.1", "sqlite://relative.db", "file:///tmp/x", "redis://", ""]
+)
+def test_unknown_or_malformed_storage_is_a_value_error(url):
+    with pytest.raises(ValueError, match="storage"):
+        rbe.RateLimit({"*": "1/second"}, storage=url)
+
+
+def test_redis_without_its_extra_is_a_one_line_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ImportError) as caught:
+        rbe.RateLimit({"*": "1/second"}, storage="redis://127.0.0.1:6379/0")
+    message = str(caught.value)
+    assert "requests-bloxs-errors[redis]" in message
+    assert "\n" not in message
+
+
+def test_the_adapter_takes_a_limit_or_a_vendor_name(session):
+    assert rbe.mount(session, "http://", rate_limit="bloxs").rate_limit.rules["get"] == (500, 60.0)
+    assert rbe.mount(session, "http://", rate_limit="dealcloud").rate_limit.rules == {}
+    assert rbe.mount(session, "http://").rate_limit is None
+    with pytest.raises(ValueError, match="rate_limit"):
+        rbe.mount(session, "http://", rate_limit="fast")
+
+
+# -- the sliding window ----------------------------------------------------------------
+
+
+def test_the_memory_store_spaces_the_nth_permit_a_period_apart():
+    store = MemoryWindows()
+    waits = [store.acquire("k", (2, 1.0), 60)[0] for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]
+    # the third comes one period (plus the margin) after the first, the fifth two
+    assert waits[2] == pytest.approx(1.0 + margin(1.0), abs=0.01)
+    assert waits[3] == pytest.approx(1.0 + margin(1.0), abs=0.01)
+    assert waits[4] == pytest.approx(2 * (1.0 + margin(1.0)), abs=0.01)
+    wait, stamp = store.acquire("k", (2, 1.0), 0.5)
+    assert stamp is None  # over max_wait: nothing reserved
+    assert wait > 2
+
+
+def test_threads_send_at_most_n_in_any_interval(server, session, storage):
+    server.route("GET", "/paced", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": (4, 1.0)}, storage=storage)
+    rbe.mount(session, "http://", rate_limit=limit, pool_maxsize=6)
+    started = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(
+            pool.map(lambda _: session.get(server.url("/paced")).status_code, range(16))
+        )
+    elapsed = time.monotonic() - started
+    assert statuses == [200] * 16
+    arrivals = [r.at for r in server.seen()]
+    # a token bucket would let 8 through one period; the sliding window keeps 4
+    # (the 0.1 s of tolerance is for the spread between a permit and its arrival
+    # on a busy machine)
+    assert most_in_any(arrivals, 1.0 - 0.1) <= 4
+    assert elapsed >= (16 / 4 - 1) * 1.0
+
+
+def test_a_permit_that_cannot_come_in_time_is_refused_without_sending(server, session, storage):
+    server.route("GET", "/one", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": (1, 10.0)}, storage=storage, max_wait=0.2)
+    rbe.mount(session, "http://", rate_limit=limit)
+    assert session.get(server.url("/one")).status_code == 200
+    started = time.monotonic()
+    with pytest.raises(rbe.RateLimitError) as caught:
+        session.get(server.url("/one?token=s3cret"))
+    assert time.monotonic() - started < 2
+    error = caught.value
+    assert isinstance(error, requests.HTTPError)
+    assert error.response is None
+    assert 9 < error.retry_after <= 10.3
+    assert "max_wait" in str(error)
+    assert "s3cret" not in str(error)
+    assert len(server.seen()) == 1
+
+
+def test_the_deadline_bounds_the_wait_for_a_permit(server, session):
+    server.route("GET", "/one", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": (1, 30.0)})
+    rbe.mount(session, "http://", rate_limit=limit, deadline=0.5)
+    session.get(server.url("/one"))
+    started = time.monotonic()
+    with pytest.raises(rbe.RateLimitError, match="deadline"):
+        session.get(server.url("/one"))
+    assert time.monotonic() - started < 2
+    assert len(server.seen()) == 1
+
+
+def test_a_paced_response_tells_how_long_it_waited(server, session):
+    server.route("GET", "/p", Reply(200, "ok"))
+    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (1, 0.3)}))
+    session.get(server.url("/p"))
+    second = session.get(server.url("/p"))
+    (attempt,) = rbe.attempts(second)
+    assert 0 < attempt.paced <= 0.3 + margin(0.3)
+
+
+def test_keys_are_namespaced_by_origin_unless_a_namespace_is_given(server, other_server, session):
+    for srv in (server, other_server):
+        srv.route("GET", "/x", Reply(200, "ok"))
+    own = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1)
+    rbe.mount(session, "http://", rate_limit=own)
+    assert session.get(server.url("/x")).ok
+    assert session.get(other_server.url("/x")).ok  # another API: its own quota
+    shared = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1, namespace="acme")
+    with requests.Session() as second:
+        rbe.mount(second, "http://", rate_limit=shared)
+        assert second.get(server.url("/x")).ok
+        with pytest.raises(rbe.RateLimitError):
+            second.get(other_server.url("/x"))
+
+
+# -- learning from the server -------------------------------------------------------------
+
+
+def test_a_429_with_retry_after_pauses_the_category_for_every_thread(server, session, storage):
+    first = threading.Event()
+
+    def answer(request):
+        if not first.is_set():
+            first.set()
+            return Reply(429, "slow down", {"Retry-After": "1"})
+        return Reply(200, "ok")
+
+    server.route_fn("GET", "/q", answer)
+    limit = rbe.RateLimit({"*": "100/second"}, storage=storage)
+    rbe.mount(session, "http://", rate_limit=limit)
+    key = limit.key(prepared("GET", server.url("/q")), "*")
+    with ThreadPoolExecutor(4) as pool:
+        leader = pool.submit(session.get, server.url("/q"))
+        assert first.wait(5)
+        limit_at = time.monotonic() + 5
+        while limit.store.paused_for(key) == 0 and time.monotonic() < limit_at:
+            time.sleep(0.005)  # until the leader has read its 429
+        others = [pool.submit(session.get, server.url("/q")) for _ in range(3)]
+        assert leader.result().status_code == 200
+        assert [f.result().status_code for f in others] == [200] * 3
+    seen = server.seen()
+    assert seen[0].path == "/q"
+    after = [r.at - seen[0].at for r in seen[1:]]
+    assert len(after) == 4
+    assert min(after) >= 0.95  # nothing went out during the pause
+
+
+def test_a_429_without_retry_after_pauses_for_the_rules_period(server, session):
+    count = iter(range(100))
+    server.route_fn("GET", "/q", lambda r: Reply(429, "") if next(count) == 1 else Reply(200, "ok"))
+    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (100, 1.5)}))
+    assert session.get(server.url("/q")).ok
+    response = session.get(server.url("/q"))
+    assert response.status_code == 200
+    first, _ = rbe.attempts(response)
+    assert (first.status, first.decision) == (429, "retry")
+    assert first.wait == pytest.approx(1.5, abs=0.05)
+    seen = server.seen()
+    assert seen[2].at - seen[1].at >= 1.45
+
+
+def test_a_hold_longer_than_max_wait_returns_the_429_at_once(server, session):
+    server.route("GET", "/q", Reply(429, ""))
+    limit = rbe.RateLimit({"*": (100, 120.0)}, max_wait=1)
+    rbe.mount(session, "http://", rate_limit=limit)
+    started = time.monotonic()
+    response = session.get(server.url("/q"))
+    assert time.monotonic() - started < 1
+    assert response.status_code == 429
+    assert "max_wait" in rbe.attempts(response)[-1].decision
+
+
+def test_a_bloxs_loop_over_its_limit_loses_no_call(storage):
+    """The issue's legacy loop: 14 filter calls against 10 per window, no Retry-After."""
+    with Simulator(window=3.0, limits={"filter": 10}) as sim:
+        key, secret = sim.bloxs_credentials
+        with requests.Session() as session:
+            rbe.mount(
+                session,
+                sim.url + "/",
+                auth=rbe.BloxsTokenAuth(sim.url, key, secret),
+                rate_limit=rbe.RateLimit.bloxs(storage=storage),
+            )
+            statuses = [
+                session.post(sim.url + COMPLEXES + "/filter", json={}, timeout=10).status_code
+                for _ in range(14)
+            ]
+        refused = [r for r in sim.requests if r.status == 429]
+    assert statuses == [200] * 14
+    # the first 429 teaches the stated quota (10 per 3 s); the rest are paced
+    assert len(refused) == 1
+
+
+def test_a_dealcloud_burst_learns_the_endpoint_quota_from_its_body(storage):
+    with Simulator(dealcloud_quota=(5, 1.0)) as sim:
+        token_url, client_id, client_secret = sim.dealcloud_credentials
+        with requests.Session() as session:
+            rbe.mount(
+                session,
+                sim.url + "/",
+                auth=rbe.ClientCredentialsAuth(token_url, client_id, client_secret),
+                rate_limit=rbe.RateLimit.dealcloud(storage=storage),
+            )
+            statuses = [session.get(sim.url + ENTRIES, timeout=10).status_code for _ in range(16)]
+        refused = [r for r in sim.requests if r.status == 429]
+        served = [r.at for r in sim.requests if r.path == ENTRIES and r.status == 200]
+    assert statuses == [200] * 16
+    assert len(refused) == 1
+    assert most_in_any(served, 0.95) <= 5
+
+
+def test_x_rate_limit_remaining_zero_holds_the_endpoint_until_the_reset(server, session):
+    reset_at = time.monotonic() + 1.0
+    reset = datetime.now(timezone.utc) + timedelta(seconds=1.0)
+    stamp = reset.strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"  # .NET "o": 7 digits
+    server.route(
+        "GET",
+        "/e",
+        Reply(
+            200,
+            "ok",
+            {
+                "X-Rate-Limit-Limit": "1s",
+                "X-Rate-Limit-Remaining": "0",
+                "X-Rate-Limit-Reset": stamp,
+            },
+        ),
+        Reply(200, "ok"),
+    )
+    rbe.mount(session, "http://", rate_limit=rbe.RateLimit.dealcloud())
+    assert session.get(server.url("/e")).ok
+    assert session.get(server.url("/e")).ok
+    _, second = server.seen()
+    assert second.at >= reset_at - 0.05
+
+
+def test_token_requests_count_against_authorization(session):
+    with Simulator() as sim:
+        key, secret = sim.bloxs_credentials
+        limit = rbe.RateLimit.bloxs(rules={"authorization": (1, 30.0)})
+        rbe.mount(
+            session,
+            sim.url + "/api/",
+            auth=rbe.BloxsTokenAuth(sim.url, key, secret),
+            rate_limit=limit,
+        )
+        assert session.get(sim.url + COMPLEXES, timeout=10).ok
+        token_calls = [r for r in sim.requests if r.path == "/Authorization"]
+    assert len(token_calls) == 1
+    request = prepared("POST", sim.url + "/Authorization")
+    wait, stamp = limit.store.acquire(limit.key(request, "authorization"), (1, 30.0), 0)
+    assert stamp is None  # the token request took the one permit
+    assert wait > 25
+
+
+# -- a fleet: processes sharing one store ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_processes_sharing_a_store_keep_the_quota_together(server, tmp_path, request, kind):
+    storage = (
+        f"sqlite://{tmp_path}/fleet.db"
+        if kind == "sqlite"
+        else request.getfixturevalue("redis_url")
+    )
+    server.route("GET", "/fleet", Reply(200, "ok"))
+    command = [sys.executable, "-m", "tests.paced_client", server.url("/fleet"), storage]
+    fleet = [
+        subprocess.Popen(
+            [*command, "6", "1.0", "3", "4"], cwd=ROOT, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    outputs = [process.communicate(timeout=60)[0] for process in fleet]
+    assert [process.returncode for process in fleet] == [0, 0, 0]
+    statuses = [s for out in outputs for s in json.loads(out)]
+    assert statuses == [200] * 36
+    arrivals = [r.at for r in server.seen()]
+    assert most_in_any(arrivals, 1.0 - 0.1) <= 6
+
+
+# -- stores that fail ----------------------------------------------------------------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "Rate limit storage" in r.getMessage()
+    ]
+
+
+def test_an_unreachable_redis_paces_in_process_with_one_warning(server, session, caplog):
+    server.route("GET", "/f", Reply(200, "ok"))
+    url = f"redis://:hunter2-redis-pw@127.0.0.1:{free_port()}/0"
+    limit = rbe.RateLimit({"*": (2, 0.3)}, storage=url)
+    assert "hunter2" not in repr(limit)
+    rbe.mount(session, "http://", rate_limit=limit)
+    started = time.monotonic()
+    statuses = [session.get(server.url("/f")).status_code for _ in range(5)]
+    assert statuses == [200] * 5
+    assert time.monotonic() - started >= 0.6  # still paced, within the process
+    (warning,) = _warnings(caplog)
+    assert "hunter2" not in warning
+    assert "ConnectionError" in warning
+
+
+def test_a_corrupt_sqlite_file_never_fails_a_call(server, session, tmp_path, caplog):
+    path = tmp_path / "broken.db"
+    path.write_bytes(b"this is not a database" * 200)
+    server.route("GET", "/f", Reply(200, "ok"))
+    rbe.mount(
+        session, "http://", rate_limit=rbe.RateLimit({"*": "50/second"}, storage=f"sqlite://{path}")
+    )
+    assert [session.get(server.url("/f")).status_code for _ in range(3)] == [200] * 3
+    assert len(_warnings(caplog)) == 1
+
+
+def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
+    server, session, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(ratelimit, "RETRY_STORE_AFTER", 0.3)
+    path = tmp_path / "locked.db"
+    server.route("GET", "/f", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite://{path}")
+    rbe.mount(session, "http://", rate_limit=limit)
+    assert session.get(server.url("/f")).ok  # creates the file and its tables
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        assert [session.get(server.url("/f")).status_code for _ in range(3)] == [200] * 3
+        assert time.monotonic() - started < 5  # one busy timeout, then in-process
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert len(_warnings(caplog)) == 1
+    time.sleep(0.4)
+    assert session.get(server.url("/f")).ok
+    assert any("answers again" in r.getMessage() for r in caplog.records)
+    with sqlite3.connect(path) as check:
+        (count,) = check.execute("SELECT count(*) FROM rbe_permits").fetchone()
+    assert count == 2  # the first call's permit and the last one's: shared again
+
+
+def test_the_sqlite_file_is_created_for_its_owner_only(server, session, tmp_path):
+    path = tmp_path / "private.db"
+    server.route("GET", "/f", Reply(200, "ok"))
+    rbe.mount(
+        session, "http://", rate_limit=rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{path}")
+    )
+    assert session.get(server.url("/f?apikey=zz-secret")).ok
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert b"zz-secret" not in path.read_bytes()
+
+
+def test_an_adapter_with_a_limit_pickles(server, tmp_path):
+    server.route("GET", "/f", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{tmp_path}/p.db")
+    adapter = rbe.BloxsAdapter(rate_limit=limit)
+    copy = pickle.loads(pickle.dumps(adapter))
+    assert copy.rate_limit.rules == {"*": (5, 1.0)}
+    assert copy.rate_limit.storage == parse(f"sqlite://{tmp_path}/p.db")
+    with requests.Session() as session:
+        session.mount("http://", copy)
+        assert session.get(server.url("/f")).ok
+
+
+# -- configuration from the environment ------------------------------------------------------
+
+
+def test_the_environment_configures_a_shared_limit(tmp_path):
+    config = rbe.envconfig.config_from_env(
+        {"RBE_RATE_LIMIT": "bloxs", "RBE_RATE_LIMIT_STORAGE": f"sqlite://{tmp_path}/q.db"}
+    )
+    limit = config.adapter_kwargs["rate_limit"]
+    assert limit.rules["filter"] == (100, 60.0)
+    assert limit.storage.scheme == "sqlite"
+    rule = rbe.envconfig.config_from_env({"RBE_RATE_LIMIT": "8/1.5s"})
+    assert rule.adapter_kwargs["rate_limit"].rules == {"*": (8, 1.5)}
+    assert "rate_limit" not in rbe.envconfig.config_from_env({}).adapter_kwargs
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"RBE_RATE_LIMIT": "fast"}, "RBE_RATE_LIMIT must be"),
+        (
+            {"RBE_RATE_LIMIT": "5/second", "RBE_RATE_LIMIT_STORAGE": "mongo://x"},
+            "RBE_RATE_LIMIT_STORAGE",
+        ),
+        ({"RBE_RATE_LIMIT_STORAGE": "memory://"}, "RBE_RATE_LIMIT_STORAGE needs RBE_RATE_LIMIT"),
+    ],
+)
+def test_a_bad_rate_limit_variable_is_named(environ, named):
+    with pytest.raises(rbe.ConfigError, match=named):
+        rbe.envconfig.config_from_env(environ)
