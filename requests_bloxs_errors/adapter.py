@@ -237,6 +237,8 @@ class BloxsAdapter(HTTPAdapter):
         "_rate_limit",
     ]
 
+    _rate_limit: RateLimit | None = None  # (an adapter pickled before it existed)
+
     def __init__(
         self,
         *,

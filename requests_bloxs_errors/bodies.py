@@ -56,6 +56,8 @@ def read_error_body(
         return content[:cap], len(content) > cap
     raw = response.raw
     if isinstance(raw, PeekedRaw):  # looked at before: its start is at hand
+        if not keep_rest:
+            return _cut(response, raw, raw.head[:cap])
         return raw.head[:cap], True
     if getattr(response, "_content_consumed", False) or raw is None:
         return b"", False

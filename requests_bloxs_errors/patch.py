@@ -74,18 +74,22 @@ def install(prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]) 
         >>> requests.get("https://acme.bloxs.io/api/v1/realestateobjects/complexes")
 
     Installing again replaces the configuration. Each new session gets its
-    own adapter (and connection pool); ``auth`` is shared, so all of them use
-    one token.
+    own adapter (and connection pool); ``auth`` and ``rate_limit`` are shared,
+    so all of them use one token and one quota.
 
     :param prefix: as for :func:`~requests_bloxs_errors.mount`.
     :param adapter_kwargs: :class:`~requests_bloxs_errors.BloxsAdapter` arguments,
         validated now: bad configuration raises here, not at the first request.
     """
-    BloxsAdapter(prefix=prefix, **adapter_kwargs).close()
+    probe = BloxsAdapter(prefix=prefix, **adapter_kwargs)
+    probe.close()
+    kwargs: dict[str, Any] = dict(adapter_kwargs)
+    if probe.rate_limit is not None:  # "bloxs" made once: every session shares its permits
+        kwargs["rate_limit"] = probe.rate_limit
     with _state.lock:
         if _state.saved is None:
             _state.saved = (requests.Session, requests.sessions.Session)
-        _state.config = (prefix, dict(adapter_kwargs))
+        _state.config = (prefix, kwargs)
         requests.Session = requests.sessions.Session = InstalledSession  # type: ignore[misc]
 
 

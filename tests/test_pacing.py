@@ -27,6 +27,7 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors import ratelimit
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
+from requests_bloxs_errors.steps import Step
 from requests_bloxs_errors.storage import parse
 from requests_bloxs_errors.windows import MemoryWindows, margin
 
@@ -529,3 +530,43 @@ def test_the_environment_configures_a_shared_limit(tmp_path):
 def test_a_bad_rate_limit_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
         rbe.envconfig.config_from_env(environ)
+
+
+def test_install_shares_one_limit_among_its_sessions(server):
+    server.route("GET", "/i", Reply(200, "ok"))
+    rbe.install("http://", rate_limit="bloxs")
+    first = requests.Session().get_adapter(server.url("/i")).rate_limit
+    second = requests.Session().get_adapter(server.url("/i")).rate_limit
+    assert first is second is not None
+    shared = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1)
+    rbe.install("http://", rate_limit=shared)
+    assert requests.get(server.url("/i")).ok
+    with pytest.raises(rbe.RateLimitError):
+        requests.get(server.url("/i"))  # another Session: the same quota
+
+
+def test_a_long_429_body_read_for_its_quota_is_closed_before_the_retry(server, session):
+    body = "API calls quota exceeded! maximum admitted 5 per 1 second. " + "x" * 100_000
+    server.route(
+        "GET",
+        "/long",
+        Reply(429, body, {"Content-Type": "text/plain", "Retry-After": "0"}),
+        Reply(200, "ok"),
+    )
+    adapter = rbe.mount(session, "http://", rate_limit=rbe.RateLimit.dealcloud())
+    seen: list[requests.Response] = []
+
+    class Keep(Step):
+        def after_response(self, call, response, rule, retry_after):
+            seen.append(response)
+
+    adapter._steps = (*adapter._steps, Keep())
+    response = session.get(server.url("/long"))
+    assert response.status_code == 200
+    assert len(server.seen()) == 2
+    (intermediate,) = seen
+    assert intermediate.raw.closed  # its connection is not left half-read
+    key = adapter.rate_limit.key(prepared("GET", server.url("/long")), "GET /long")
+    # the quota in the body was learned: five permits, then a wait
+    waits = [adapter.rate_limit.store.acquire(key, None, 60)[0] for _ in range(5)]
+    assert waits[-1] > 0.5
