@@ -50,7 +50,7 @@ VARIABLES: tuple[tuple[str, str], ...] = (
         "pace requests: bloxs, dealcloud, or one rule for all, such as 5/second (default: none)",
     ),
     (
-        "RBE_RATE_LIMIT_STORAGE",
+        "RBE_STORAGE",
         "where the limit is shared: memory://, sqlite:///path or redis://host:port/db",
     ),
     ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
@@ -208,17 +208,15 @@ def credential_from(
 
 
 def _rate_limit(get: Mapping[str, str]) -> RateLimit | None:
-    """The ``RBE_RATE_LIMIT`` / ``RBE_RATE_LIMIT_STORAGE`` pair, or None."""
+    """The ``RBE_RATE_LIMIT`` / ``RBE_STORAGE`` pair, or None."""
     spec = get.get("RBE_RATE_LIMIT", "")
-    storage = get.get("RBE_RATE_LIMIT_STORAGE") or "memory://"
+    storage = get.get("RBE_STORAGE") or "memory://"
     if spec.lower() in ("", "none"):
-        if get.get("RBE_RATE_LIMIT_STORAGE"):
-            raise ConfigError(
-                "RBE_RATE_LIMIT_STORAGE needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)"
-            )
+        if get.get("RBE_STORAGE"):
+            raise ConfigError("RBE_STORAGE needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)")
         return None
     try:
-        parse_storage(storage, what="RBE_RATE_LIMIT_STORAGE")
+        parse_storage(storage, what="RBE_STORAGE")
     except (ValueError, ImportError) as exc:
         raise ConfigError(str(exc)) from None
     if spec.lower() == "bloxs":

@@ -10,7 +10,7 @@ Where the counts live is a storage URL (:mod:`.storage`): ``memory://`` for
 the threads of one process, ``sqlite:///path`` for the processes of one
 host, ``redis://`` for many hosts. A store that fails (unreachable, locked,
 corrupt) never fails a call: the limiter paces in-process, logs one
-warning, and tries the store again every :data:`RETRY_STORE_AFTER` seconds.
+warning, and tries the store again every few seconds.
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
-from .events import logger
-from .storage import StorageURL, parse
+from .storage import Outage, StorageURL, parse
 from .urls import normalized_path, origin
 from .windows import MemoryWindows, RuleValue, Windows, open_windows
 
@@ -37,9 +34,6 @@ __all__ = ["RateLimit", "bloxs_category", "dealcloud_category", "parse_rule"]
 #: or ``(N, seconds)``.
 RuleSpec = Union[str, "tuple[int, float]"]
 Categorize = Callable[["PreparedRequest"], str | None]
-
-#: Seconds between attempts to reach a failed store again.
-RETRY_STORE_AFTER = 5.0
 
 _UNITS = {"second": 1.0, "minute": 60.0, "hour": 3600.0}
 _RULE = re.compile(r"\s*(\d+)\s*/\s*(?:(second|minute|hour)|(\d+(?:\.\d+)?)\s*s)\s*", re.ASCII)
@@ -268,54 +262,27 @@ class RateLimit:
 
 
 class _Fallback:
-    """The configured store, or in-process pacing while that store fails.
-
-    One WARNING when the store fails, one INFO when it answers again;
-    meanwhile it is tried again every :data:`RETRY_STORE_AFTER` seconds.
-    """
+    """The configured store, or in-process pacing while that store fails (see
+    :class:`~requests_bloxs_errors.storage.Outage`)."""
 
     def __init__(self, storage: StorageURL) -> None:
         self._storage = storage
         self._primary = open_windows(storage)
         self._memory = MemoryWindows() if storage.shared else self._primary
-        self._lock = threading.Lock()
-        self._down_until = 0.0  # time.monotonic() value; 0: the store is in use
-        self._failing = False
+        self._outage = Outage("Rate limit storage", storage, "pacing within this process only")
 
     def _use(self, method: str, *args: Any) -> Any:
-        if self._storage.shared and not (self._failing and time.monotonic() < self._down_until):
+        if self._storage.shared and self._outage.usable():
             try:
                 result = getattr(self._primary, method)(*args)
             except Exception as exc:
-                self._failed(exc)
+                self._outage.failed(exc)
+                with contextlib.suppress(Exception):
+                    self._primary.close()
             else:
-                if self._failing:
-                    self._recovered()
+                self._outage.answered()
                 return result
         return getattr(self._memory, method)(*args)
-
-    def _failed(self, exc: Exception) -> None:
-        with self._lock:
-            first = not self._failing
-            self._failing = True
-            self._down_until = time.monotonic() + RETRY_STORE_AFTER
-        if first:
-            logger.warning(
-                "Rate limit storage %s failed (%s); pacing within this process only "
-                "until it answers again (retried every %gs)",
-                self._storage.shown,
-                type(exc).__name__,
-                RETRY_STORE_AFTER,
-            )
-        with contextlib.suppress(Exception):
-            self._primary.close()
-
-    def _recovered(self) -> None:
-        with self._lock:
-            was = self._failing
-            self._failing = False
-        if was:
-            logger.info("Rate limit storage %s answers again; sharing resumed", self._storage.shown)
 
     def acquire(self, key: str, rule: RuleValue | None, max_wait: float) -> tuple[float, Any]:
         result: tuple[float, Any] = self._use("acquire", key, rule, max_wait)

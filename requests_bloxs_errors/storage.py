@@ -22,17 +22,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from .events import logger
 from .urls import safe_for_message
 
-__all__ = ["StorageURL", "missing_extra", "open_redis", "open_sqlite", "parse"]
+__all__ = ["Outage", "StorageURL", "missing_extra", "open_redis", "open_sqlite", "parse"]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 #: Seconds a store may take before the caller gives up on it and falls back.
 STORE_TIMEOUT = 1.0
+#: Seconds between attempts to reach a failed store again.
+RETRY_STORE_AFTER = 5.0
 
 
 @dataclass(frozen=True)
@@ -158,3 +163,59 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+class Outage:
+    """The health of one shared store, as a feature that falls back sees it.
+
+    A store that fails (unreachable, locked, corrupt) never fails a call: the
+    feature works within the process instead. This keeps the bookkeeping:
+    one WARNING when the store fails, none while it stays down, a new try
+    every :data:`RETRY_STORE_AFTER` seconds, and one INFO when it answers.
+
+    :param feature: what uses the store, for the log lines ("Rate limit storage").
+    :param fallback: what happens meanwhile, for the WARNING.
+    """
+
+    def __init__(self, feature: str, storage: StorageURL, fallback: str) -> None:
+        self.feature = feature
+        self.storage = storage
+        self.fallback = fallback
+        self._lock = threading.Lock()
+        self._failing = False
+        self._retry_at = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the store failed and has not answered since."""
+        return self._failing
+
+    def usable(self) -> bool:
+        """Whether to use the store now: it works, or it is time to try it again."""
+        return not self._failing or time.monotonic() >= self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failure (logs the first of an outage; never the exception's text,
+        which may quote a URL with its password)."""
+        with self._lock:
+            first = not self._failing
+            self._failing = True
+            self._retry_at = time.monotonic() + RETRY_STORE_AFTER
+        if first:
+            logger.warning(
+                "%s %s failed (%s); %s until it answers again (tried every %gs)",
+                self.feature,
+                self.storage.shown,
+                type(exc).__name__,
+                self.fallback,
+                RETRY_STORE_AFTER,
+            )
+
+    def answered(self) -> None:
+        """Record a success; logs the end of an outage."""
+        if not self._failing:
+            return
+        with self._lock:
+            was, self._failing = self._failing, False
+        if was:
+            logger.info("%s %s answers again; sharing resumed", self.feature, self.storage.shown)

@@ -25,7 +25,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import ratelimit
+from requests_bloxs_errors import storage as storage_module
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
 from requests_bloxs_errors.steps import Step
 from requests_bloxs_errors.storage import parse
@@ -454,7 +454,7 @@ def test_a_corrupt_sqlite_file_never_fails_a_call(server, session, tmp_path, cap
 def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
     server, session, tmp_path, caplog, monkeypatch
 ):
-    monkeypatch.setattr(ratelimit, "RETRY_STORE_AFTER", 0.3)
+    monkeypatch.setattr(storage_module, "RETRY_STORE_AFTER", 0.3)
     path = tmp_path / "locked.db"
     server.route("GET", "/f", Reply(200, "ok"))
     limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite://{path}")
@@ -506,7 +506,7 @@ def test_an_adapter_with_a_limit_pickles(server, tmp_path):
 
 def test_the_environment_configures_a_shared_limit(tmp_path):
     config = rbe.envconfig.config_from_env(
-        {"RBE_RATE_LIMIT": "bloxs", "RBE_RATE_LIMIT_STORAGE": f"sqlite://{tmp_path}/q.db"}
+        {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": f"sqlite://{tmp_path}/q.db"}
     )
     limit = config.adapter_kwargs["rate_limit"]
     assert limit.rules["filter"] == (100, 60.0)
@@ -521,10 +521,10 @@ def test_the_environment_configures_a_shared_limit(tmp_path):
     [
         ({"RBE_RATE_LIMIT": "fast"}, "RBE_RATE_LIMIT must be"),
         (
-            {"RBE_RATE_LIMIT": "5/second", "RBE_RATE_LIMIT_STORAGE": "mongo://x"},
-            "RBE_RATE_LIMIT_STORAGE",
+            {"RBE_RATE_LIMIT": "5/second", "RBE_STORAGE": "mongo://x"},
+            "RBE_STORAGE",
         ),
-        ({"RBE_RATE_LIMIT_STORAGE": "memory://"}, "RBE_RATE_LIMIT_STORAGE needs RBE_RATE_LIMIT"),
+        ({"RBE_STORAGE": "memory://"}, "RBE_STORAGE needs RBE_RATE_LIMIT"),
     ],
 )
 def test_a_bad_rate_limit_variable_is_named(environ, named):
