@@ -24,6 +24,8 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -31,7 +33,16 @@ from urllib.parse import unquote, urlsplit
 from .events import logger
 from .urls import safe_for_message
 
-__all__ = ["Outage", "StorageURL", "missing_extra", "open_redis", "open_sqlite", "parse"]
+__all__ = [
+    "Outage",
+    "RedisConnection",
+    "SQLiteFile",
+    "StorageURL",
+    "missing_extra",
+    "open_redis",
+    "open_sqlite",
+    "parse",
+]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 #: Seconds a store may take before the caller gives up on it and falls back.
@@ -139,6 +150,94 @@ def open_redis(storage: StorageURL) -> Any:
         socket_connect_timeout=STORE_TIMEOUT,
         health_check_interval=30,
     )
+
+
+class SQLiteFile:
+    """One SQLite file of a store: a connection per process, shared by its threads
+    under a lock, and write transactions that are atomic across processes.
+
+    :param schema: ``CREATE ... IF NOT EXISTS`` statements, applied on opening.
+    """
+
+    def __init__(self, storage: StorageURL, schema: str) -> None:
+        self._storage = storage
+        self._schema = schema
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is None or self._pid != os.getpid():
+            # a forked child opens its own: a connection must not cross a fork
+            self._connection = open_sqlite(self._storage, self._schema)
+            self._pid = os.getpid()
+        return self._connection
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: SQLite's write lock makes the block
+        atomic across processes (a waiting writer gives up after :data:`STORE_TIMEOUT`)."""
+        with self._lock:
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def read(self, sql: str, parameters: tuple[Any, ...]) -> Any:
+        """The first row of a query, outside any transaction (or None)."""
+        with self._lock:
+            return self._db().execute(sql, parameters).fetchone()
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+class RedisConnection:
+    """A Redis client per process, opened on first use, with Lua scripts registered.
+
+    :param scripts: name to Lua source; each runs with ``EVALSHA`` (one round trip).
+    """
+
+    def __init__(self, storage: StorageURL, scripts: dict[str, str]) -> None:
+        self._storage = storage
+        self._sources = scripts
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._pid = 0
+
+    def client(self) -> Any:
+        """The client of this process."""
+        if self._client is None or self._pid != os.getpid():
+            with self._lock:
+                if self._client is None or self._pid != os.getpid():
+                    client = open_redis(self._storage)
+                    self._scripts = {
+                        name: client.register_script(text) for name, text in self._sources.items()
+                    }
+                    self._client = client
+                    self._pid = os.getpid()
+        return self._client
+
+    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the script ``name``."""
+        self.client()
+        return self._scripts[name](keys=keys, args=args)
+
+    def close(self) -> None:
+        """Close this process's client."""
+        with self._lock:
+            if self._client is not None and self._pid == os.getpid():
+                self._client.close()
+            self._client = None
 
 
 def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:

@@ -28,12 +28,9 @@ import os
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .storage import StorageURL, open_redis, open_sqlite
-
-if TYPE_CHECKING:
-    import sqlite3
+from .storage import RedisConnection, SQLiteFile, StorageURL
 
 __all__ = ["MemoryWindows", "RedisWindows", "SQLiteWindows", "Windows", "margin", "open_windows"]
 
@@ -175,42 +172,21 @@ class SQLiteWindows:
     """
 
     def __init__(self, storage: StorageURL) -> None:
-        self._storage = storage
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        self._pid = 0
-
-    def _db(self) -> sqlite3.Connection:
-        if self._connection is None or self._pid != os.getpid():
-            self._connection = open_sqlite(self._storage, _SCHEMA)  # a forked child opens its own
-            self._pid = os.getpid()
-        return self._connection
-
-    def _transaction(self, work: Any) -> Any:
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db, time.time())
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
+        self._file = SQLiteFile(storage, _SCHEMA)
 
     def acquire(self, key: str, rule: RuleValue | None, max_wait: float) -> tuple[float, Any]:
-        def work(db: sqlite3.Connection, now: float) -> tuple[float, Any]:
-            current = rule
+        with self._file.transaction() as db:
+            now = time.time()
             row = db.execute(
                 "SELECT max_calls, period FROM rbe_rules WHERE key = ? AND expires > ?", (key, now)
             ).fetchone()
             if row is not None:
-                current = (int(row[0]), float(row[1]))
+                rule = (int(row[0]), float(row[1]))
             row = db.execute("SELECT until FROM rbe_pauses WHERE key = ?", (key,)).fetchone()
             start = max(now, row[0] if row else 0.0)
-            if current is None:
+            if rule is None:
                 return start - now, None
-            limit, period = current
+            limit, period = rule
             extra = margin(period)
             db.execute(
                 "DELETE FROM rbe_permits WHERE key = ? AND at <= ?", (key, now - period - extra)
@@ -221,55 +197,41 @@ class SQLiteWindows:
             ).fetchone()
             if row is not None:
                 start = max(start, row[0] + period + extra)
-            row = db.execute("SELECT max(at) FROM rbe_permits WHERE key = ?", (key,)).fetchone()
-            if row[0] is not None:
-                start = max(start, row[0])
+            (last,) = db.execute("SELECT max(at) FROM rbe_permits WHERE key = ?", (key,)).fetchone()
+            if last is not None:
+                start = max(start, last)
             wait = start - now
             if wait > max_wait:
                 return wait, None
             cursor = db.execute("INSERT INTO rbe_permits (key, at) VALUES (?, ?)", (key, start))
             return wait, cursor.lastrowid
 
-        result: tuple[float, Any] = self._transaction(work)
-        return result
-
     def cancel(self, key: str, stamp: Any) -> None:
-        self._transaction(
-            lambda db, _now: db.execute(
-                "DELETE FROM rbe_permits WHERE rowid = ? AND key = ?", (stamp, key)
-            )
-        )
+        with self._file.transaction() as db:
+            db.execute("DELETE FROM rbe_permits WHERE rowid = ? AND key = ?", (stamp, key))
 
     def pause(self, key: str, seconds: float) -> None:
-        self._transaction(
-            lambda db, now: db.execute(
+        with self._file.transaction() as db:
+            db.execute(
                 "INSERT INTO rbe_pauses (key, until) VALUES (?, ?) ON CONFLICT (key) "
                 "DO UPDATE SET until = max(until, excluded.until)",
-                (key, now + seconds),
+                (key, time.time() + seconds),
             )
-        )
 
     def paused_for(self, key: str) -> float:
-        with self._lock:
-            row = (
-                self._db().execute("SELECT until FROM rbe_pauses WHERE key = ?", (key,)).fetchone()
-            )
+        row = self._file.read("SELECT until FROM rbe_pauses WHERE key = ?", (key,))
         return max(0.0, row[0] - time.time()) if row else 0.0
 
     def learn(self, key: str, limit: int, period: float) -> None:
-        self._transaction(
-            lambda db, now: db.execute(
+        with self._file.transaction() as db:
+            db.execute(
                 "INSERT OR REPLACE INTO rbe_rules (key, max_calls, period, expires) "
                 "VALUES (?, ?, ?, ?)",
-                (key, limit, period, now + learned_ttl(period)),
+                (key, limit, period, time.time() + learned_ttl(period)),
             )
-        )
 
     def close(self) -> None:
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+        self._file.close()
 
 
 # One round trip per permit: the whole decision runs inside Redis, on its clock.
@@ -341,70 +303,42 @@ class RedisWindows:
     """
 
     def __init__(self, storage: StorageURL) -> None:
-        self._storage = storage
-        self._lock = threading.Lock()
-        self._client: Any = None
-        self._pid = 0
-
-    def _redis(self) -> Any:
-        if self._client is None or self._pid != os.getpid():
-            with self._lock:
-                if self._client is None or self._pid != os.getpid():
-                    client = open_redis(self._storage)
-                    self._scripts = {
-                        name: client.register_script(text)
-                        for name, text in (
-                            ("acquire", _ACQUIRE),
-                            ("pause", _PAUSE),
-                            ("paused_for", _PAUSED_FOR),
-                        )
-                    }
-                    self._client = client
-                    self._pid = os.getpid()
-        return self._client
+        self._redis = RedisConnection(
+            storage, {"acquire": _ACQUIRE, "pause": _PAUSE, "paused_for": _PAUSED_FOR}
+        )
 
     @staticmethod
-    def _keys(key: str) -> tuple[str, str, str]:
+    def _keys(key: str) -> list[str]:
         tag = "rbe:{" + key.replace("}", ")") + "}"
-        return f"{tag}:log", f"{tag}:pause", f"{tag}:rule"
+        return [f"{tag}:log", f"{tag}:pause", f"{tag}:rule"]
 
     def acquire(self, key: str, rule: RuleValue | None, max_wait: float) -> tuple[float, Any]:
-        self._redis()
         limit, period = rule if rule is not None else (0, 0.0)
-        wait, member = self._scripts["acquire"](
-            keys=self._keys(key),
-            args=[
-                limit,
-                repr(float(period)),
-                repr(min(float(max_wait), 1e12)),
-                os.urandom(6).hex(),
-            ],
+        bound = min(float(max_wait), 1e12)
+        suffix = os.urandom(6).hex()
+        wait, member = self._redis.run(
+            "acquire", self._keys(key), [limit, repr(float(period)), repr(bound), suffix]
         )
         return float(wait), (member.decode() if member else None)
 
     def cancel(self, key: str, stamp: Any) -> None:
-        self._redis().zrem(self._keys(key)[0], stamp)
+        self._redis.client().zrem(self._keys(key)[0], stamp)
 
     def pause(self, key: str, seconds: float) -> None:
-        self._redis()
-        self._scripts["pause"](keys=[self._keys(key)[1]], args=[repr(float(seconds))])
+        self._redis.run("pause", [self._keys(key)[1]], [repr(float(seconds))])
 
     def paused_for(self, key: str) -> float:
-        self._redis()
-        return float(self._scripts["paused_for"](keys=[self._keys(key)[1]]))
+        return float(self._redis.run("paused_for", [self._keys(key)[1]], []))
 
     def learn(self, key: str, limit: int, period: float) -> None:
         rule_key = self._keys(key)[2]
-        pipe = self._redis().pipeline(transaction=True)
+        pipe = self._redis.client().pipeline(transaction=True)
         pipe.hset(rule_key, mapping={"limit": limit, "period": repr(float(period))})
         pipe.pexpire(rule_key, int(learned_ttl(period) * 1000))
         pipe.execute()
 
     def close(self) -> None:
-        with self._lock:
-            if self._client is not None and self._pid == os.getpid():
-                self._client.close()
-            self._client = None
+        self._redis.close()
 
 
 def open_windows(storage: StorageURL) -> Windows:
