@@ -36,6 +36,7 @@ from requests.auth import AuthBase
 from . import signing
 from .events import logger
 from .exceptions import AuthenticationError, DeadlineExceeded, TokenResponseError
+from .tokencache import SharedTokens, shared_tokens
 
 __all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
@@ -89,7 +90,13 @@ class CachedTokenAuth(AuthBase):
             raise TypeError("header must be a non-empty string and scheme a string")
         self.header = header
         self.scheme = scheme
+        #: The token cache shared with other processes, or None (this process only).
+        self.cache: SharedTokens | None = None
         self._reset()
+
+    def _share(self, cache: object, *, secret: str, identity: str) -> None:
+        """Use the shared token cache ``cache`` (a storage URL; None: this process only)."""
+        self.cache = shared_tokens(cache, secret=secret, identity=identity)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -140,12 +147,13 @@ class CachedTokenAuth(AuthBase):
         request.headers[self.header] = value
 
     def refresh(self, request: PreparedRequest, response: Response) -> bool:
-        """Fetch a new token unless another thread already replaced the refused one."""
+        """Fetch a new token unless another thread (or, with a shared cache,
+        another process) already replaced the refused one."""
         refused = request.headers.get(self.header)
         seen = self._fetches
         with self._locked():
             if self._value is None or refused == self._value:
-                self._fetch_once(seen)
+                self._fetch_once(seen, refused)
         return True
 
     def invalidate(self) -> None:
@@ -194,7 +202,7 @@ class CachedTokenAuth(AuthBase):
                 )
             self._renew_at = time.monotonic() + min(self.RENEWAL_RETRY, left / 2)
 
-    def _fetch_once(self, seen: int) -> None:
+    def _fetch_once(self, seen: int, refused: str | None = None) -> None:
         """Fetch under the lock, unless a fetch this thread waited for just failed,
         or the credentials were refused moments ago (then raise a fresh copy of that error)."""
         if self._error is not None and (
@@ -204,7 +212,7 @@ class CachedTokenAuth(AuthBase):
         self._fetches += 1
         self._owner = threading.get_ident()
         try:
-            token, lifetime = _check_token(self.fetch())
+            token, lifetime = self._obtain(refused)
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, (AuthenticationError, TokenResponseError)):
@@ -222,6 +230,15 @@ class CachedTokenAuth(AuthBase):
         else:
             self._expires_at = now + lifetime
             self._renew_at = self._expires_at - min(60.0, lifetime * 0.1)
+
+    def _obtain(self, refused: str | None) -> tuple[str, float | None]:
+        """A checked token and its lifetime: fetched, or the fleet's from the shared cache."""
+        if self.cache is None:
+            return _check_token(self.fetch())
+        prefix = f"{self.scheme} " if self.scheme else ""
+        if refused is not None and refused.startswith(prefix):
+            refused = refused[len(prefix) :]
+        return self.cache.obtain(lambda: _check_token(self.fetch()), refused, signing.deadline())
 
 
 _PRIVATE = frozenset(
@@ -270,15 +287,24 @@ class TokenAuth(CachedTokenAuth):
         >>> rbe.mount(session, "https://acme.bloxs.io/", auth=rbe.TokenAuth(fetch))
 
     :param fetch_token: a callable taking no arguments.
+    :param cache: None (this process only), or ``"sqlite:///path"`` /
+        ``"redis://host:port/db"`` to share one token with other processes
+        and hosts (needs the ``crypto`` extra, and ``cache_key``).
+    :param cache_key: names the token in a shared cache and keys its
+        encryption: a value every process of the credential knows and others
+        do not, such as the API secret (it is never stored).
     :param header: the header to set.
     :param scheme: the word before the token; ``""`` sends the bare token.
     :raises TypeError: if ``fetch_token`` is not callable.
+    :raises ValueError: for a shared ``cache`` without ``cache_key``.
     """
 
     def __init__(
         self,
         fetch_token: Callable[[], TokenResult],
         *,
+        cache: str | None = None,
+        cache_key: str | None = None,
         header: str = "Authorization",
         scheme: str = "Bearer",
     ) -> None:
@@ -287,6 +313,14 @@ class TokenAuth(CachedTokenAuth):
             raise TypeError(f"fetch_token must be a callable returning a token, not {kind}")
         self.fetch_token = fetch_token
         super().__init__(header=header, scheme=scheme)
+        if cache is not None and cache != "memory://":
+            if not isinstance(cache_key, str) or not cache_key:
+                raise ValueError(
+                    "a shared token cache needs cache_key=: a string every process of this "
+                    "credential knows and nobody else does (such as its API secret); it names "
+                    "the cached token and keys its encryption"
+                )
+            self._share(cache, secret=cache_key, identity=f"token|{header}|{cache_key}")
 
     def fetch(self) -> TokenResult:
         """Call ``fetch_token``."""

@@ -154,6 +154,10 @@ class BloxsTokenAuth(_EndpointTokenAuth):
     :param base_url: the environment's base URL, such as ``https://acme.bloxs.io``.
     :param api_key: the user's personal API key.
     :param api_secret: the client environment's secret key.
+    :param cache: None (this process only), or ``"sqlite:///path"`` /
+        ``"redis://host:port/db"``: one token for every process and host that
+        uses these credentials, encrypted under a key derived from
+        ``api_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
     """
@@ -164,6 +168,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         api_key: str,
         api_secret: str,
         *,
+        cache: str | None = None,
         timeout: float = DEFAULT_TOKEN_TIMEOUT,
         max_retries: int = 3,
     ) -> None:
@@ -184,6 +189,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
             "(the client environment's key)"
         )
         super().__init__(f"{self.base_url}/Authorization", timeout=timeout, max_retries=max_retries)
+        self._share(cache, secret=api_secret, identity=f"bloxs|{self.token_url}|{api_key}")
 
     def __repr__(self) -> str:
         return f"<BloxsTokenAuth base_url={self.base_url!r} api_key={_mask(self.api_key)!r}>"
@@ -218,6 +224,10 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
     :param client_id: the client id (DealCloud: the user's client id).
     :param client_secret: the client secret (DealCloud: the API key).
     :param scope: space-separated scopes such as ``"data"``, or None.
+    :param cache: None (this process only), or ``"sqlite:///path"`` /
+        ``"redis://host:port/db"``: one token for every process and host that
+        uses these credentials, encrypted under a key derived from
+        ``client_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
     """
@@ -229,6 +239,7 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         client_secret: str,
         scope: str | None = None,
         *,
+        cache: str | None = None,
         timeout: float = DEFAULT_TOKEN_TIMEOUT,
         max_retries: int = 3,
     ) -> None:
@@ -245,6 +256,9 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
             f", and that the scope {scope!r} is granted" if scope else ""
         )
         super().__init__(token_url, timeout=timeout, max_retries=max_retries)
+        self._share(
+            cache, secret=client_secret, identity=f"oauth|{token_url}|{client_id}|{scope or ''}"
+        )
 
     def __repr__(self) -> str:
         return (

@@ -245,7 +245,8 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
 
     The connection runs in autocommit mode (callers open their own ``BEGIN
     IMMEDIATE`` transactions) and may be used from any thread that holds the
-    caller's lock.
+    caller's lock. Processes that open the file at the same moment wait for
+    each other (up to :data:`STORE_TIMEOUT`), whichever creates the tables.
     """
     path = storage.path
     # create it owner-only before SQLite does (its WAL and SHM files copy the mode)
@@ -255,13 +256,42 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
         path, timeout=STORE_TIMEOUT, isolation_level=None, check_same_thread=False
     )
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        _when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.executescript(schema)
+        _when_unlocked(lambda: _apply(connection, schema))
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+def _apply(connection: sqlite3.Connection, schema: str) -> None:
+    """Run ``schema`` in one write transaction (a schema check that upgrades to a
+    write outside one may fail at once with "database is locked")."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in schema.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def _when_unlocked(step: Any) -> None:
+    """Run ``step``, again while another process holds the file's lock (until
+    :data:`STORE_TIMEOUT` has passed: SQLite returns "locked" at once for a
+    journal-mode change, without its busy wait)."""
+    give_up = time.monotonic() + STORE_TIMEOUT
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= give_up:
+                raise
+            time.sleep(0.01)
 
 
 class Outage:

@@ -29,9 +29,10 @@ def free_port() -> int:
 class RedisServer:
     """``with RedisServer(program) as server: server.url`` (no persistence, loopback only)."""
 
-    def __init__(self, program: str) -> None:
+    def __init__(self, program: str, *, port: int = 0, password: str | None = None) -> None:
         self.program = program
-        self.port = 0
+        self.port = port
+        self.password = password
         self._process: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="rbe-redis-")
 
@@ -40,10 +41,12 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}"
 
     def start(self) -> RedisServer:
-        self.port = free_port()
+        self.port = self.port or free_port()
+        auth = ["--requirepass", self.password] if self.password else []
         self._process = subprocess.Popen(
             [
                 self.program,
+                *auth,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
@@ -58,8 +61,9 @@ class RedisServer:
         while time.monotonic() < limit:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    login = f"AUTH {self.password}\r\n".encode() if self.password else b""
+                    sock.sendall(login + b"PING\r\n")
+                    if b"+PONG" in _read_some(sock):
                         return self
             except OSError:
                 time.sleep(0.05)
@@ -82,3 +86,13 @@ class RedisServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self._dir.cleanup()
+
+
+def _read_some(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n" not in data or (data.startswith(b"+OK") and data.count(b"\r\n") < 2):
+        chunk = sock.recv(64)
+        if not chunk:
+            break
+        data += chunk
+    return data
