@@ -1,7 +1,8 @@
 """Run every benchmark: ``python -m benchmarks`` (``--quick`` for a smoke run).
 
 Alternatives run in the same process run, interleaved in blocks, against
-loopback servers in another process. Prints a Markdown table, writes it to
+loopback servers in another process (and, for the rate limiter's shared
+stores, a ``redis-server`` on loopback). Prints a Markdown table, writes it to
 benchmarks/results.md and, with matplotlib installed, benchmarks/results.png.
 """
 
@@ -9,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
+import math
 import os
 import platform
 import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -24,11 +28,11 @@ from typing import Any
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 import requests_bloxs_errors as rbe
 
-from .server import Servers
+from . import quota as quota_clients
+from .server import RedisServer, Servers
 
 HERE = Path(__file__).resolve().parent
 
@@ -261,55 +265,67 @@ def refresh_storm(servers: Servers, threads: int, trials: int) -> list[list[str]
 
 # -- 4. throughput under a quota ----------------------------------------------------
 
+_VARIANTS = {"none": "no Retry-After (Bloxs)", "retry-after": "with Retry-After"}
+#: One run against the quota: (seconds, successes, 429s, requests the server got, failures).
+Run = tuple[float, int, int, int, int]
 
-def _calls(session: requests.Session, url: str, count: int) -> int:
-    """Send ``count`` GETs; return how many succeeded."""
-    return sum(session.get(url, timeout=30).ok for _ in range(count))
+
+def _ideal(quota: int, total: int) -> float:
+    """Seconds the ideal client takes: a burst of Q, then Q at each turn of the window."""
+    return float(math.ceil(total / quota) - 1)
+
+
+def _quota_rows(runs: dict[tuple[str, str], list[Run]], ideal: float) -> list[list[str]]:
+    """One row per (server, client): median efficiency and its range, median
+    seconds and 429s per run, refused share over all runs, failures over all runs."""
+    rows = []
+    for (variant, name), values in runs.items():
+        if not values:
+            continue
+        efficiency = [ideal / elapsed for elapsed, *_ in values]
+        refused = sum(v[2] for v in values)
+        sent = sum(v[3] for v in values)
+        rows.append(
+            [
+                _VARIANTS[variant],
+                name,
+                f"{_median(efficiency):.2f}",
+                f"{min(efficiency):.2f}-{max(efficiency):.2f}",
+                f"{_median([v[0] for v in values]):.1f}",
+                f"{_median([float(v[2]) for v in values]):.0f}",
+                f"{refused / sent:.1%}" if sent else "n/a",
+                str(sum(v[4] for v in values)),
+            ]
+        )
+    return rows
 
 
 def quota_throughput(
-    servers: Servers, quota: int, requests_total: int, threads: int
+    servers: Servers, quota: int, total: int, threads: int, trials: int
 ) -> list[list[str]]:
-    from requests_ratelimiter import LimiterAdapter
+    """Every client against the fixed-window quota, ``trials`` rounds interleaved.
 
-    def retry() -> Retry:
-        return Retry(total=10, status_forcelist=[429], backoff_factor=0.1, raise_on_status=False)
-
-    makers: dict[str, Callable[[], HTTPAdapter]] = {
-        "HTTPAdapter(Retry(status_forcelist=[429]))": lambda: HTTPAdapter(
-            max_retries=retry(), pool_maxsize=threads
-        ),
-        "requests-ratelimiter (per_second=Q) + Retry": lambda: LimiterAdapter(
-            per_second=quota, max_retries=retry(), pool_maxsize=threads
-        ),
-        "BloxsAdapter(max_retries=10)": lambda: rbe.BloxsAdapter(
-            max_retries=10, pool_maxsize=threads
-        ),
+    Each run: a fresh client, the server's windows reset (their phase is
+    whatever the monotonic clock says), ``threads`` threads released at once.
+    """
+    ideal = _ideal(quota, total)
+    runs: dict[tuple[str, str], list[Run]] = {
+        (variant, label): [] for variant in _VARIANTS for label in quota_clients.KINDS.values()
     }
-    rows = []
-    for variant in ("retry-after", "none"):
-        for name, make in makers.items():
-            session = _session(make())
-            servers.control(action="quota", quota=quota)
-            url = f"{servers.url}/quota?variant={variant}"
-            elapsed, successes = _together(
-                threads,
-                lambda session=session, url=url: _calls(session, url, requests_total // threads),
-            )
-            ok = sum(successes)
-            served = servers.control()["served"]
-            label = "with Retry-After" if variant == "retry-after" else "no Retry-After (Bloxs)"
-            rows.append(
-                [
-                    label,
-                    name,
-                    f"{ok / elapsed / quota:.2f}",
-                    str(served["429"]),
-                    f"{elapsed:.1f}",
-                    str(requests_total - ok),
-                ]
-            )
-    return rows
+    for _ in range(trials):
+        for variant in _VARIANTS:
+            for kind, label in quota_clients.KINDS.items():
+                session = _session(quota_clients.adapter(kind, quota, threads))
+                servers.control(action="quota", quota=quota)
+                url = f"{servers.url}/quota?variant={variant}"
+                started, done, ok, failed = quota_clients.send_all(
+                    session, url, threads, total // threads, lambda: None
+                )
+                served = servers.control()["served"]
+                sent = served["200"] + served["429"]
+                runs[variant, label].append((done - started, ok, served["429"], sent, failed))
+                session.close()
+    return _quota_rows(runs, ideal)
 
 
 # -- 5. Retry-After precision ---------------------------------------------------------
@@ -336,6 +352,275 @@ def retry_after_precision(servers: Servers, trials: int) -> list[list[str]]:
             ]
         )
     return rows
+
+
+# -- 6. a fleet under one quota ------------------------------------------------------
+
+
+def _fleet_run(
+    servers: Servers,
+    *,
+    kind: str,
+    storage: str,
+    quota: int,
+    total: int,
+    processes: int,
+    threads: int,
+    variant: str,
+) -> tuple[Run, int]:
+    """One run of ``processes`` client processes, and how many times their
+    stores fell back. Every process is ready (imported, store open) before
+    any is released."""
+    calls = total // (processes * threads)
+    namespace = f"fleet-{time.monotonic_ns()}"  # nothing left over from an earlier run
+    url = f"{servers.url}/quota?variant={variant}"
+    command = [sys.executable, "-m", "benchmarks.quota", kind, url, str(quota), str(threads)]
+    command += [str(calls), storage, namespace]
+    children = [
+        subprocess.Popen(
+            command,
+            cwd=HERE.parent,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            if child.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"a fleet process failed: {child.communicate()[1]}")
+        servers.control(action="quota", quota=quota)
+        go = time.monotonic()
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = []
+        for child in children:
+            out, err = child.communicate(timeout=600)
+            if child.returncode:
+                raise RuntimeError(f"a fleet process failed: {err}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    served = servers.control()["served"]
+    run = (
+        max(r["done"] for r in results) - go,
+        sum(r["ok"] for r in results),
+        served["429"],
+        served["200"] + served["429"],
+        sum(r["failed"] for r in results),
+    )
+    return run, sum(r["fallbacks"] for r in results)
+
+
+def fleet(
+    servers: Servers,
+    redis: RedisServer,
+    *,
+    quota: int,
+    total: int,
+    processes: int,
+    threads: int,
+    trials: int,
+    variants: tuple[str, ...],
+) -> list[list[str]]:
+    """``processes`` x ``threads`` clients against one quota, interleaved over ``trials``."""
+    ideal = _ideal(quota, total)
+    directory = tempfile.TemporaryDirectory(prefix="rbe-bench-fleet-")
+    clients = {
+        "BloxsAdapter + RateLimit, sqlite:/// shared": ("limit", "sqlite"),
+        "BloxsAdapter + RateLimit, redis:// shared": ("limit", "redis"),
+        "requests-ratelimiter (per_second=Q) + Retry, per process": ("ratelimiter", "memory"),
+        "BloxsAdapter + RateLimit, memory:// per process": ("limit", "memory"),
+    }
+    runs: dict[tuple[str, str], list[Run]] = {
+        (variant, name): [] for variant in variants for name in clients
+    }
+    fallbacks = dict.fromkeys(clients, 0)
+    try:
+        for trial in range(trials):
+            for variant in variants:
+                for name, (kind, where) in clients.items():
+                    if where == "redis" and not redis.url:
+                        continue
+                    if where == "sqlite":  # a fresh file per run, created before the fleet starts
+                        path = Path(directory.name) / f"{trial}-{variant}" / "fleet.db"
+                        path.parent.mkdir()
+                        storage = f"sqlite:///{path}"
+                        created = rbe.RateLimit({"*": (quota, 1.0)}, storage=storage)
+                        created.store.acquire("benchmark-warm-up", None, 0.0)
+                        created.close()
+                    else:
+                        storage = redis.url if where == "redis" else "memory://"
+                    run, fell_back = _fleet_run(
+                        servers,
+                        kind=kind,
+                        storage=storage,
+                        quota=quota,
+                        total=total,
+                        processes=processes,
+                        threads=threads,
+                        variant=variant,
+                    )
+                    runs[variant, name].append(run)
+                    fallbacks[name] += fell_back
+    finally:
+        directory.cleanup()
+    rows = []
+    for row in _quota_rows(runs, ideal):
+        row.append(str(fallbacks[row[1]]))
+        rows.append(row)
+    if not redis.url:
+        name = "BloxsAdapter + RateLimit, redis:// shared"
+        rows += [[_VARIANTS[v], name, f"not run: {redis.missing}", *["n/a"] * 6] for v in variants]
+    return rows
+
+
+# -- 7. the cost of a permit -----------------------------------------------------------
+
+
+def _permit_blocks(
+    alternatives: dict[str, Callable[[], object]], total: int, block: int
+) -> dict[str, tuple[list[float], list[float]]]:
+    """Wall and CPU µs per call of each alternative, one block of each per round,
+    in a shuffled order each round."""
+    times: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in alternatives}
+    order = list(alternatives)
+    shuffle = random.Random(1234).shuffle
+    for _ in range(total // block):
+        shuffle(order)
+        for name in order:
+            call = alternatives[name]
+            started, cpu_started = time.perf_counter(), time.process_time()
+            for _ in range(block):
+                call()
+            times[name][0].append((time.perf_counter() - started) / block * 1e6)
+            times[name][1].append((time.process_time() - cpu_started) / block * 1e6)
+    return times
+
+
+def _redis_round_trips(session: requests.Session, url: str, count: int = 100) -> float:
+    """Commands redis-py sends per request through ``session`` (a pipeline counts once)."""
+    from redis.connection import AbstractConnection
+
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        sent[0] += 1
+        original(self, command, check_health)
+
+    AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(count):
+            session.get(url)
+    finally:
+        AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+    return sent[0] / count
+
+
+def permit_cost(
+    servers: Servers, redis: RedisServer, total: int, block: int = 20
+) -> list[list[str]]:
+    """Per-request cost of a permit in each store when nothing ever waits.
+
+    As scenario 1: rounds of one block per alternative, shuffled each round,
+    each block paired with the no-limiter block of the same round. The same
+    rounds time a block of ``store.acquire`` calls alone per store, on a key
+    of its own (so its permit log holds about as many entries as the HTTP
+    one), and of Redis PINGs.
+    """
+    url = servers.url + "/small"
+    rule = (10**9, 1.0)  # so large that nothing ever waits
+    directory = tempfile.TemporaryDirectory(prefix="rbe-bench-permit-")
+    stores = {"memory://": "memory://", "sqlite:///": f"sqlite:///{directory.name}/permits.db"}
+    if redis.url:
+        stores["redis://"] = redis.url
+    limits = {name: rbe.RateLimit({"*": rule}, storage=where) for name, where in stores.items()}
+    sessions = {"no limiter": _session(rbe.BloxsAdapter())}
+    sessions.update(
+        {name: _session(rbe.BloxsAdapter(rate_limit=limit)) for name, limit in limits.items()}
+    )
+    alternatives: dict[str, Callable[[], object]] = {
+        name: lambda session=session: session.get(url) for name, session in sessions.items()
+    }
+    for name, limit in limits.items():
+        acquire = limit.store.acquire
+        alternatives[f"acquire {name}"] = lambda acquire=acquire: acquire("alone", rule, 60.0)
+    client = None
+    if redis.url:
+        import redis as redis_py
+
+        client = redis_py.Redis.from_url(redis.url)
+        alternatives["ping"] = client.ping
+    try:
+        for call in alternatives.values():  # warm connections, stores and code paths
+            for _ in range(50):
+                call()
+        times = _permit_blocks(alternatives, total, block)
+        trips = _redis_round_trips(sessions["redis://"], url) if redis.url else None
+    finally:
+        for session in sessions.values():
+            session.close()
+        for limit in limits.values():
+            limit.close()
+        if client is not None:
+            client.close()
+        directory.cleanup()
+    base_wall, base_cpu = times["no limiter"]
+    rows = []
+    for name in sessions:
+        wall, cpu = times[name]
+        extra = _median([a - b for a, b in zip(wall, base_wall, strict=True)])
+        extra_cpu = _median([a - b for a, b in zip(cpu, base_cpu, strict=True)])
+        alone = times.get(f"acquire {name}")
+        rows.append(
+            [
+                name,
+                f"{_median(wall):.1f}",
+                f"{extra:+.1f}",
+                f"{(_median(base_wall) + extra) / _median(base_wall):.3f}",
+                f"{extra_cpu:+.1f}",
+                f"{_median(alone[0]):.1f}" if alone else "n/a",
+                f"{trips:.2f}" if name == "redis://" and trips is not None else "n/a",
+            ]
+        )
+    if client is not None:
+        ping = f"{_median(times['ping'][0]):.1f}"
+        rows.append(
+            ["Redis PING (redis-py), for comparison", "n/a", "n/a", "n/a", "n/a", ping, "n/a"]
+        )
+    else:
+        rows.append([f"redis:// not run: {redis.missing}", *["n/a"] * 6])
+    return rows
+
+
+SCENARIOS = {
+    1: "happy path",
+    2: "streaming",
+    3: "refresh storm",
+    4: "quota throughput",
+    5: "Retry-After precision",
+    6: "fleet under one quota",
+    7: "permit cost",
+}
+QUOTA_HEADER = [
+    "server",
+    "client",
+    "efficiency (median)",
+    "range",
+    "seconds (median)",
+    "429s (median)",
+    "refused share",
+    "failed (all runs)",
+]
 
 
 # -- report ------------------------------------------------------------------------------
@@ -385,7 +670,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument(
         "--only",
-        default="1,2,3,4,5",
+        default=",".join(map(str, SCENARIOS)),
         help="comma-separated scenario numbers, such as 1,5 (a partial run writes no files)",
     )
     args = parser.parse_args()
@@ -393,15 +678,20 @@ def main() -> int:
         only = {int(part) for part in args.only.split(",") if part.strip()}
     except ValueError:
         parser.error(f"--only takes scenario numbers such as 1,5, not {args.only!r}")
-    if not only or not only <= {1, 2, 3, 4, 5}:
-        parser.error(f"--only takes scenario numbers from 1 to 5, not {args.only!r}")
-    stream_size = (16 if args.quick else 256) * 1024 * 1024
-    quota = 200
-    scenarios: dict[int, tuple[str, Callable[[Servers], list[list[str]]], str, list[str]]] = {
+    if not only or not only <= set(SCENARIOS):
+        parser.error(f"--only takes scenario numbers from 1 to {len(SCENARIOS)}, not {args.only!r}")
+    quick = args.quick
+    stream_size = (16 if quick else 256) * 1024 * 1024
+    # the quota scenarios: N = 8Q requests, so the ideal client takes 7 s (quick: 1 s)
+    quota, total = (20, 40) if quick else (50, 400)
+    fleet_quota, fleet_total = (32, 64) if quick else (quota, total)
+    trials = 1 if quick else 3
+    runs = "1 run" if trials == 1 else f"{trials} runs each"
+    redis = RedisServer()  # started below when a scenario needs it
+    scenarios: dict[int, tuple[Callable[[Servers], list[list[str]]], str, list[str]]] = {
         1: (
-            "happy path",
-            lambda s: happy_path(s, 500 if args.quick else 5000),
-            f"## 1. Happy-path overhead ({500 if args.quick else 5000:,} keep-alive GETs each, "
+            lambda s: happy_path(s, 500 if quick else 5000),
+            f"## 1. Happy-path overhead ({500 if quick else 5000:,} keep-alive GETs each, "
             "in blocks of 20, shuffled each round)",
             [
                 "adapter",
@@ -414,45 +704,79 @@ def main() -> int:
             ],
         ),
         2: (
-            "streaming",
-            lambda s: streaming(s, 1 if args.quick else 3, stream_size),
+            lambda s: streaming(s, 1 if quick else 3, stream_size),
             f"## 2. Streaming download ({stream_size >> 20} MiB, stream=True, "
             "a fresh process per trial)",
             ["adapter", "median seconds", "time ratio", "peak RSS MiB", "RSS ratio"],
         ),
         3: (
-            "refresh storm",
-            lambda s: refresh_storm(s, 64, 1 if args.quick else 3),
+            lambda s: refresh_storm(s, 64, 1 if quick else 3),
             "## 3. Refresh storm (64 threads, one Session, the server revokes the token)",
             ["client", "token calls (median)", "range", "ms until all done", "succeeded"],
         ),
         4: (
-            "quota throughput",
-            lambda s: quota_throughput(s, quota, 400 if args.quick else 2000, 8),
-            f"## 4. Throughput under a server quota (Q = {quota} per 1 s window, 8 threads)",
-            ["server", "client", "successes/s ÷ Q", "429s sent", "seconds", "failed"],
+            lambda s: quota_throughput(s, quota, total, 8, trials),
+            f"## 4. Throughput under a server quota (Q = {quota} per 1 s window, 8 threads, "
+            f"N = {total} requests, ideal {_ideal(quota, total):g} s, {runs})",
+            QUOTA_HEADER,
         ),
         5: (
-            "Retry-After precision",
-            lambda s: retry_after_precision(s, 2 if args.quick else 5),
+            lambda s: retry_after_precision(s, 2 if quick else 5),
             "## 5. Retry-After precision (the delay the server saw, minus the wait it asked for)",
             ["Retry-After s", "median ms late", "max ms late", "min ms late", "early"],
+        ),
+        6: (
+            lambda s: fleet(
+                s,
+                redis,
+                quota=fleet_quota,
+                total=fleet_total,
+                processes=4,
+                threads=4,
+                trials=trials,
+                variants=("none",) if quick else tuple(_VARIANTS),
+            ),
+            f"## 6. A fleet under one quota (Q = {fleet_quota} per 1 s window, 4 processes x 4 "
+            f"threads, N = {fleet_total} requests, ideal {_ideal(fleet_quota, fleet_total):g} s, "
+            f"{runs})",
+            [*QUOTA_HEADER, "store fallbacks"],
+        ),
+        7: (
+            lambda s: permit_cost(s, redis, 200 if quick else 3000),
+            f"## 7. The cost of a permit when nothing waits ({200 if quick else 3000:,} "
+            "keep-alive GETs each, in blocks of 20, shuffled each round; rule (10**9, 1 s))",
+            [
+                "store",
+                "median µs/request",
+                "overhead µs",
+                "ratio",
+                "client CPU overhead µs",
+                "store.acquire alone µs",
+                "Redis round trips/request",
+            ],
         ),
     }
     servers = Servers(stream_size)
     sections = [f"Machine: {_machine()}", ""]
     results: dict[int, list[list[str]]] = {}
     try:
-        for number, (name, run, title, header) in scenarios.items():
+        if only & {6, 7}:
+            redis.start()
+        for number, (run, title, header) in scenarios.items():
             if number in only:
-                print(f"{number}/5 {name} ...", file=sys.stderr, flush=True)
+                print(
+                    f"{number}/{len(SCENARIOS)} {SCENARIOS[number]} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 results[number] = run(servers)
                 sections += _section(title, header, results[number])
     finally:
         servers.close()
+        redis.close()
     report = "\n".join(sections)
     print(report)
-    if not args.quick and len(results) == len(scenarios):
+    if not quick and len(results) == len(scenarios):
         (HERE / "results.md").write_text(report + "\n")
         chart = _chart(results[1], results[3])
         if chart:

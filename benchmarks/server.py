@@ -2,7 +2,9 @@
 
 One process serves every HTTP scenario (a small body, a token endpoint with
 revocable tokens, a quota with fixed windows, the Retry-After probe, and a
-256 MiB stream); the client side then owns its own core and GIL.
+256 MiB stream); the client side then owns its own core and GIL. The rate
+limiter's scenarios also start a real ``redis-server`` on loopback
+(:class:`RedisServer`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import json
 import math
 import multiprocessing
 import secrets
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -169,3 +175,75 @@ class Servers:
         for process in (self._app, self._stream):
             process.terminate()
             process.join(5)
+
+
+class RedisServer:
+    """A ``redis-server`` on a free loopback port, without persistence.
+
+    ``start()`` starts it, ``close()`` stops it.
+
+    :ivar url: ``redis://127.0.0.1:PORT/0``, or ``""`` when it is not running.
+    :ivar missing: why there is no server (``""`` when there is one).
+    """
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.missing = "not started"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def start(self) -> None:
+        self.missing = ""
+        self._dir = tempfile.TemporaryDirectory(prefix="rbe-bench-redis-")
+        program = shutil.which("redis-server") or (
+            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
+        )
+        try:
+            import redis  # noqa: F401 - the client the limiter needs
+        except ImportError:
+            self.missing = "redis-py not installed (pip install 'requests-bloxs-errors[redis]')"
+            return
+        if program is None:
+            self.missing = "redis-server not found"
+            return
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self._process = subprocess.Popen(
+            [
+                program,
+                "--port", str(port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self._dir.name,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        limit = time.monotonic() + 10
+        while time.monotonic() < limit:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        self.url = f"redis://127.0.0.1:{port}/0"
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.close()
+        self.missing = f"redis-server did not answer on port {port}"
+
+    def close(self) -> None:
+        self.url = ""
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
