@@ -53,6 +53,10 @@ VARIABLES: tuple[tuple[str, str], ...] = (
         "RBE_STORAGE",
         "where the limit is shared: memory://, sqlite:///path or redis://host:port/db",
     ),
+    (
+        "RBE_TOKEN_CACHE",
+        "share one token among processes: sqlite:///path or redis://host:port/db",
+    ),
     ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
     ("BLOXS_API_KEY", "the Bloxs API key"),
     ("BLOXS_API_SECRET", "the Bloxs API secret"),
@@ -180,6 +184,21 @@ def credential_from(
     :raises ConfigError: naming the variable at fault.
     """
     get = {name: value.strip() for name, value in values.items() if value and value.strip()}
+    cache = get.get("RBE_TOKEN_CACHE")
+    try:
+        credential, home = _credential(get, default_origin, cache)
+    except (ValueError, ImportError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"RBE_TOKEN_CACHE: {exc}") from None
+    if cache and credential is None:
+        raise ConfigError("RBE_TOKEN_CACHE needs credentials (BLOXS_* or DEALCLOUD_* variables)")
+    return credential, home
+
+
+def _credential(
+    get: Mapping[str, str], default_origin: str | None, cache: str | None
+) -> tuple[Credential | None, str | None]:
     key, secret = get.get("BLOXS_API_KEY"), get.get("BLOXS_API_SECRET")
     client, client_secret = get.get("DEALCLOUD_CLIENT_ID"), get.get("DEALCLOUD_CLIENT_SECRET")
     if key or secret:
@@ -188,10 +207,14 @@ def credential_from(
         base = get.get("BLOXS_BASE_URL") or default_origin
         home = _origin("BLOXS_BASE_URL", base) if base else None
         if _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0")):
+            if cache:
+                raise ConfigError(
+                    "RBE_TOKEN_CACHE has no use with BLOXS_HMAC=1: HMAC needs no token"
+                )
             return BloxsHmacAuth(key, secret), home
         if base is None:
             raise ConfigError("BLOXS_BASE_URL must be set with BLOXS_API_KEY (the token endpoint)")
-        return BloxsTokenAuth(base, key, secret), home
+        return BloxsTokenAuth(base, key, secret, cache=cache), home
     if client or client_secret:
         token_url = get.get("DEALCLOUD_TOKEN_URL") or (
             default_origin + DEALCLOUD_TOKEN_PATH if default_origin else None
@@ -203,7 +226,9 @@ def credential_from(
             )
         home = _origin("DEALCLOUD_TOKEN_URL", token_url)
         scope = get.get("DEALCLOUD_SCOPE") or None
-        return ClientCredentialsAuth(token_url, client, client_secret, scope=scope), home
+        return ClientCredentialsAuth(
+            token_url, client, client_secret, scope=scope, cache=cache
+        ), home
     return None, None
 
 

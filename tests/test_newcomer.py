@@ -49,8 +49,8 @@ def _on(sim: Simulator, code: str) -> str:
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 7, "a new README example needs a case here"
-    quick_start, legacy, _paced_bloxs, _paced_dealcloud, bloxs, dealcloud, simulator_test = blocks
+    assert len(blocks) == 8, "a new README example needs a case here"
+    quick_start, legacy, _, _, bloxs, dealcloud, _, simulator_test = blocks
     key, secret = sim.bloxs_credentials
     token_url, client_id, client_secret = sim.dealcloud_credentials
     monkeypatch.setenv("BLOXS_API_KEY", key)
@@ -111,6 +111,37 @@ def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, red
     # 12 calls over a quota of 5 per second: the first 429 teaches it, no other comes
     assert statuses.count(429) == 1
     assert statuses.count(200) == 1 + 3 + 1 + 12  # Bloxs token, filters, DealCloud token, entries
+
+
+def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
+    tmp_path, monkeypatch, redis_url
+):
+    """The "One token for a fleet" example, twice, as two processes would run it:
+    the second finds both tokens in the caches and calls no token endpoint."""
+    block = _code_blocks()[6]
+    assert "cache=" in block
+    with Simulator() as bloxs_sim, Simulator() as dealcloud_sim:  # two hosts, as in the example
+        key, secret = bloxs_sim.bloxs_credentials
+        _, client_id, client_secret = dealcloud_sim.dealcloud_credentials
+        monkeypatch.setenv("BLOXS_API_KEY", key)
+        monkeypatch.setenv("BLOXS_API_SECRET", secret)
+        monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
+        monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+        code = (
+            block.replace("https://acme.bloxs.io", bloxs_sim.url)
+            .replace("https://acme.dealcloud.com", dealcloud_sim.url)
+            .replace("/var/tmp/", f"{tmp_path}/")
+            .replace("rediss://:redis-password@redis.internal:6380/0", redis_url)
+        )
+        for _ in range(2):  # two "processes": fresh credentials, fresh sessions
+            scope = {"os": os, "rbe": rbe, "session": requests.Session()}
+            exec(code, scope)
+            session = scope["session"]
+            assert session.get(bloxs_sim.url + COMPLEXES).status_code == 200
+            entries = session.get(dealcloud_sim.url + "/api/rest/v4/data/entrydata/deal/entries")
+            assert entries.status_code == 200
+        assert len(bloxs_sim.token_requests()) == 1
+        assert len(dealcloud_sim.token_requests()) == 1
 
 
 def test_the_readme_lists_every_adapter_argument_with_its_default():

@@ -294,3 +294,31 @@ def test_a_shared_cache_without_cryptography_is_a_one_line_error(tmp_path, monke
 def test_a_bad_cache_url_is_refused_when_the_credential_is_made():
     with pytest.raises(ValueError, match="cache"):
         rbe.BloxsTokenAuth("http://127.0.0.1", "k", "s", cache="memcached://x")
+
+
+def test_the_environment_configures_the_cache(tmp_path):
+    base = {"BLOXS_BASE_URL": "http://127.0.0.1:9", "BLOXS_API_KEY": "k", "BLOXS_API_SECRET": "s"}
+    config = rbe.envconfig.config_from_env({**base, "RBE_TOKEN_CACHE": f"sqlite://{tmp_path}/t.db"})
+    assert isinstance(config.adapter_kwargs["auth"].cache, tokencache.SharedTokens)
+    assert rbe.envconfig.config_from_env(base).adapter_kwargs["auth"].cache is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"RBE_TOKEN_CACHE": "sqlite:///tmp/t.db"}, "RBE_TOKEN_CACHE needs credentials"),
+        (
+            {"BLOXS_API_KEY": "k", "BLOXS_API_SECRET": "s", "BLOXS_HMAC": "1",
+             "RBE_TOKEN_CACHE": "sqlite:///tmp/t.db"},
+            "BLOXS_HMAC",
+        ),
+        (
+            {"BLOXS_BASE_URL": "http://127.0.0.1:9", "BLOXS_API_KEY": "k",
+             "BLOXS_API_SECRET": "s", "RBE_TOKEN_CACHE": "mongo://x"},
+            "RBE_TOKEN_CACHE",
+        ),
+    ],
+)  # fmt: skip
+def test_a_bad_token_cache_variable_is_named(environ, named):
+    with pytest.raises(rbe.ConfigError, match=named):
+        rbe.envconfig.config_from_env(environ)
