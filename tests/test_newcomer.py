@@ -47,16 +47,23 @@ def _on(sim: Simulator, code: str) -> str:
     )
 
 
+def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> None:
+    """The variables the README's examples read their credentials from."""
+    key, secret = bloxs.bloxs_credentials
+    _, client_id, client_secret = dealcloud.dealcloud_credentials
+    monkeypatch.setenv("BLOXS_API_KEY", key)
+    monkeypatch.setenv("BLOXS_API_SECRET", secret)
+    monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
+    monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+
+
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
     assert len(blocks) == 8, "a new README example needs a case here"
     quick_start, legacy, _, _, bloxs, dealcloud, _, simulator_test = blocks
     key, secret = sim.bloxs_credentials
-    token_url, client_id, client_secret = sim.dealcloud_credentials
-    monkeypatch.setenv("BLOXS_API_KEY", key)
-    monkeypatch.setenv("BLOXS_API_SECRET", secret)
-    monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
-    monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+    token_url = sim.dealcloud_credentials[0]
+    _credentials_in_env(monkeypatch, sim, sim)
 
     names: dict[str, object] = {"API_KEY": key, "API_SECRET": secret}
     exec(_on(sim, quick_start), names)  # raise_for_status() must not raise
@@ -93,12 +100,7 @@ def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, red
     assert "RateLimit.bloxs" in paced_bloxs
     assert "RateLimit.dealcloud" in paced_dealcloud
     with Simulator(dealcloud_quota=(5, 1.0)) as sim:
-        key, secret = sim.bloxs_credentials
-        _, client_id, client_secret = sim.dealcloud_credentials
-        monkeypatch.setenv("BLOXS_API_KEY", key)
-        monkeypatch.setenv("BLOXS_API_SECRET", secret)
-        monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
-        monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+        _credentials_in_env(monkeypatch, sim, sim)
         code = _on(sim, paced_bloxs).replace("/var/tmp/", f"{tmp_path}/")
         scope: dict[str, object] = {}
         exec(code, scope)
@@ -121,12 +123,7 @@ def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
     block = _code_blocks()[6]
     assert "cache=" in block
     with Simulator() as bloxs_sim, Simulator() as dealcloud_sim:  # two hosts, as in the example
-        key, secret = bloxs_sim.bloxs_credentials
-        _, client_id, client_secret = dealcloud_sim.dealcloud_credentials
-        monkeypatch.setenv("BLOXS_API_KEY", key)
-        monkeypatch.setenv("BLOXS_API_SECRET", secret)
-        monkeypatch.setenv("DEALCLOUD_CLIENT_ID", client_id)
-        monkeypatch.setenv("DEALCLOUD_CLIENT_SECRET", client_secret)
+        _credentials_in_env(monkeypatch, bloxs_sim, dealcloud_sim)
         code = (
             block.replace("https://acme.bloxs.io", bloxs_sim.url)
             .replace("https://acme.dealcloud.com", dealcloud_sim.url)

@@ -570,3 +570,11 @@ def test_a_long_429_body_read_for_its_quota_is_closed_before_the_retry(server, s
     # the quota in the body was learned: five permits, then a wait
     waits = [adapter.rate_limit.store.acquire(key, None, 60)[0] for _ in range(5)]
     assert waits[-1] > 0.5
+
+
+def test_an_explicit_default_port_is_the_same_api():
+    limit = rbe.RateLimit({"*": "1/second"})
+    plain = limit.key(prepared("GET", "https://ACME.bloxs.io/a"), "*")
+    explicit = limit.key(prepared("GET", "https://acme.bloxs.io:443/b"), "*")
+    assert plain == explicit == "https://acme.bloxs.io:443|*"
+    assert limit.key(prepared("GET", "http://acme.bloxs.io/a"), "*") == "http://acme.bloxs.io:80|*"
