@@ -1,14 +1,17 @@
 """Run every benchmark: ``python -m benchmarks`` (``--quick`` for a smoke run).
 
 Alternatives run in the same process run, interleaved in blocks, against
-loopback servers in another process (and, for the rate limiter's shared
-stores, a ``redis-server`` on loopback). Prints a Markdown table, writes it to
-benchmarks/results.md and, with matplotlib installed, benchmarks/results.png.
+loopback servers in another process (and, for the shared stores of the
+token cache and the rate limiter, a ``redis-server`` on loopback); the
+fleets run their clients in processes of their own. Prints a Markdown
+table, writes it to benchmarks/results.md and, with matplotlib installed,
+benchmarks/results.png.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import math
@@ -32,6 +35,7 @@ from requests.adapters import HTTPAdapter
 import requests_bloxs_errors as rbe
 
 from . import quota as quota_clients
+from . import storm as storm_clients
 from .server import RedisServer, Servers
 
 HERE = Path(__file__).resolve().parent
@@ -165,52 +169,6 @@ def streaming(servers: Servers, trials: int, size: int) -> list[list[str]]:
 # -- 3. refresh storm -------------------------------------------------------------
 
 
-def _fetch_token(url: str) -> Callable[[], tuple[str, float]]:
-    def fetch() -> tuple[str, float]:
-        answer = requests.post(url + "/token", timeout=10).json()
-        return answer["access_token"], float(answer["expires_in"])
-
-    return fetch
-
-
-def _storm_ours(url: str, threads: int) -> Callable[[], requests.Response]:
-    session = requests.Session()
-    rbe.mount(session, url + "/", auth=rbe.TokenAuth(_fetch_token(url)), pool_maxsize=threads)
-    return lambda: session.get(url + "/data", timeout=30)
-
-
-def _storm_google(url: str, threads: int) -> Callable[[], requests.Response]:
-    from google.auth import credentials as google_credentials
-    from google.auth.transport.requests import AuthorizedSession
-
-    fetch = _fetch_token(url)
-
-    class Minimal(google_credentials.Credentials):  # type: ignore[misc]
-        def refresh(self, request: Any) -> None:
-            self.token, lifetime = fetch()
-            self.expiry = datetime.datetime.utcnow() + datetime.timedelta(seconds=lifetime)
-
-    session = AuthorizedSession(Minimal())
-    session.mount("http://", HTTPAdapter(pool_maxsize=threads))
-    return lambda: session.get(url + "/data", timeout=30)
-
-
-def _storm_naive(url: str, threads: int) -> Callable[[], requests.Response]:
-    fetch = _fetch_token(url)
-    session = _session(HTTPAdapter(pool_maxsize=threads))
-
-    def call() -> requests.Response:
-        if "Authorization" not in session.headers:
-            session.headers["Authorization"] = f"Bearer {fetch()[0]}"
-        response = session.get(url + "/data", timeout=30)
-        if response.status_code == 401:  # the loop everyone writes first
-            session.headers["Authorization"] = f"Bearer {fetch()[0]}"
-            response = session.get(url + "/data", timeout=30)
-        return response
-
-    return call
-
-
 def _together(threads: int, call: Callable[[], int]) -> tuple[float, list[int]]:
     """Run ``call`` in ``threads`` threads released at once; return the time and results."""
     barrier = threading.Barrier(threads)
@@ -234,9 +192,9 @@ def _together(threads: int, call: Callable[[], int]) -> tuple[float, list[int]]:
 
 def refresh_storm(servers: Servers, threads: int, trials: int) -> list[list[str]]:
     makers = {
-        "BloxsAdapter + TokenAuth": _storm_ours,
-        "google-auth AuthorizedSession": _storm_google,
-        "naive refresh-on-401 loop": _storm_naive,
+        "BloxsAdapter + TokenAuth": storm_clients.ours,
+        "google-auth AuthorizedSession": storm_clients.google,
+        "naive refresh-on-401 loop": storm_clients.naive,
     }
     results: dict[str, list[tuple[int, float, int]]] = {name: [] for name in makers}
     for _ in range(trials):
@@ -258,6 +216,193 @@ def refresh_storm(servers: Servers, threads: int, trials: int) -> list[list[str]
                 f"{min(c for c, _, _ in values)}-{max(c for c, _, _ in values)}",
                 f"{_median([t for _, t, _ in values]) * 1000:.0f}",
                 f"{min(ok for _, _, ok in values)}/{threads}",
+            ]
+        )
+    return rows
+
+
+class _Fleet:
+    """``processes`` copies of a child command, all built before any is released.
+
+    Each child prints ``ready`` once built, then one JSON line for each line
+    it reads on stdin (:mod:`benchmarks.quota`, :mod:`benchmarks.storm`).
+    As a context manager: on leaving, the children get the end of stdin and
+    must exit with 0; on an error they are killed.
+    """
+
+    def __init__(self, command: list[str], processes: int) -> None:
+        self.children = [
+            subprocess.Popen(
+                command,
+                cwd=HERE.parent,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(processes)
+        ]
+
+    def __enter__(self) -> _Fleet:
+        try:
+            for child in self.children:
+                assert child.stdout is not None
+                if child.stdout.readline().strip() != "ready":
+                    raise RuntimeError(f"a fleet process failed: {child.communicate()[1]}")
+        except BaseException:
+            self._kill()
+            raise
+        return self
+
+    def release(self) -> tuple[float, list[dict[str, Any]]]:
+        """Release every child at once; ``time.monotonic()`` then, and each child's line."""
+        go = time.monotonic()
+        for child in self.children:
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+        results = []
+        for child in self.children:
+            assert child.stdout is not None
+            line = child.stdout.readline()
+            if not line.strip():
+                raise RuntimeError(f"a fleet process failed: {child.communicate()[1]}")
+            results.append(json.loads(line))
+        return go, results
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if kind is not None:
+            self._kill()
+            return
+        try:
+            for child in self.children:
+                _, err = child.communicate(timeout=600)
+                if child.returncode:
+                    raise RuntimeError(f"a fleet process failed: {err}")
+        finally:
+            self._kill()
+
+    def _kill(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
+
+
+#: One fleet run of the storm, per phase (start, after revocation):
+#: token calls, seconds from the release until the last call ended, calls that ended 200;
+#: then the library's WARNINGs in all processes, and the largest spread (seconds)
+#: between the first and the last process to see its release.
+StormRun = tuple[int, float, int, int, float, int, int, float]
+
+STORM_FLEET = {
+    "BloxsAdapter + TokenAuth, sqlite:/// shared cache": ("ours", "sqlite"),
+    "BloxsAdapter + TokenAuth, redis:// shared cache": ("ours", "redis"),
+    "BloxsAdapter + TokenAuth, no cache (per process)": ("ours", "none"),
+    "google-auth AuthorizedSession (per process)": ("google", "none"),
+    "naive refresh-on-401 loop (per process)": ("naive", "none"),
+}
+
+
+def _storm_fleet_run(
+    servers: Servers, kind: str, cache: str, processes: int, threads: int
+) -> StormRun:
+    """One fleet: every thread's first call at once, then, after a revocation, another."""
+    command = [sys.executable, "-m", "benchmarks.storm", kind, servers.url, str(threads), cache]
+    with _Fleet([*command, "2"], processes) as fleet:
+        servers.control(action="reset")  # no token anywhere yet
+        go, first = fleet.release()
+        start_calls = servers.control()["token_calls"]
+        servers.control(action="revoke")  # every process holds a token; the server drops it
+        before = servers.control()["token_calls"]
+        go_again, second = fleet.release()
+        revoked_calls = servers.control()["token_calls"] - before
+    return (
+        start_calls,
+        max(r["done"] for r in first) - go,
+        sum(r["ok"] for r in first),
+        revoked_calls,
+        max(r["done"] for r in second) - go_again,
+        sum(r["ok"] for r in second),
+        sum(r["warnings"] for r in second),  # a running count in each process
+        max(_spread(first), _spread(second)),
+    )
+
+
+def _spread(results: list[dict[str, Any]]) -> float:
+    return max(r["started"] for r in results) - min(r["started"] for r in results)
+
+
+def _flush(url: str) -> None:
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def refresh_storm_fleet(
+    servers: Servers, redis: RedisServer, *, processes: int, threads: int, trials: int
+) -> list[list[str]]:
+    """``processes`` x ``threads`` clients of one credential, interleaved over ``trials``.
+
+    Every run starts new processes, a fresh token cache (a new SQLite path,
+    created by the processes' first calls, or a flushed Redis database) and
+    a reset server.
+    """
+    missing: dict[str, str] = {}
+    try:
+        import cryptography  # noqa: F401 - what a shared token cache needs
+    except ImportError:
+        for name, (_, where) in STORM_FLEET.items():
+            if where != "none":
+                missing[name] = "cryptography not installed (the crypto extra)"
+    runs: dict[str, list[StormRun]] = {name: [] for name in STORM_FLEET}
+    directory = tempfile.TemporaryDirectory(prefix="rbe-bench-storm-")
+    try:
+        for trial in range(trials):
+            for name, (kind, where) in STORM_FLEET.items():
+                if where == "redis" and not redis.url:
+                    missing.setdefault(name, redis.missing)
+                if name in missing:
+                    continue
+                cache = "none"
+                if where == "sqlite":
+                    path = Path(directory.name) / str(trial) / "tokens.db"
+                    path.parent.mkdir()
+                    cache = f"sqlite:///{path}"
+                elif where == "redis":
+                    _flush(redis.url)
+                    cache = redis.url
+                runs[name].append(_storm_fleet_run(servers, kind, cache, processes, threads))
+    finally:
+        directory.cleanup()
+    calls = processes * threads
+    rows = []
+    for name, values in runs.items():
+        if name in missing:
+            rows.append([name, f"not run: {missing[name]}", *["n/a"] * 7])
+            continue
+        start, revoked = [v[0] for v in values], [v[3] for v in values]
+        worst = min(min(v[2], v[5]) for v in values)
+        rows.append(
+            [
+                name,
+                f"{_median(start):.0f}",
+                f"{min(start)}-{max(start)}",
+                f"{_median(revoked):.0f}",
+                f"{min(revoked)}-{max(revoked)}",
+                f"{_median([v[1] for v in values]) * 1000:.0f} / "
+                f"{_median([v[4] for v in values]) * 1000:.0f}",
+                "yes" if worst == calls else f"no: {worst}/{calls} in the worst phase",
+                str(sum(v[6] for v in values)),
+                f"{max(v[7] for v in values) * 1000:.0f}",
             ]
         )
     return rows
@@ -376,39 +521,9 @@ def _fleet_run(
     url = f"{servers.url}/quota?variant={variant}"
     command = [sys.executable, "-m", "benchmarks.quota", kind, url, str(quota), str(threads)]
     command += [str(calls), storage, namespace]
-    children = [
-        subprocess.Popen(
-            command,
-            cwd=HERE.parent,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    try:
-        for child in children:
-            assert child.stdout is not None
-            if child.stdout.readline().strip() != "ready":
-                raise RuntimeError(f"a fleet process failed: {child.communicate()[1]}")
+    with _Fleet(command, processes) as fleet:
         servers.control(action="quota", quota=quota)
-        go = time.monotonic()
-        for child in children:
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        results = []
-        for child in children:
-            out, err = child.communicate(timeout=600)
-            if child.returncode:
-                raise RuntimeError(f"a fleet process failed: {err}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        go, results = fleet.release()
     served = servers.control()["served"]
     run = (
         max(r["done"] for r in results) - go,
@@ -686,9 +801,11 @@ def main() -> int:
     quota, total = (20, 40) if quick else (50, 400)
     fleet_quota, fleet_total = (32, 64) if quick else (quota, total)
     trials = 1 if quick else 3
+    storm_processes, storm_threads = (4, 4) if quick else (8, 8)
     runs = "1 run" if trials == 1 else f"{trials} runs each"
     redis = RedisServer()  # started below when a scenario needs it
-    scenarios: dict[int, tuple[Callable[[Servers], list[list[str]]], str, list[str]]] = {
+    # a key is a scenario's number, or its number and a letter for another table of it
+    scenarios: dict[int | str, tuple[Callable[[Servers], list[list[str]]], str, list[str]]] = {
         1: (
             lambda s: happy_path(s, 500 if quick else 5000),
             f"## 1. Happy-path overhead ({500 if quick else 5000:,} keep-alive GETs each, "
@@ -713,6 +830,25 @@ def main() -> int:
             lambda s: refresh_storm(s, 64, 1 if quick else 3),
             "## 3. Refresh storm (64 threads, one Session, the server revokes the token)",
             ["client", "token calls (median)", "range", "ms until all done", "succeeded"],
+        ),
+        # the second table of scenario 3: a fleet of processes sharing one credential
+        "3b": (
+            lambda s: refresh_storm_fleet(
+                s, redis, processes=storm_processes, threads=storm_threads, trials=trials
+            ),
+            f"## 3b. Refresh storm in a fleet ({storm_processes} processes x {storm_threads} "
+            f"threads, one credential: at start, and after the server revokes the token; {runs})",
+            [
+                "client",
+                "token calls at start (median)",
+                "range",
+                "token calls after revocation (median)",
+                "range",
+                "ms until all done, start / revoked (median)",
+                "every call 200",
+                "library warnings (all runs)",
+                "release spread ms (max)",
+            ],
         ),
         4: (
             lambda s: quota_throughput(s, quota, total, 8, trials),
@@ -758,19 +894,20 @@ def main() -> int:
     }
     servers = Servers(stream_size)
     sections = [f"Machine: {_machine()}", ""]
-    results: dict[int, list[list[str]]] = {}
+    results: dict[int | str, list[list[str]]] = {}
     try:
-        if only & {6, 7}:
+        if only & {3, 6, 7}:
             redis.start()
-        for number, (run, title, header) in scenarios.items():
+        for key, (run, title, header) in scenarios.items():
+            number = key if isinstance(key, int) else int(key.rstrip("abcdefgh"))
             if number in only:
                 print(
-                    f"{number}/{len(SCENARIOS)} {SCENARIOS[number]} ...",
+                    f"{key}/{len(SCENARIOS)} {SCENARIOS[number]} ...",
                     file=sys.stderr,
                     flush=True,
                 )
-                results[number] = run(servers)
-                sections += _section(title, header, results[number])
+                results[key] = run(servers)
+                sections += _section(title, header, results[key])
     finally:
         servers.close()
         redis.close()

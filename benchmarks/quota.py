@@ -10,7 +10,8 @@ line on stdin (the parent releases every process at once), sends ``CALLS``
 GETs from each of ``THREADS`` threads, and prints one JSON line: successes,
 failures, when it started and finished (``time.monotonic()``, one clock for
 every process of the host), and how many times its store failed over to
-in-process pacing.
+in-process pacing. The refresh storm's processes (:mod:`benchmarks.storm`)
+send their calls with :func:`call_all` too.
 """
 
 from __future__ import annotations
@@ -74,6 +75,17 @@ def send_all(
     :return: ``(started, done, successes, failures)``; the times are
         ``time.monotonic()``; an exception counts as a failure.
     """
+    return call_all(lambda: session.get(url, timeout=30).ok, threads, calls, go)
+
+
+def call_all(
+    call: Callable[[], bool], threads: int, calls: int, go: Callable[[], None]
+) -> tuple[float, float, int, int]:
+    """``calls`` calls of ``call`` (True: a success) from each of ``threads``
+    threads, started first and released together after ``go()``.
+
+    :return: as :func:`send_all`.
+    """
     barrier = threading.Barrier(threads + 1)
     lock = threading.Lock()
     counts = [0, 0]
@@ -83,7 +95,7 @@ def send_all(
         barrier.wait()
         for _ in range(calls):
             try:
-                if session.get(url, timeout=30).ok:
+                if call():
                     ok += 1
                 else:
                     failed += 1
