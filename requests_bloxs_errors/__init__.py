@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from .adapter import AdapterOptions, BloxsAdapter, BloxsResponse, attempts, mount
 from .auth import CachedTokenAuth, Credential, TokenAuth
+from .breaker import CircuitBreaker
 from .classify import BODY_CAP, ErrorInfo, classify, error_for
 from .envconfig import ConfigError, install_from_env
-from .events import Attempt, GiveUpEvent, ReauthEvent, RetryEvent
+from .events import AlertEvent, Attempt, GiveUpEvent, ReauthEvent, RetryEvent
 from .exceptions import (
     AuthenticationError,
     BadRequestError,
     BloxsError,
+    CircuitOpenError,
     ClientError,
     DeadlineExceeded,
     MethodNotAllowedError,
@@ -34,6 +36,7 @@ from .exceptions import (
     TokenResponseError,
     UnsupportedMediaTypeError,
 )
+from .outbox import Outbox, OutboxEntry, ReplayReport
 from .patch import install, installed, uninstall
 from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth, bloxs_signature
 from .ratelimit import RateLimit
@@ -46,6 +49,7 @@ __all__ = [
     "BODY_CAP",
     "RULES",
     "AdapterOptions",
+    "AlertEvent",
     "Attempt",
     "AuthenticationError",
     "BadRequestError",
@@ -56,6 +60,8 @@ __all__ = [
     "BloxsRetry",
     "BloxsTokenAuth",
     "CachedTokenAuth",
+    "CircuitBreaker",
+    "CircuitOpenError",
     "ClientCredentialsAuth",
     "ClientError",
     "ConfigError",
@@ -65,10 +71,13 @@ __all__ = [
     "GiveUpEvent",
     "MethodNotAllowedError",
     "NotFoundError",
+    "Outbox",
+    "OutboxEntry",
     "PermissionDeniedError",
     "RateLimit",
     "RateLimitError",
     "ReauthEvent",
+    "ReplayReport",
     "RetryEvent",
     "Retryable",
     "Rule",

@@ -36,11 +36,13 @@ from urllib3.util.timeout import Timeout
 from . import signing
 from .auth import Credential
 from .bodies import drain_error_body, read_error_body
+from .breaker import CircuitBreaker, Circuits
 from .call import Call
 from .classify import ErrorInfo, classify, error_for
 from .events import Attempt, Hooks, ReauthEvent, logger
 from .exceptions import BloxsError
 from .failures import Failure, failure_of, release
+from .outbox import Outbox, Queueing
 from .pacing import Pacing
 from .parsing import retry_after_from_headers
 from .policy import Action, Decision, decide
@@ -79,10 +81,16 @@ class BloxsResponse(Response):
     :class:`requests.HTTPError`). Success responses keep their own class.
     """
 
-    __attrs__ = [*Response.__attrs__, "_bloxs_info", "_bloxs_history"]  # noqa: RUF012
+    __attrs__ = [  # noqa: RUF012
+        *Response.__attrs__,
+        "_bloxs_info",
+        "_bloxs_history",
+        "_bloxs_outbox_id",
+    ]
 
     _bloxs_info: ErrorInfo | None = None
     _bloxs_history: tuple[Attempt, ...] = ()
+    _bloxs_outbox_id: int | None = None
 
     @property
     def error_info(self) -> ErrorInfo | None:
@@ -207,6 +215,9 @@ class AdapterOptions(TypedDict, total=False):
     on_reauth: Any
     on_give_up: Any
     rate_limit: RateLimit | str | None
+    circuit_breaker: CircuitBreaker | None
+    outbox: Outbox | str | None
+    on_alert: Any
     pool_connections: int
     pool_maxsize: int
     pool_block: bool
@@ -235,9 +246,14 @@ class BloxsAdapter(HTTPAdapter):
         "_raise_errors",
         "_hooks",
         "_rate_limit",
+        "_breaker",
+        "_outbox",
     ]
 
-    _rate_limit: RateLimit | None = None  # (an adapter pickled before it existed)
+    # (for an adapter pickled before they existed)
+    _rate_limit: RateLimit | None = None
+    _breaker: CircuitBreaker | None = None
+    _outbox: Outbox | None = None
 
     def __init__(
         self,
@@ -254,6 +270,9 @@ class BloxsAdapter(HTTPAdapter):
         on_reauth: Any = None,
         on_give_up: Any = None,
         rate_limit: RateLimit | str | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
+        outbox: Outbox | str | None = None,
+        on_alert: Any = None,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         pool_block: bool = DEFAULT_POOLBLOCK,
@@ -287,6 +306,14 @@ class BloxsAdapter(HTTPAdapter):
         :param rate_limit: a :class:`~requests_bloxs_errors.RateLimit` that paces
             every attempt, or ``"bloxs"`` / ``"dealcloud"`` for the vendor's
             (:meth:`RateLimit.bloxs`, :meth:`RateLimit.dealcloud`); None: no pacing.
+        :param circuit_breaker: a :class:`~requests_bloxs_errors.CircuitBreaker`:
+            calls to a host that keeps failing fail fast; None: no breaker.
+        :param outbox: an :class:`~requests_bloxs_errors.Outbox` or its
+            ``"sqlite:///path"``: writes that failed curably are kept there for
+            a later replay; None: nothing is kept.
+        :param on_alert: a callable (or list) receiving an
+            :class:`~requests_bloxs_errors.AlertEvent` when a circuit opens or
+            closes, or writes to a host start going to the outbox.
         :param pool_connections: connection pools to cache, as for
             :class:`~requests.adapters.HTTPAdapter`.
         :param pool_maxsize: connections kept per pool, likewise.
@@ -323,8 +350,20 @@ class BloxsAdapter(HTTPAdapter):
                 )
             if self._prefix.scheme == "http" and not is_loopback(self._prefix.host):
                 _warn_plain_http(self._prefix)
-        self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up)
+        self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up, on_alert)
         self._rate_limit = _rate_limit(rate_limit)
+        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+            raise TypeError(
+                "circuit_breaker must be an rbe.CircuitBreaker or None, "
+                f"not {type(circuit_breaker).__name__}"
+            )
+        self._breaker = circuit_breaker
+        self._outbox = Outbox(outbox) if isinstance(outbox, str) else outbox
+        if self._outbox is not None and not isinstance(self._outbox, Outbox):
+            raise TypeError(
+                "outbox must be an rbe.Outbox, 'sqlite:///path' or None, "
+                f"not {type(outbox).__name__}"
+            )
         self._init_runtime()
         super().__init__(
             max_retries=self._policy,
@@ -336,10 +375,16 @@ class BloxsAdapter(HTTPAdapter):
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
         self._fresh_refusals = FreshRefusals()
-        #: The per-attempt steps, in the order they run (see :mod:`.steps`).
-        self._steps: Sequence[Step] = (
-            (Pacing(self._rate_limit),) if self._rate_limit is not None else ()
-        )
+        #: The per-attempt steps, in the order they run (see :mod:`.steps`): an
+        #: open circuit refuses before a permit is waited for.
+        steps: list[Step] = []
+        if self._breaker is not None:
+            steps.append(Circuits(self._breaker))
+        if self._rate_limit is not None:
+            steps.append(Pacing(self._rate_limit))
+        if self._outbox is not None:
+            steps.append(Queueing(self._outbox))
+        self._steps: Sequence[Step] = tuple(steps)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]  # requests has it; its stubs do not
@@ -349,6 +394,16 @@ class BloxsAdapter(HTTPAdapter):
     def rate_limit(self) -> RateLimit | None:
         """The :class:`~requests_bloxs_errors.RateLimit` pacing this adapter, or None."""
         return self._rate_limit
+
+    @property
+    def circuit_breaker(self) -> CircuitBreaker | None:
+        """The :class:`~requests_bloxs_errors.CircuitBreaker` of this adapter, or None."""
+        return self._breaker
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The :class:`~requests_bloxs_errors.Outbox` failed writes go to, or None."""
+        return self._outbox
 
     # -- max_retries: always a BloxsRetry --------------------------------------
 
@@ -401,8 +456,12 @@ class BloxsAdapter(HTTPAdapter):
         options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
         options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
         while True:
-            for step in call.steps:
-                step.before_attempt(call)
+            try:
+                for step in call.steps:
+                    step.before_attempt(call)
+            except BloxsError as refusal:  # not sent: an open circuit, no permit in time
+                self._refused(call, refusal)
+                raise
             outgoing = self._sign(call)
             left = call.time_left()
             attempt_timeout: Any = timeout if left is None else _attempt_timeout(timeout, left)
@@ -529,11 +588,18 @@ class BloxsAdapter(HTTPAdapter):
             self._wait(call, decision, None, failure.kind, failure)
             return True
         history = call.finish(decision, None, failure.kind)
-        with contextlib.suppress(AttributeError):  # rbe.attempts(exc) reads it
-            exc._bloxs_history = history  # type: ignore[union-attr]
         for step in call.steps:
             step.on_outcome(call, None, failure)
+        with contextlib.suppress(AttributeError):  # rbe.attempts(exc) reads them
+            exc._bloxs_history = history  # type: ignore[union-attr]
+            exc.outbox_id = call.outbox_id  # type: ignore[union-attr]
         return False
+
+    def _refused(self, call: Call, refusal: BloxsError) -> None:
+        """A step refused to send: let the others see it (an outbox keeps the write)."""
+        for step in call.steps:
+            step.on_refused(call, refusal)
+        refusal.outbox_id = call.outbox_id
 
     def _success(self, call: Call, response: Response) -> Response:
         if call.journal or call.paced:  # only a call that waited pays for its story
@@ -593,6 +659,7 @@ class BloxsAdapter(HTTPAdapter):
         response._bloxs_history = history
         for step in call.steps:
             step.on_outcome(call, response, None)
+        response._bloxs_outbox_id = call.outbox_id
         if self._raise_errors:
             raise error_for(response, info, history)
         return response

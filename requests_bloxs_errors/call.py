@@ -17,7 +17,7 @@ from .events import Attempt, GiveUpEvent, Hooks, RetryEvent
 from .failures import Failure
 from .policy import Action, Context, Decision
 from .retry import body_is_replayable
-from .urls import redact_url
+from .urls import host_of, redact_url
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -51,6 +51,7 @@ class Call:
         "hooks",
         "journal",
         "max_retry_after",
+        "outbox_id",
         "paced",
         "reauthed",
         "request",
@@ -80,6 +81,8 @@ class Call:
         self.steps = steps
         #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
         self.paced = 0.0
+        #: The outbox entry that keeps this call's request, once one was queued.
+        self.outbox_id: int | None = None
         self.journal: list[Attempt] = []
         self.reauthed = False
         #: A fresh credential was refused for this request moments ago (no refresh).
@@ -106,6 +109,11 @@ class Call:
     def key(self) -> bool:
         """Whether the request carries an ``Idempotency-Key`` header."""
         return "Idempotency-Key" in self.request.headers
+
+    @property
+    def host(self) -> str:
+        """``scheme://host:port`` of the request (a circuit's name)."""
+        return host_of(self.request.url or "")
 
     @property
     def url(self) -> str:

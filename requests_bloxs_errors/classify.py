@@ -177,6 +177,8 @@ def error_for(
         info = classify(response)
         if info is None:
             raise ValueError(f"status {response.status_code} is not an error")
-    return info.rule.exception(
+    error = info.rule.exception(
         describe(response, info), response=response, info=info, history=history
     )
+    error.outbox_id = getattr(response, "_bloxs_outbox_id", None)
+    return error

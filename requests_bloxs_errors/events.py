@@ -13,7 +13,16 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-__all__ = ["Attempt", "GiveUpEvent", "Hook", "Hooks", "ReauthEvent", "RetryEvent", "logger"]
+__all__ = [
+    "AlertEvent",
+    "Attempt",
+    "GiveUpEvent",
+    "Hook",
+    "Hooks",
+    "ReauthEvent",
+    "RetryEvent",
+    "logger",
+]
 
 #: The library's logger. It has a NullHandler: configure logging to see it.
 logger = logging.getLogger("requests_bloxs_errors")
@@ -97,7 +106,35 @@ class GiveUpEvent:
         return len(self.history)
 
 
-Event = RetryEvent | ReauthEvent | GiveUpEvent
+@dataclass(frozen=True)
+class AlertEvent:
+    """Something an operator should hear about, once per change of state.
+
+    :ivar kind: ``"circuit_open"`` (a host keeps failing: calls to it now fail
+        fast), ``"circuit_closed"`` (it answers again), or ``"queued"`` (a
+        write to the host went to the outbox; once until its circuit closes).
+    :ivar host: ``scheme://host:port``.
+    :ivar message: one line saying what happened and what it means.
+    :ivar failures: consecutive failed calls that led here.
+    :ivar rejected: calls refused without sending while the circuit was open.
+    :ivar queued: writes queued for the host since its circuit last closed.
+    :ivar at: when (Unix time).
+    :ivar until: for ``circuit_open``, when the next probe may go (Unix time).
+    :ivar trace_id: the trace id of the last error, when it had one.
+    """
+
+    kind: str
+    host: str
+    message: str
+    failures: int = 0
+    rejected: int = 0
+    queued: int = 0
+    at: float = 0.0
+    until: float | None = None
+    trace_id: str | None = None
+
+
+Event = RetryEvent | ReauthEvent | GiveUpEvent | AlertEvent
 #: A hook: a callable taking one event.
 Hook = Callable[[Event], object]
 
@@ -163,14 +200,18 @@ class Hooks:
     on_retry: tuple[Hook, ...] = ()
     on_reauth: tuple[Hook, ...] = ()
     on_give_up: tuple[Hook, ...] = ()
+    on_alert: tuple[Hook, ...] = ()
 
     @classmethod
-    def from_arguments(cls, on_retry: object, on_reauth: object, on_give_up: object) -> Hooks:
+    def from_arguments(
+        cls, on_retry: object, on_reauth: object, on_give_up: object, on_alert: object = None
+    ) -> Hooks:
         """Validate the adapter's hook arguments (a callable, a list of them, or None)."""
         return cls(
             on_retry=_as_hooks("on_retry", on_retry),
             on_reauth=_as_hooks("on_reauth", on_reauth),
             on_give_up=_as_hooks("on_give_up", on_give_up),
+            on_alert=_as_hooks("on_alert", on_alert),
         )
 
     def retry(self, event: RetryEvent) -> None:
@@ -187,6 +228,13 @@ class Hooks:
         """Log and announce giving up."""
         _log_give_up(event)
         self._call(self.on_give_up, event)
+
+    def alert(self, event: AlertEvent) -> None:
+        """Log and announce an alert (``circuit_open`` at ERROR, the others at WARNING)."""
+        level = logging.ERROR if event.kind == "circuit_open" else logging.WARNING
+        trace = f" (last trace id {event.trace_id})" if event.trace_id else ""
+        logger.log(level, "Alert %s: %s%s", event.kind, event.message, trace)
+        self._call(self.on_alert, event)
 
     @staticmethod
     def _call(hooks: tuple[Hook, ...], event: Event) -> None:

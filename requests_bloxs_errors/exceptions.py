@@ -43,6 +43,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BloxsError",
+    "CircuitOpenError",
     "ClientError",
     "DeadlineExceeded",
     "MethodNotAllowedError",
@@ -67,6 +68,9 @@ class BloxsError(HTTPError):
     """
 
     response: Response | None
+    #: The id of the outbox entry that keeps this call's request for a later
+    #: replay, or None when nothing was queued (see ``rbe.Outbox``).
+    outbox_id: int | None = None
 
     def __init__(
         self,
@@ -170,6 +174,14 @@ class RateLimitError(ClientError):
 
 class ServiceUnavailableError(ServerError):
     """503: the service is down for now, for example for maintenance."""
+
+
+class CircuitOpenError(ServiceUnavailableError):
+    """The host's circuit is open: it kept failing, so the call was not sent.
+
+    ``response`` is None; ``retry_after`` is the number of seconds until a probe
+    may test the host again. Raised at once, without touching the network.
+    """
 
 
 class TokenResponseError(RequestException):

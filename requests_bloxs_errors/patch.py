@@ -86,6 +86,8 @@ def install(prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]) 
     kwargs: dict[str, Any] = dict(adapter_kwargs)
     if probe.rate_limit is not None:  # "bloxs" made once: every session shares its permits
         kwargs["rate_limit"] = probe.rate_limit
+    if probe.outbox is not None:  # likewise one outbox (its connection, its alerts)
+        kwargs["outbox"] = probe.outbox
     with _state.lock:
         if _state.saved is None:
             _state.saved = (requests.Session, requests.sessions.Session)

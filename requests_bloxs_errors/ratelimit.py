@@ -20,10 +20,9 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Union
-from urllib.parse import urlsplit
 
 from .storage import Outage, StorageURL, parse
-from .urls import normalized_path
+from .urls import host_of, normalized_path
 from .windows import MemoryWindows, RuleValue, Windows, open_windows
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ BLOXS_RULES: Mapping[str, RuleSpec] = {
     "get": "500/minute",
 }
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def parse_rule(category: str, rule: object) -> RuleValue:
@@ -93,17 +91,6 @@ def _path(request: PreparedRequest) -> str:
     url = request.url or ""
     path = url.split("://", 1)[-1].partition("/")[2]
     return normalized_path("/" + path.split("?", 1)[0].split("#", 1)[0])
-
-
-def _origin_with_port(url: str) -> str:
-    """``scheme://host:port``, the default port written out (``:443`` or not, one API)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or _DEFAULT_PORTS.get(scheme)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
 
 
 def everything(request: PreparedRequest) -> str:
@@ -254,7 +241,7 @@ class RateLimit:
 
     def key(self, request: PreparedRequest, category: str) -> str:
         """The store key of ``category`` for ``request``: namespaced by API."""
-        return f"{self.namespace or _origin_with_port(request.url or '')}|{category}"
+        return f"{self.namespace or host_of(request.url or '')}|{category}"
 
     def __repr__(self) -> str:
         return (

@@ -17,6 +17,10 @@ calls each step of the adapter, in order, at four places:
 ``on_outcome(call, response, failure)``
     Once per call, with its final response (any status) or its final
     failure: count it (a circuit breaker), keep it (an outbox).
+``on_refused(call, error)``
+    Once per call that a step's ``before_attempt`` refused (``error``, a
+    :class:`~requests_bloxs_errors.BloxsError` without a response, is raised
+    to the caller next): keep it (an outbox).
 
 A step is an object with any of these methods; :class:`Step` gives no-op
 defaults to subclass. Steps must not raise from the last three places:
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from requests import Response
 
     from .call import Call
+    from .exceptions import BloxsError
     from .failures import Failure
     from .table import Rule
 
@@ -54,3 +59,6 @@ class Step:
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Runs once per call with its final response or failure."""
+
+    def on_refused(self, call: Call, error: BloxsError) -> None:
+        """Runs once per call refused before it was sent."""

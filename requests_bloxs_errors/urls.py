@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "Prefix",
+    "host_of",
     "is_loopback",
     "normalized_path",
     "origin",
@@ -95,6 +96,18 @@ def origin(url: str) -> str:
     if not parts.scheme or not parts.hostname:
         raise ValueError("the URL names no scheme and host")
     return f"{parts.scheme}://{_netloc(parts.hostname, port)}"
+
+
+def host_of(url: str) -> str:
+    """``scheme://host:port`` of ``url``, the default port written out, the host in
+    lower case: one name per server (``https://h`` and ``https://h:443`` are one).
+    Never raises; a URL that does not split gives ``"<unparseable url>"``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:
+        return "<unparseable url>"
+    return f"{parts.scheme.lower()}://{_netloc(parts.hostname or '', port)}"
 
 
 def _netloc(host: str, port: int | None) -> str:

@@ -1,0 +1,274 @@
+"""A circuit breaker per host: :class:`CircuitBreaker`, and the step that applies it.
+
+A call to a host counts as *failed* when its final outcome, after the
+adapter's retries, is a 5xx, a connection error or a timeout; any other
+outcome (a success, a 4xx, a 429) resets the host's count. After
+``failures`` failed calls in a row the host's circuit opens: calls to it
+raise :class:`~requests_bloxs_errors.CircuitOpenError` at once, without
+touching the network. After ``open_for`` seconds one call goes through as a
+probe while the others still fail fast; its success closes the circuit, its
+failure opens it again for twice as long (at most ``max_open_for``). A 503
+whose ``Retry-After`` is longer than the adapter waits for (announced
+maintenance) opens the circuit for that long at once.
+
+A closed circuit costs a dictionary lookup and an attribute read per call:
+no lock is taken while a request is in flight, and only state changes lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .classify import ErrorInfo
+from .events import AlertEvent
+from .exceptions import CircuitOpenError
+from .parsing import retry_after_from_headers, trace_id_from_headers
+from .steps import Step
+
+if TYPE_CHECKING:
+    from requests import Response
+
+    from .call import Call
+    from .failures import Failure
+
+__all__ = ["CircuitBreaker", "Circuits"]
+
+CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
+#: Transport failures that say the host is down (not a bad certificate or URL).
+_DOWN_KINDS = frozenset({"not_sent", "no_answer"})
+
+
+@dataclass
+class _Circuit:
+    """One host's state. Read without a lock; changed under :attr:`Circuits._lock`."""
+
+    state: str = CLOSED
+    failures: int = 0
+    open_until: float = 0.0  # time.monotonic()
+    opened_for: float = 0.0
+    probe_since: float | None = None  # time.monotonic() when the probe was let through
+    rejected: int = 0
+    trace_id: str | None = None
+    queued: int = 0
+
+
+class CircuitBreaker:
+    """Fail fast while a host keeps failing; see the module docstring.
+
+    Usage::
+
+        >>> rbe.mount(session, "https://acme.bloxs.io/",
+        ...           circuit_breaker=rbe.CircuitBreaker(failures=5, open_for=30))
+
+    :param failures: failed calls in a row that open a host's circuit.
+    :param open_for: seconds the circuit stays open before one probe is let through.
+    :param max_open_for: the longest it stays open after failed probes (it
+        doubles with each), in seconds.
+    :raises ValueError, TypeError: on bad values.
+    """
+
+    def __init__(
+        self, failures: int = 5, open_for: float = 30.0, *, max_open_for: float = 600.0
+    ) -> None:
+        if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
+            raise ValueError(f"failures must be a whole number >= 1, got {failures!r}")
+        for name, value in (("open_for", open_for), ("max_open_for", max_open_for)):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+        self.failures = failures
+        self.open_for = float(open_for)
+        self.max_open_for = max(float(max_open_for), self.open_for)
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        self._circuits: dict[str, _Circuit] = {}
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_circuits", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_runtime()
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker(failures={self.failures}, open_for={self.open_for:g})"
+
+    def state(self, host: str) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` for ``scheme://host:port``."""
+        circuit = self._circuits.get(host)
+        return CLOSED if circuit is None else circuit.state
+
+    def _circuit(self, host: str) -> _Circuit:
+        circuit = self._circuits.get(host)
+        if circuit is None:
+            with self._lock:
+                circuit = self._circuits.setdefault(host, _Circuit())
+        return circuit
+
+    # -- the decisions; each returns the alert to send, if any ------------------
+
+    def admit(self, host: str) -> tuple[bool, float]:
+        """Whether a call to ``host`` may go now; if not, the seconds until a probe.
+
+        The first call after ``open_for`` becomes the probe (the circuit turns
+        half-open); a probe that never reports back is replaced after
+        ``open_for`` more seconds.
+        """
+        circuit = self._circuits.get(host)
+        if circuit is None or circuit.state == CLOSED:
+            return True, 0.0
+        now = time.monotonic()
+        with self._lock:
+            if circuit.state == CLOSED:
+                return True, 0.0
+            probe_due = circuit.open_until
+            if circuit.state == HALF_OPEN and circuit.probe_since is not None:
+                probe_due = circuit.probe_since + self.open_for  # a probe is in flight
+            if now >= probe_due:
+                circuit.state = HALF_OPEN
+                circuit.probe_since = now
+                return True, 0.0
+            circuit.rejected += 1
+            return False, probe_due - now
+
+    def record(
+        self, host: str, failed: bool, trace_id: str | None = None
+    ) -> tuple[str, _Circuit] | None:
+        """Count a call's final outcome; returns ``(alert kind, circuit)`` on a change."""
+        circuit = self._circuits.get(host)
+        if not failed and (circuit is None or (circuit.state == CLOSED and not circuit.failures)):
+            return None  # the common case: a success on a healthy host, no lock
+        circuit = circuit or self._circuit(host)
+        with self._lock:
+            if not failed:
+                was = circuit.state
+                circuit.state, circuit.failures, circuit.probe_since = CLOSED, 0, None
+                circuit.opened_for = 0.0
+                return ("circuit_closed", circuit) if was != CLOSED else None
+            circuit.failures += 1
+            circuit.trace_id = trace_id or circuit.trace_id
+            if circuit.state == HALF_OPEN:  # the probe failed: open again, for longer
+                return self._open(circuit, min(circuit.opened_for * 2, self.max_open_for))
+            if circuit.state == CLOSED and circuit.failures >= self.failures:
+                return self._open(circuit, self.open_for)
+            return None
+
+    def hold(
+        self, host: str, seconds: float, trace_id: str | None = None
+    ) -> tuple[str, _Circuit] | None:
+        """Open ``host``'s circuit for ``seconds`` (announced maintenance)."""
+        circuit = self._circuit(host)
+        with self._lock:
+            if circuit.state == OPEN and circuit.open_until >= time.monotonic() + seconds:
+                return None
+            circuit.trace_id = trace_id or circuit.trace_id
+            was_open = circuit.state == OPEN
+            alert = self._open(circuit, seconds)
+            return None if was_open else alert
+
+    def _open(self, circuit: _Circuit, seconds: float) -> tuple[str, _Circuit]:
+        circuit.state = OPEN
+        circuit.opened_for = seconds
+        circuit.open_until = time.monotonic() + seconds
+        circuit.probe_since = None
+        return "circuit_open", circuit
+
+
+class Circuits(Step):
+    """The step that applies a :class:`CircuitBreaker` (and counts outcomes)."""
+
+    __slots__ = ("breaker",)
+
+    def __init__(self, breaker: CircuitBreaker) -> None:
+        self.breaker = breaker
+
+    def before_attempt(self, call: Call) -> None:
+        """Refuse the first attempt of a call to a host whose circuit is open."""
+        if call.journal or call.reauthed:  # retries of an admitted call go on
+            return
+        admitted, wait = self.breaker.admit(call.host)
+        if admitted:
+            return
+        message = (
+            f"{call.method} {call.url} was not sent: the circuit for {call.host} is open "
+            f"after repeated failures; a probe may go in {wait:.1f}s"
+        )
+        info = ErrorInfo(
+            status=503,
+            kind="circuit_open",
+            retryable=True,
+            reauth=False,
+            action=(
+                f"The API at {call.host} keeps failing. Try again in {wait:.0f}s or later; "
+                "queue the work (outbox=) rather than block on it."
+            ),
+            message=message,
+            retry_after=wait,
+        )
+        raise CircuitOpenError(message, response=None, info=info, history=tuple(call.journal))
+
+    def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
+        """Count the call's final outcome for its host."""
+        host = call.host
+        if response is not None:
+            status = response.status_code
+            trace = trace_id_from_headers(response.headers) if status >= 500 else None
+            change = self.breaker.record(host, status >= 500, trace)
+            if change is None and status == 503:
+                change = self._maintenance(call, response)
+        elif failure is not None:
+            if failure.rule.kind not in _DOWN_KINDS:
+                return  # a bad certificate or URL says nothing about the host
+            change = self.breaker.record(host, True)
+        else:
+            return
+        if change is not None:
+            call.hooks.alert(_alert(*change, host, self.breaker))
+
+    def _maintenance(self, call: Call, response: Response) -> tuple[str, _Circuit] | None:
+        """A 503 announcing a wait longer than the adapter waits for opens the circuit."""
+        retry_after = retry_after_from_headers(response.headers)
+        limit = call.max_retry_after
+        if retry_after is None or limit is None or retry_after <= limit:
+            return None
+        return self.breaker.hold(call.host, retry_after, trace_id_from_headers(response.headers))
+
+
+def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> AlertEvent:
+    now = time.time()
+    if kind == "circuit_open":
+        until = now + max(0.0, circuit.open_until - time.monotonic())
+        event = AlertEvent(
+            kind,
+            host,
+            f"{host} failed {circuit.failures} call(s) in a row; its calls fail fast for "
+            f"{circuit.opened_for:g}s, then one probe tests it",
+            failures=circuit.failures,
+            rejected=circuit.rejected,
+            queued=circuit.queued,
+            at=now,
+            until=until,
+            trace_id=circuit.trace_id,
+        )
+    else:
+        event = AlertEvent(
+            kind,
+            host,
+            f"{host} answers again; {circuit.rejected} call(s) were refused while its circuit "
+            f"was open",
+            rejected=circuit.rejected,
+            queued=circuit.queued,
+            at=now,
+        )
+        circuit.rejected = circuit.queued = 0
+    return event

@@ -1,0 +1,502 @@
+"""A durable outbox of writes that failed for reasons a later attempt may cure.
+
+:class:`Outbox` keeps, in an SQLite file, the POST, PUT, PATCH and DELETE
+requests whose final outcome was a 5xx, a connection error or timeout, a
+429 (or 403 quota) the retries did not outlast, or a refusal before sending
+(an open circuit, no rate-limit permit in time). Reads are never kept, nor
+writes the server refused for good (400, 401, 403, 404, 405, 415): sending
+them again cannot help.
+
+Each entry is committed before the call returns or raises. What the
+request carried (its URL with the query string, its headers minus
+credentials, its body) is sealed with AES-GCM under a key kept in a file of
+its own next to the database (``<path>.key``, 0600); the database shows only
+the method, the URL without its query string, the error and the times.
+:meth:`Outbox.replay` sends the entries through a session of yours (its
+adapter signs with fresh credentials), each exactly once even with two
+replayers at work: an entry is claimed with a lease before it is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import time
+from base64 import b64decode, b64encode
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .events import AlertEvent, logger
+from .exceptions import BloxsError
+from .parsing import trace_id_from_headers
+from .steps import Step
+from .storage import SQLiteFile, missing_extra, parse
+from .table import QUOTA_RULE, rule_for
+from .urls import host_of, redact_url
+
+if TYPE_CHECKING:
+    import requests
+    from requests import Response
+
+    from .call import Call
+    from .failures import Failure
+
+__all__ = ["Outbox", "OutboxEntry", "Queueing", "ReplayReport"]
+
+#: Seconds a replayer may hold an entry before another may claim it.
+LEASE = 120.0
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: Methods a second delivery cannot harm.
+IDEMPOTENT_WRITES = frozenset({"PUT", "DELETE"})
+#: Headers never kept: credentials, and what a credential writes.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-timestamp"})
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rbe_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    method TEXT NOT NULL,
+    shown_url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    status INTEGER,
+    trace_id TEXT,
+    uncertain INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    last_error TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL
+);
+"""
+_COLUMNS = (
+    "id, created, method, shown_url, host, sealed, kind, status, trace_id, uncertain, "
+    "state, last_error, tries"
+)
+
+#: Set while :meth:`Outbox.replay` sends: a replayed write that fails again is not queued twice.
+_replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("rbe_replaying", default=False)
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One queued write.
+
+    :ivar id: its number in the outbox.
+    :ivar created: when it was queued (Unix time).
+    :ivar method: the HTTP method.
+    :ivar url: the full URL, query string included (print :attr:`shown_url`).
+    :ivar shown_url: the URL without query string or credentials.
+    :ivar host: ``scheme://host:port``.
+    :ivar headers: the request's headers, credentials removed.
+    :ivar body: the request's body.
+    :ivar kind: what went wrong (``"service_unavailable"``, ``"not_sent"``, ...).
+    :ivar status: the last status, or None when no response came.
+    :ivar trace_id: the last error's trace id, if any.
+    :ivar uncertain: True when the server may have processed the request
+        already (a non-idempotent write that got a 5xx or lost its answer).
+    :ivar state: ``"queued"``, or ``"dead"`` once refused for good on replay.
+    :ivar last_error: what the last replay got, if it failed.
+    :ivar tries: replays tried so far.
+    """
+
+    id: int
+    created: float
+    method: str
+    url: str = field(repr=False)
+    shown_url: str
+    host: str
+    headers: dict[str, str] = field(repr=False)
+    body: bytes = field(repr=False)
+    kind: str
+    status: int | None
+    trace_id: str | None
+    uncertain: bool
+    state: str
+    last_error: str | None
+    tries: int
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What :meth:`Outbox.replay` did: the entry ids sent, failed and skipped."""
+
+    sent: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+    skipped: tuple[int, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing failed."""
+        return not self.failed
+
+
+class _KeyFile:
+    """AES-GCM under a random key kept in ``<database>.key`` (0600), made on first use."""
+
+    def __init__(self, path: str) -> None:
+        try:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+        except ImportError:
+            raise missing_extra("crypto", "cryptography", "the outbox") from None
+        self._path = path + ".key"
+        self._aesgcm = AESGCM
+        self._aead: Any = None
+
+    def _key(self) -> Any:
+        if self._aead is None:
+            if not os.path.exists(self._path):
+                temporary = f"{self._path}.{os.getpid()}.{os.urandom(4).hex()}"
+                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(fd, os.urandom(32))
+                finally:
+                    os.close(fd)
+                with contextlib.suppress(FileExistsError):  # another process made it first
+                    os.link(temporary, self._path)
+                os.unlink(temporary)
+            with open(self._path, "rb") as file:
+                key = file.read()
+            if len(key) != 32:
+                raise ValueError(f"the outbox key file {self._path} is damaged")
+            self._aead = self._aesgcm(key)
+        return self._aead
+
+    def seal(self, data: bytes, label: bytes) -> bytes:
+        nonce = os.urandom(12)
+        sealed: bytes = self._key().encrypt(nonce, data, label)
+        return nonce + sealed
+
+    def open(self, blob: bytes, label: bytes) -> bytes:
+        opened: bytes = self._key().decrypt(blob[:12], blob[12:], label)
+        return opened
+
+
+class Outbox:
+    """A durable queue of failed writes in an SQLite file; see the module docstring.
+
+    Usage::
+
+        >>> rbe.mount(session, "https://acme.bloxs.io/", outbox="sqlite:///var/lib/app/outbox.db")
+        >>> report = rbe.Outbox("sqlite:///var/lib/app/outbox.db").replay(session)
+
+    :param url: ``"sqlite:///path"``; the file (and ``<path>.key``) are
+        created readable by their owner only.
+    :raises ValueError: for another kind of URL.
+    :raises ImportError: without the ``crypto`` extra.
+    """
+
+    def __init__(self, url: str) -> None:
+        storage = parse(url, what="outbox")
+        if storage.scheme != "sqlite":
+            raise ValueError(
+                "outbox must be 'sqlite:///path': a file on this host that survives the process"
+            )
+        self.storage = storage
+        self._file = SQLiteFile(storage, _SCHEMA)
+        self._keys = _KeyFile(storage.path)
+        #: Hosts whose failing writes were announced (a "queued" alert) and have
+        #: not answered since: one alert per outage, not one per write.
+        self.alerted: set[str] = set()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Outbox, (self.storage.url,))
+
+    def __repr__(self) -> str:
+        return f"Outbox({self.storage.shown!r})"
+
+    def add(
+        self,
+        request: requests.PreparedRequest,
+        *,
+        kind: str,
+        status: int | None,
+        trace_id: str | None,
+        uncertain: bool,
+        body: bytes,
+    ) -> int:
+        """Queue ``request``; committed before it returns the entry's id."""
+        method = (request.method or "GET").upper()
+        url = request.url or ""
+        headers = {
+            name: value
+            for name, value in request.headers.items()
+            if name.lower() not in CREDENTIAL_HEADERS and isinstance(value, str)
+        }
+        content = {"url": url, "headers": headers, "body": b64encode(body).decode()}
+        shown = redact_url(url)
+        sealed = self._keys.seal(json.dumps(content).encode(), f"{method} {shown}".encode())
+        with self._file.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO rbe_outbox (created, method, shown_url, host, sealed, kind, status, "
+                "trace_id, uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    time.time(),
+                    method,
+                    shown,
+                    host_of(url),
+                    sealed,
+                    kind,
+                    status,
+                    trace_id,
+                    uncertain,
+                ),
+            )
+            entry_id = cursor.lastrowid
+        assert entry_id is not None
+        return entry_id
+
+    def entries(self) -> list[OutboxEntry]:
+        """Every entry, oldest first."""
+        with self._file.transaction() as db:
+            rows = db.execute(f"SELECT {_COLUMNS} FROM rbe_outbox ORDER BY id").fetchall()
+        return [self._entry(row) for row in rows]
+
+    def get(self, entry_id: int) -> OutboxEntry | None:
+        """The entry ``entry_id``, or None."""
+        row = self._file.read(f"SELECT {_COLUMNS} FROM rbe_outbox WHERE id = ?", (entry_id,))
+        return None if row is None else self._entry(row)
+
+    def drop(self, entry_id: int) -> bool:
+        """Remove an entry; False when there was none."""
+        with self._file.transaction() as db:
+            return db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,)).rowcount == 1
+
+    def _entry(self, row: Any) -> OutboxEntry:
+        (entry_id, created, method, shown, host, sealed, kind, status, trace, uncertain) = row[:10]
+        content = json.loads(self._keys.open(bytes(sealed), f"{method} {shown}".encode()))
+        return OutboxEntry(
+            id=entry_id,
+            created=created,
+            method=method,
+            url=content["url"],
+            shown_url=shown,
+            host=host,
+            headers=dict(content["headers"]),
+            body=b64decode(content["body"]),
+            kind=kind,
+            status=status,
+            trace_id=trace,
+            uncertain=bool(uncertain),
+            state=row[10],
+            last_error=row[11],
+            tries=row[12],
+        )
+
+    # -- replay ----------------------------------------------------------------------
+
+    def replay(
+        self, session: requests.Session, *, include_uncertain: bool = False, timeout: float = 30.0
+    ) -> ReplayReport:
+        """Send the queued entries through ``session``, oldest first.
+
+        A sent entry (any status below 400) is removed. One refused for good
+        (a 4xx other than 408, 429 and a 403 quota) is kept, marked dead,
+        with its error. Any other failure leaves it queued for the next
+        replay. Uncertain entries are skipped unless ``include_uncertain``.
+        Each entry is claimed with a lease first, so two replayers never
+        send one entry twice.
+        """
+        owner = f"{os.getpid()}:{os.urandom(8).hex()}"
+        sent: list[int] = []
+        failed: list[int] = []
+        skipped: list[int] = []
+        token = _replaying.set(True)
+        try:
+            for entry_id, uncertain in self._queued():
+                if uncertain and not include_uncertain:
+                    skipped.append(entry_id)
+                    continue
+                if not self._claim(entry_id, owner):
+                    skipped.append(entry_id)  # another replayer has it
+                    continue
+                entry = self.get(entry_id)
+                assert entry is not None
+                outcome = self._send(session, entry, timeout)
+                (sent if outcome is None else failed).append(entry_id)
+                self._settle(entry_id, outcome)
+        finally:
+            _replaying.reset(token)
+        return ReplayReport(tuple(sent), tuple(failed), tuple(skipped))
+
+    def _queued(self) -> list[tuple[int, bool]]:
+        with self._file.transaction() as db:
+            rows = db.execute(
+                "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
+            ).fetchall()
+        return [(row[0], bool(row[1])) for row in rows]
+
+    def _claim(self, entry_id: int, owner: str) -> bool:
+        now = time.time()
+        with self._file.transaction() as db:
+            claimed = db.execute(
+                "UPDATE rbe_outbox SET lease_owner = ?, lease_until = ? WHERE id = ? AND "
+                "state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
+                (owner, now + LEASE, entry_id, now),
+            ).rowcount
+        return claimed == 1
+
+    @staticmethod
+    def _send(
+        session: requests.Session, entry: OutboxEntry, timeout: float
+    ) -> tuple[str, bool] | None:
+        """None when sent; else ``(error, dead)``."""
+        try:
+            response = session.request(
+                entry.method, entry.url, headers=entry.headers, data=entry.body, timeout=timeout
+            )
+        except BloxsError as exc:  # an open circuit, a rate limit, raise_errors=True
+            status = exc.response.status_code if exc.response is not None else None
+            return f"{exc.kind}: {exc}", status is not None and _dead(exc.response)
+        except Exception as exc:
+            return f"{type(exc).__name__}: no response", False
+        with response:
+            if response.status_code < 400:
+                return None
+            return f"{response.status_code} {response.reason}", _dead(response)
+
+    def _settle(self, entry_id: int, outcome: tuple[str, bool] | None) -> None:
+        with self._file.transaction() as db:
+            if outcome is None:
+                db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,))
+                return
+            error, dead = outcome
+            db.execute(
+                "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
+                "lease_owner = NULL, lease_until = NULL WHERE id = ?",
+                ("dead" if dead else "queued", error[:500], entry_id),
+            )
+
+    def close(self) -> None:
+        """Close this process's connection to the file."""
+        self._file.close()
+
+
+def _dead(response: Response | None) -> bool:
+    """A refusal that sending again cannot cure: a 4xx other than 408, 429 and a quota."""
+    if response is None:
+        return False
+    status = response.status_code
+    if not 400 <= status < 500 or status in (408, 429):
+        return False
+    rule = rule_for(status, "Retry-After" in response.headers)
+    return rule is not QUOTA_RULE
+
+
+# -- the step -------------------------------------------------------------------------
+
+
+class Queueing(Step):
+    """The step that queues a call's write in an :class:`Outbox` when it failed curably."""
+
+    __slots__ = ("outbox",)
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
+        """Queue a write whose final outcome a later attempt may cure."""
+        if response is not None and response.status_code < 500:
+            self.outbox.alerted.discard(call.host)  # it answers: the next outage alerts again
+        if call.method not in WRITES or _replaying.get():
+            return
+        if response is not None:
+            status = response.status_code
+            rule = rule_for(status, "Retry-After" in response.headers)
+            if status >= 500:
+                self._queue(
+                    call, rule.kind if rule else str(status), status, response, not_sent=False
+                )
+            elif status == 429 or rule is QUOTA_RULE:
+                self._queue(
+                    call, rule.kind if rule else "rate_limited", status, response, not_sent=True
+                )
+        elif failure is not None and failure.rule.kind in ("not_sent", "no_answer"):
+            self._queue(call, failure.kind, None, None, not_sent=failure.rule.kind == "not_sent")
+
+    def on_refused(self, call: Call, error: BloxsError) -> None:
+        """Queue a write refused before sending (an open circuit, no permit in time)."""
+        if call.method in WRITES and not _replaying.get():
+            self._queue(call, error.kind, None, None, not_sent=True)
+
+    def _queue(
+        self,
+        call: Call,
+        kind: str,
+        status: int | None,
+        response: Response | None,
+        *,
+        not_sent: bool,
+    ) -> None:
+        body = _body_bytes(call)
+        if body is None:
+            logger.error(
+                "%s %s failed (%s) and cannot be queued: its body is a stream that cannot be "
+                "read again",
+                call.method,
+                call.url,
+                kind,
+            )
+            return
+        uncertain = not not_sent and call.method not in IDEMPOTENT_WRITES and not call.key
+        trace = trace_id_from_headers(response.headers) if response is not None else None
+        try:
+            call.outbox_id = self.outbox.add(
+                call.request,
+                kind=kind,
+                status=status,
+                trace_id=trace,
+                uncertain=uncertain,
+                body=body,
+            )
+        except Exception as exc:  # the call's outcome stands; say loudly that nothing was kept
+            logger.error(
+                "%s %s failed (%s) and could not be queued in %s: %s",
+                call.method,
+                call.url,
+                kind,
+                self.outbox.storage.shown,
+                type(exc).__name__,
+            )
+            return
+        logger.warning(
+            "Queued %s %s in the outbox as entry %d (%s%s)",
+            call.method,
+            call.url,
+            call.outbox_id,
+            kind,
+            ", uncertain: it may have been processed" if uncertain else "",
+        )
+        if call.host not in self.outbox.alerted:
+            self.outbox.alerted.add(call.host)
+            call.hooks.alert(
+                AlertEvent(
+                    "queued",
+                    call.host,
+                    f"writes to {call.host} are failing ({kind}); they are queued in "
+                    f"{self.outbox.storage.shown} for a later replay",
+                    queued=1,
+                    at=time.time(),
+                    trace_id=trace,
+                )
+            )
+
+
+def _body_bytes(call: Call) -> bytes | None:
+    """The request body as bytes, or None when it is a stream that cannot be read again."""
+    body = call.request.body
+    if body is None:
+        return b""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if call.body_position is not None and hasattr(body, "read"):
+        with contextlib.suppress(OSError, ValueError):
+            body.seek(call.body_position)
+            data = body.read()
+            return data if isinstance(data, bytes) else str(data).encode("utf-8")
+    return None
