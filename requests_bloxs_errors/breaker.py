@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .classify import ErrorInfo
+from .classify import ErrorInfo, classify
 from .events import AlertEvent
 from .exceptions import CircuitOpenError
-from .parsing import retry_after_from_headers, trace_id_from_headers
+from .parsing import retry_after_from_headers
 from .steps import Step
 
 if TYPE_CHECKING:
@@ -222,7 +222,8 @@ class Circuits(Step):
         host = call.host
         if response is not None:
             status = response.status_code
-            trace = trace_id_from_headers(response.headers) if status >= 500 else None
+            info = classify(response) if status >= 500 else None  # (cached by the adapter)
+            trace = info.trace_id if info is not None else None
             change = self.breaker.record(host, status >= 500, trace)
             if change is None and status == 503:
                 change = self._maintenance(call, response)
@@ -241,7 +242,8 @@ class Circuits(Step):
         limit = call.max_retry_after
         if retry_after is None or limit is None or retry_after <= limit:
             return None
-        return self.breaker.hold(call.host, retry_after, trace_id_from_headers(response.headers))
+        info = classify(response)
+        return self.breaker.hold(call.host, retry_after, info.trace_id if info else None)
 
 
 def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> AlertEvent:

@@ -1,8 +1,9 @@
 """The command line: ``python -m requests_bloxs_errors`` (or ``requests-bloxs-errors``).
 
 Commands: ``demo``, ``explain STATUS``, ``table``, ``simulate``,
-``request METHOD URL``. Bad input is one line on stderr and exit status 2;
-nothing here prints a traceback.
+``request METHOD URL``, ``run``, ``config``, ``outbox`` (see :mod:`.outbox_cli`).
+Bad input is one line on stderr and exit status 2; nothing here prints a
+traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from .envconfig import (
 )
 from .exceptions import BloxsError
 from .failures import causes
+from .outbox_cli import OutboxUsageError, run_outbox
+from .outbox_cli import add_commands as add_outbox_commands
 from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
 from .simulator import ENDPOINTS, Simulator
 from .table import (
@@ -186,6 +189,13 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
 def _credential(args: argparse.Namespace, url: str) -> Credential | None:
     """The credential the flags and the environment give (flags win), as ``run`` reads
     them; the API is at the request URL's origin unless a variable says otherwise."""
+    return _credential_and_home(args, url)[0]
+
+
+def _credential_and_home(
+    args: argparse.Namespace, url: str
+) -> tuple[Credential | None, str | None]:
+    """:func:`_credential`, and the origin of the API it is for."""
     values = {name: os.environ.get(name, "") for name, _ in VARIABLES}
     flags = {
         "BLOXS_API_KEY": args.bloxs_key,
@@ -198,10 +208,9 @@ def _credential(args: argparse.Namespace, url: str) -> Credential | None:
     }
     values.update({name: value for name, value in flags.items() if value})
     try:
-        auth, _ = credential_from(values, default_origin=origin(url))
+        return credential_from(values, default_origin=origin(url))
     except ConfigError as exc:
         raise UsageError(f"{exc} (or the matching flags: see 'request --help')") from None
-    return auth
 
 
 def _request(term: Terminal, args: argparse.Namespace) -> int:
@@ -378,19 +387,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     request.add_argument("method", metavar="METHOD", help="GET, POST, PUT, ...")
     request.add_argument("url", metavar="URL", help="an absolute http:// or https:// URL")
-    request.add_argument("--bloxs-key", help="Bloxs API key (or BLOXS_API_KEY)")
-    request.add_argument("--bloxs-secret", help="Bloxs API secret (or BLOXS_API_SECRET)")
-    request.add_argument("--hmac", action="store_true", help="sign with the Bloxs v1 HMAC scheme")
-    request.add_argument("--client-id", help="OAuth2 client id (or DEALCLOUD_CLIENT_ID)")
-    request.add_argument(
-        "--client-secret", help="OAuth2 client secret (or DEALCLOUD_CLIENT_SECRET)"
-    )
-    request.add_argument(
-        "--token-url",
-        help="OAuth2 token URL (or DEALCLOUD_TOKEN_URL; default: the URL's origin + "
-        "/api/rest/v1/oauth/token)",
-    )
-    request.add_argument("--scope", default=None, help="OAuth2 scope, such as 'data'")
+    _credential_flags(request)
     request.add_argument("--json", help="a JSON body")
     request.add_argument("--data", help="a raw body")
     request.add_argument("--header", "-H", action="append", help="'Name: value', repeatable")
@@ -404,7 +401,23 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_RETRY_AFTER,
         help="the longest Retry-After to wait for, seconds ('none': no limit)",
     )
+    add_outbox_commands(commands, _credential_flags)
     return parser
+
+
+def _credential_flags(parser: argparse.ArgumentParser) -> None:
+    """The credential flags of ``request`` and ``outbox replay``."""
+    parser.add_argument("--bloxs-key", help="Bloxs API key (or BLOXS_API_KEY)")
+    parser.add_argument("--bloxs-secret", help="Bloxs API secret (or BLOXS_API_SECRET)")
+    parser.add_argument("--hmac", action="store_true", help="sign with the Bloxs v1 HMAC scheme")
+    parser.add_argument("--client-id", help="OAuth2 client id (or DEALCLOUD_CLIENT_ID)")
+    parser.add_argument("--client-secret", help="OAuth2 client secret (or DEALCLOUD_CLIENT_SECRET)")
+    parser.add_argument(
+        "--token-url",
+        help="OAuth2 token URL (or DEALCLOUD_TOKEN_URL; default: the URL's origin + "
+        "/api/rest/v1/oauth/token)",
+    )
+    parser.add_argument("--scope", default=None, help="OAuth2 scope, such as 'data'")
 
 
 def _run_script(args: argparse.Namespace) -> int:
@@ -485,8 +498,10 @@ def _run(term: Terminal, args: argparse.Namespace) -> int:
             return _simulate(term, args.host, args.port, args.window)
         if args.command == "config":
             return _config(term)
+        if args.command == "outbox":
+            return run_outbox(term, args, _credential_and_home)
         return _request(term, args)
-    except UsageError as exc:
+    except (UsageError, OutboxUsageError) as exc:
         print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
         return 2
     except (TypeError, ValueError) as exc:  # bad configuration from the flags

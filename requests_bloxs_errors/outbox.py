@@ -28,9 +28,9 @@ from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .classify import classify
 from .events import AlertEvent, logger
 from .exceptions import BloxsError
-from .parsing import trace_id_from_headers
 from .steps import Step
 from .storage import SQLiteFile, missing_extra, parse
 from .table import QUOTA_RULE, rule_for
@@ -442,7 +442,8 @@ class Queueing(Step):
             )
             return
         uncertain = not not_sent and call.method not in IDEMPOTENT_WRITES and not call.key
-        trace = trace_id_from_headers(response.headers) if response is not None else None
+        info = classify(response) if response is not None else None  # (cached by the adapter)
+        trace = info.trace_id if info is not None else None
         try:
             call.outbox_id = self.outbox.add(
                 call.request,
