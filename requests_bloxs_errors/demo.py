@@ -10,6 +10,7 @@ doubles as an end-to-end check.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -19,8 +20,12 @@ import requests
 
 from ._term import Terminal, status_style
 from .adapter import attempts, mount
+from .auth import Credential
+from .breaker import CircuitBreaker
 from .classify import classify
-from .events import Attempt
+from .events import AlertEvent, Attempt
+from .exceptions import BloxsError, CircuitOpenError
+from .outbox import Outbox
 from .providers import BloxsTokenAuth, ClientCredentialsAuth
 from .ratelimit import RateLimit
 from .simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
@@ -112,6 +117,87 @@ STEPS = (
 )
 
 
+# -- the outage scene: a circuit breaker, an outbox, a replay ------------------------------
+
+OUTAGE_WRITES = 6
+
+
+def _outage_scene(term: Terminal, world: _World, auth: Credential, number: int) -> list[str]:
+    """A long outage opens the circuit, the writes go to the outbox, the API comes
+    back, and a replay sends each write once. Returns what went unexpectedly."""
+    term.line()
+    term.line(f"{number}. A long outage: the circuit opens, writes go to the outbox", "bold")
+    try:
+        with tempfile.TemporaryDirectory(prefix="rbe-demo-") as folder:
+            outbox = Outbox(f"sqlite://{folder}/outbox.db")
+            return _outage(term, world, auth, outbox, number)
+    except ImportError as exc:  # the outbox seals what it keeps: it needs cryptography
+        term.line(f"   (skipped: {exc})", "dim")
+        return []
+
+
+def _outage(
+    term: Terminal, world: _World, auth: Credential, outbox: Outbox, number: int
+) -> list[str]:
+    sim = world.sim
+    alerts: list[AlertEvent] = []
+    session = requests.Session()
+    mount(
+        session,
+        sim.url + "/api/v1/",
+        auth=auth,
+        max_retries=1,
+        backoff_factor=0.05,
+        circuit_breaker=CircuitBreaker(failures=3, open_for=30),
+        outbox=outbox,
+        on_alert=alerts.append,
+    )
+    sim.maintenance(600, retry_after=False)  # down, and no word of when it comes back
+    before = len(sim.requests)
+    outcomes = []
+    for n in range(1, OUTAGE_WRITES + 1):
+        body = {"name": f"Block {n}", "units": 10 * n}
+        key = {"Idempotency-Key": f"demo-outage-{n}"}
+        try:
+            response = session.post(world.url(COMPLEXES), json=body, headers=key, timeout=10)
+        except CircuitOpenError as exc:
+            outcomes.append(f"circuit open: not sent; kept as outbox entry {exc.outbox_id}")
+            continue
+        try:
+            response.raise_for_status()
+        except BloxsError as exc:
+            story = ", ".join(f"{a.status}" for a in attempts(response))
+            outcomes.append(f"{story}: kept as outbox entry {exc.outbox_id}")
+    for n, outcome in enumerate(outcomes, 1):
+        term.line(f"   create {n}: {outcome}", "yellow")
+    for alert in alerts:
+        term.line(f"   alert {alert.kind}: {alert.message}", "red")
+    reached = len(sim.requests) - before
+    term.line(f"   {reached} requests reached the server for {OUTAGE_WRITES} creates.", "dim")
+    session.close()
+    term.line()
+    term.line(f"{number + 1}. The API is back: 'outbox replay' sends each write once", "bold")
+    sim.clear_faults()
+    before = len(sim.requests)
+    report = outbox.replay(world.bloxs)  # fresh credentials, the usual rules
+    creates = [r for r in sim.requests[before:] if r.method == "POST" and r.path == COMPLEXES]
+    for record in creates:
+        term.line(
+            f"   POST   {record.path}  {record.status}  replayed", status_style(record.status)
+        )
+    term.line(
+        f"   {len(report.sent)} sent, {len(report.failed)} failed, {len(report.skipped)} skipped; "
+        f"{len(outbox.entries())} left in the outbox.",
+        "dim",
+    )
+    problems = []
+    if len(outcomes) != OUTAGE_WRITES or [a.kind for a in alerts] != ["queued", "circuit_open"]:
+        problems.append(f"outage: {len(outcomes)} writes kept, alerts {[a.kind for a in alerts]}")
+    if len(report.sent) != OUTAGE_WRITES or len(creates) != OUTAGE_WRITES:
+        problems.append(f"replay: {len(report.sent)} sent, {len(creates)} creates reached the API")
+    return problems
+
+
 def _describe(attempt: Attempt) -> str:
     decision = attempt.decision
     if decision == "retry":
@@ -192,10 +278,11 @@ def run_demo(term: Terminal | None = None) -> int:
         common: dict[str, Any] = {"backoff_factor": 0.2, "max_retry_after": 10}
         # the client knows the filter quota: it paces to it instead of meeting 429s
         pacing = RateLimit.bloxs(rules={"filter": (FILTER_QUOTA, FILTER_WINDOW)})
+        bloxs_auth = BloxsTokenAuth(sim.url, api_key, api_secret)
         mount(
             bloxs,
             sim.url + "/api/v1/",
-            auth=BloxsTokenAuth(sim.url, api_key, api_secret),
+            auth=bloxs_auth,
             rate_limit=pacing,
             **common,
         )
@@ -225,6 +312,7 @@ def run_demo(term: Terminal | None = None) -> int:
             got = [r.status_code for r in responses]
             if got != list(step.expect):
                 failures.append(f"step {number}: expected {list(step.expect)}, got {got}")
+        failures += _outage_scene(term, world, bloxs_auth, len(STEPS) + 1)
         bloxs.close()
         dealcloud.close()
         seen = sim.requests

@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .auth import Credential
+from .breaker import CircuitBreaker
+from .outbox import Outbox
 from .patch import install
 from .providers import (
     DEALCLOUD_TOKEN_PATH,
@@ -57,6 +59,11 @@ VARIABLES: tuple[tuple[str, str], ...] = (
         "RBE_TOKEN_CACHE",
         "share one token among processes: sqlite:///path or redis://host:port/db",
     ),
+    (
+        "RBE_CIRCUIT_BREAKER",
+        "fail fast while a host keeps failing: on, or FAILURES/OPEN_SECONDS such as 5/30",
+    ),
+    ("RBE_OUTBOX", "keep failed writes for a replay: sqlite:///path"),
     ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
     ("BLOXS_API_KEY", "the Bloxs API key"),
     ("BLOXS_API_SECRET", "the Bloxs API secret"),
@@ -123,6 +130,14 @@ def config_from_env(
     rate_limit = _rate_limit(get)
     if rate_limit is not None:
         kwargs["rate_limit"] = rate_limit
+    breaker = _circuit_breaker(get.get("RBE_CIRCUIT_BREAKER", ""))
+    if breaker is not None:
+        kwargs["circuit_breaker"] = breaker
+    if get.get("RBE_OUTBOX"):
+        try:
+            kwargs["outbox"] = Outbox(get["RBE_OUTBOX"])
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(f"RBE_OUTBOX: {exc}") from None
     auth, home = credential_from(get)
     prefix = get.get("RBE_PREFIX") or (home + "/" if home else "https://")
     try:
@@ -230,6 +245,23 @@ def _credential(
             token_url, client, client_secret, scope=scope, cache=cache
         ), home
     return None, None
+
+
+def _circuit_breaker(value: str) -> CircuitBreaker | None:
+    """``RBE_CIRCUIT_BREAKER``: on, off, or ``FAILURES/OPEN_SECONDS``."""
+    lowered = value.lower()
+    if lowered in _FALSE or lowered == "none":
+        return None
+    if lowered in _TRUE:
+        return CircuitBreaker()
+    failures, sep, seconds = value.partition("/")
+    try:
+        return CircuitBreaker(int(failures), float(seconds) if sep else 30.0)
+    except ValueError:
+        raise ConfigError(
+            "RBE_CIRCUIT_BREAKER must be on, off, or FAILURES/OPEN_SECONDS such as 5/30; "
+            f"not {_shown(value)!r}"
+        ) from None
 
 
 def _rate_limit(get: Mapping[str, str]) -> RateLimit | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import stat
 import subprocess
@@ -522,3 +523,58 @@ def test_threads_queue_concurrently_without_losing_an_entry(server, outbox_url):
             list(pool.map(lambda n: session.post(server.url("/r"), data=str(n)), range(64)))
     bodies = sorted(int(e.body) for e in rbe.Outbox(outbox_url).entries())
     assert bodies == list(range(64))
+
+
+def test_the_demo_shows_the_outage_and_the_replay():
+    finished = run("demo", timeout=120)
+    assert finished.returncode == 0, finished.stdout[-2000:]
+    assert "circuit open: not sent; kept as outbox entry" in finished.stdout
+    assert "6 sent, 0 failed, 0 skipped; 0 left in the outbox." in finished.stdout
+
+
+def test_the_demo_runs_without_the_crypto_extra_and_says_what_it_skipped():
+    code = (
+        "import sys\n"
+        "sys.modules.update(dict.fromkeys([n for n in sys.modules if 'cryptography' in n]))\n"
+        "sys.modules['cryptography'] = None\n"
+        "from requests_bloxs_errors.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "NO_COLOR": "1"},
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stdout[-2000:]
+    assert "skipped: the outbox needs the 'cryptography' package" in finished.stdout
+
+
+def test_the_environment_configures_a_breaker_and_an_outbox(outbox_url):
+    config = rbe.envconfig.config_from_env(
+        {"RBE_CIRCUIT_BREAKER": "3/12.5", "RBE_OUTBOX": outbox_url}
+    )
+    breaker = config.adapter_kwargs["circuit_breaker"]
+    assert (breaker.failures, breaker.open_for) == (3, 12.5)
+    assert config.adapter_kwargs["outbox"].storage.url == outbox_url
+    assert (
+        rbe.envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "on"})
+        .adapter_kwargs["circuit_breaker"]
+        .failures
+        == 5
+    )
+    assert (
+        "circuit_breaker"
+        not in rbe.envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "off"}).adapter_kwargs
+    )
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"RBE_CIRCUIT_BREAKER": "lots"}, "RBE_CIRCUIT_BREAKER"),
+        ({"RBE_CIRCUIT_BREAKER": "0/10"}, "RBE_CIRCUIT_BREAKER"),
+        ({"RBE_OUTBOX": "redis://127.0.0.1:6379/0"}, "RBE_OUTBOX"),
+    ],
+)
+def test_a_bad_breaker_or_outbox_variable_is_named(environ, named):
+    with pytest.raises(rbe.ConfigError, match=named):
+        rbe.envconfig.config_from_env(environ)

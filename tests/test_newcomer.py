@@ -59,8 +59,8 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 8, "a new README example needs a case here"
-    quick_start, legacy, _, _, bloxs, dealcloud, _, simulator_test = blocks
+    assert len(blocks) == 9, "a new README example needs a case here"
+    quick_start, legacy, _, _, _, bloxs, dealcloud, _, simulator_test = blocks
     key, secret = sim.bloxs_credentials
     token_url = sim.dealcloud_credentials[0]
     _credentials_in_env(monkeypatch, sim, sim)
@@ -120,7 +120,7 @@ def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
 ):
     """The "One token for a fleet" example, twice, as two processes would run it:
     the second finds both tokens in the caches and calls no token endpoint."""
-    block = _code_blocks()[6]
+    block = _code_blocks()[7]
     assert "cache=" in block
     with Simulator() as bloxs_sim, Simulator() as dealcloud_sim:  # two hosts, as in the example
         _credentials_in_env(monkeypatch, bloxs_sim, dealcloud_sim)
@@ -139,6 +139,29 @@ def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
             assert entries.status_code == 200
         assert len(bloxs_sim.token_requests()) == 1
         assert len(dealcloud_sim.token_requests()) == 1
+
+
+def test_the_readme_outage_example_keeps_the_write_and_alerts_a_webhook(
+    sim, server, tmp_path, capsys
+):
+    """ "When the API stays down": the create fails for good, is kept in the outbox,
+    and the chat webhook (a loopback server here) hears of it once."""
+    block = _code_blocks()[4]
+    assert "circuit_breaker=" in block
+    server.route("POST", "/hook", Reply(200, "ok"))
+    sim.fail(500, path=COMPLEXES, method="POST", times=None)
+    code = (
+        _on(sim, block)
+        .replace("https://hooks.example.com/services/T000/B000/XXXX", server.url("/hook"))
+        .replace("/var/tmp/", f"{tmp_path}/")
+    )
+    exec(code, {})
+    assert "kept for later as outbox entry 1" in capsys.readouterr().out
+    (hook,) = server.seen("POST", "/hook")
+    assert hook.json()["text"].startswith("[queued] writes to ")
+    (entry,) = rbe.Outbox(f"sqlite://{tmp_path}/acme-outbox.db").entries()
+    assert entry.headers["Idempotency-Key"] == "create-harbour-view"
+    assert entry.uncertain is False
 
 
 def test_the_readme_lists_every_adapter_argument_with_its_default():
