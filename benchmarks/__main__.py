@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -717,6 +718,208 @@ def permit_cost(
     return rows
 
 
+# -- 8. an outage, with and without a circuit breaker ------------------------------------
+
+#: The back-off of both variants, in place of the default 0.5 s (the waits are
+#: 0.04, 0.08 and 0.16 s plus as much again of jitter; 3 retries, the default).
+OUTAGE_BACKOFF = 0.04
+#: Seconds between the calls that go on after the batch (the trickle).
+TRICKLE = 0.02
+
+
+def _outage_call(session: requests.Session, url: str) -> str:
+    """One call as the nightly sync makes it: ``"200"``, ``"failed"`` (an error
+    after the adapter's retries) or ``"fast"`` (refused by an open circuit: the
+    caller counts it as failed and moves on)."""
+    try:
+        response = session.get(url, timeout=10)
+    except rbe.CircuitOpenError:
+        return "fast"
+    except requests.RequestException:
+        return "failed"
+    return "200" if response.status_code == 200 else "failed"
+
+
+def _outage_batch(
+    session: requests.Session, url: str, threads: int, total: int
+) -> tuple[float, dict[str, int]]:
+    """``total`` calls from ``threads`` threads released together: seconds, outcomes."""
+    barrier = threading.Barrier(threads + 1)
+    lock = threading.Lock()
+    counts = {"200": 0, "failed": 0, "fast": 0}
+
+    def worker(calls: int) -> None:
+        mine = dict.fromkeys(counts, 0)
+        barrier.wait()
+        for _ in range(calls):
+            mine[_outage_call(session, url)] += 1
+        with lock:
+            for key, value in mine.items():
+                counts[key] += value
+
+    shares = [total // threads + (n < total % threads) for n in range(threads)]
+    pool = [threading.Thread(target=worker, args=(share,)) for share in shares]
+    for thread in pool:
+        thread.start()
+    started = time.monotonic()
+    barrier.wait()
+    for thread in pool:
+        thread.join()
+    return time.monotonic() - started, counts
+
+
+class _Trickle:
+    """The work that goes on after the batch: a call every :data:`TRICKLE`
+    seconds from a thread of its own, until one ends 200. Keeps each call's
+    ``(sent, ended, outcome)`` (``time.monotonic()``)."""
+
+    def __init__(self, session: requests.Session, url: str) -> None:
+        self.calls: list[tuple[float, float, str]] = []
+        self.ok = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(session, url), daemon=True)
+        self._thread.start()
+
+    def _run(self, session: requests.Session, url: str) -> None:
+        while not self._stop.is_set():
+            sent = time.monotonic()
+            outcome = _outage_call(session, url)
+            self.calls.append((sent, time.monotonic(), outcome))
+            if outcome == "200":
+                self.ok.set()
+                return
+            self._stop.wait(TRICKLE)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+@dataclass
+class _OutageRun:
+    elapsed: float  # seconds for the batch
+    counts: dict[str, int]  # the batch's outcomes
+    batch_requests: int  # requests the server got during the batch
+    outage: float  # seconds from the outage's start to the recovery
+    outage_requests: int  # requests the server got during the whole outage
+    alerts: list[tuple[float, rbe.AlertEvent]]  # (time.monotonic(), event)
+    recovered: float  # time.monotonic() just before the server was told to recover
+    first: tuple[float, float] | None  # the first call that ended 200: (sent, ended)
+    after: int  # 200s of one more call per thread, after the first 200
+
+    def period(self) -> float | None:
+        """Seconds of the last opening before the recovery (the open period then)."""
+        opened = [e for at, e in self.alerts if e.kind == "circuit_open" and at <= self.recovered]
+        return (opened[-1].until or opened[-1].at) - opened[-1].at if opened else None
+
+
+def _outage_run(
+    servers: Servers,
+    breaker: rbe.CircuitBreaker | None,
+    *,
+    threads: int,
+    total: int,
+    outage: float,
+    give_up: float,
+) -> _OutageRun:
+    """One variant: the batch once the outage has begun; the trickle until the
+    outage has lasted ``outage`` seconds (and at least 0.5 s more); the
+    recovery; the wait for a 200 (at most ``give_up`` seconds); then one more
+    call per thread."""
+    alerts: list[tuple[float, rbe.AlertEvent]] = []
+    adapter = rbe.BloxsAdapter(
+        backoff_factor=OUTAGE_BACKOFF,
+        circuit_breaker=breaker,
+        on_alert=lambda event: alerts.append((time.monotonic(), event)),
+    )
+    session = _session(adapter)
+    url = servers.url + "/api"
+    assert session.get(url, timeout=10).status_code == 200  # connected, code paths warm
+    servers.control(action="outage", state="on")
+    begun = time.monotonic()
+    elapsed, counts = _outage_batch(session, url, threads, total)
+    batch_requests = servers.control()["outage_requests"]
+    trickle = _Trickle(session, url)
+    try:
+        time.sleep(max(begun + outage - time.monotonic(), 0.5))
+        recovered = time.monotonic()
+        outage_requests = servers.control(action="outage", state="off")["outage_requests"]
+        trickle.ok.wait(give_up)
+    finally:
+        trickle.close()
+    first = next(((s, e) for s, e, outcome in trickle.calls if outcome == "200"), None)
+    _, after = _outage_batch(session, url, threads, threads)
+    session.close()
+    return _OutageRun(
+        elapsed,
+        counts,
+        batch_requests,
+        recovered - begun,
+        outage_requests,
+        alerts,
+        recovered,
+        first,
+        after["200"],
+    )
+
+
+def outage(
+    servers: Servers, *, threads: int, total: int, outage: float, open_for: float
+) -> tuple[list[list[str]], list[list[str]]]:
+    """Scenario 8's two tables, the batch and the recovery (one run of each variant)."""
+    variants = {
+        "BloxsAdapter (no breaker)": None,
+        f"BloxsAdapter + CircuitBreaker(failures=5, open_for={open_for:g})": rbe.CircuitBreaker(
+            failures=5, open_for=open_for
+        ),
+    }
+    give_up = outage + 8 * open_for + 10
+    runs = {
+        name: _outage_run(
+            servers, breaker, threads=threads, total=total, outage=outage, give_up=give_up
+        )
+        for name, breaker in variants.items()
+    }
+    base = runs["BloxsAdapter (no breaker)"]
+    batch, recovery = [], []
+    for name, run in runs.items():
+        batch.append(
+            [
+                name,
+                f"{run.elapsed:.2f}",
+                str(run.batch_requests),
+                str(run.counts["failed"]),
+                str(run.counts["fast"]),
+                str(run.counts["200"]),
+                f"{base.elapsed / run.elapsed:.1f}",
+                f"{base.batch_requests / max(run.batch_requests, 1):.1f}",
+            ]
+        )
+        kinds = [event.kind for _, event in run.alerts]
+        period = run.period()
+        if run.first is None:
+            recovered, first, target = f"none in {give_up:g} s", "n/a", "n/a"
+        else:
+            sent, ended = run.first
+            recovered = f"{ended - run.recovered:.2f}"
+            first = f"{sent - run.recovered:+.2f} / {(ended - sent) * 1000:.0f}"
+            target = f"{open_for + ended - sent:.2f}" if variants[name] else "n/a"
+        recovery.append(
+            [
+                name,
+                f"{run.outage:.1f}",
+                str(run.outage_requests - run.batch_requests),
+                f"{kinds.count('circuit_open')} / {kinds.count('circuit_closed')}",
+                f"{period:.1f}" if period is not None else "n/a",
+                recovered,
+                first,
+                target,
+                f"{run.after}/{threads}",
+            ]
+        )
+    return batch, recovery
+
+
 SCENARIOS = {
     1: "happy path",
     2: "streaming",
@@ -725,6 +928,7 @@ SCENARIOS = {
     5: "Retry-After precision",
     6: "fleet under one quota",
     7: "permit cost",
+    8: "outage",
 }
 QUOTA_HEADER = [
     "server",
@@ -803,6 +1007,16 @@ def main() -> int:
     trials = 1 if quick else 3
     storm_processes, storm_threads = (4, 4) if quick else (8, 8)
     runs = "1 run" if trials == 1 else f"{trials} runs each"
+    # the outage: calls from 8 threads, its length (at least the batch's), the breaker's open_for
+    outage_calls, outage_for, open_for = (80, 3.0, 0.5) if quick else (2000, 30.0, 5.0)
+    recovery: list[list[str]] = []  # scenario 8's second table, filled by its first
+
+    def outage_batch(s: Servers) -> list[list[str]]:
+        batch, recovery[:] = outage(
+            s, threads=8, total=outage_calls, outage=outage_for, open_for=open_for
+        )
+        return batch
+
     redis = RedisServer()  # started below when a scenario needs it
     # a key is a scenario's number, or its number and a letter for another table of it
     scenarios: dict[int | str, tuple[Callable[[Servers], list[list[str]]], str, list[str]]] = {
@@ -889,6 +1103,39 @@ def main() -> int:
                 "client CPU overhead µs",
                 "store.acquire alone µs",
                 "Redis round trips/request",
+            ],
+        ),
+        8: (
+            outage_batch,
+            f"## 8. An outage: {outage_calls:,} calls from 8 threads while the API answers 503 "
+            f"(no Retry-After), with and without a circuit breaker (3 retries, "
+            f"backoff_factor={OUTAGE_BACKOFF:g}; 1 run)",
+            [
+                "client",
+                "seconds for the batch",
+                "requests to the dead server",
+                "503 after retries",
+                "failed fast (CircuitOpenError)",
+                "200",
+                "x less time",
+                "x fewer requests",
+            ],
+        ),
+        # the second table of scenario 8: the rest of the outage, and the recovery
+        "8b": (
+            lambda s: recovery,
+            f"## 8b. The rest of the outage ({outage_for:g} s, or the batch if longer; a call "
+            f"every {TRICKLE * 1000:g} ms after the batch) and the recovery",
+            [
+                "client",
+                "outage s",
+                "requests to the dead server after the batch",
+                "circuit_open / circuit_closed alerts",
+                "open period at the recovery s",
+                "recovery s (until a call ends 200)",
+                "that call: sent s after the recovery / ms",
+                "target: open_for + that call s",
+                "then one call per thread: 200",
             ],
         ),
     }

@@ -1,10 +1,10 @@
 """The loopback servers the benchmarks talk to, each in a process of its own.
 
 One process serves every HTTP scenario (a small body, a token endpoint with
-revocable tokens, a quota with fixed windows, the Retry-After probe, and a
-256 MiB stream); the client side then owns its own core and GIL. The rate
-limiter's scenarios also start a real ``redis-server`` on loopback
-(:class:`RedisServer`).
+revocable tokens, a quota with fixed windows, the Retry-After probe, an API
+that an outage can take down, and a 256 MiB stream); the client side then
+owns its own core and GIL. The rate limiter's scenarios also start a real
+``redis-server`` on loopback (:class:`RedisServer`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ class App:
         self.served = {"200": 0, "429": 0}
         self.probe: dict[str, float] = {}
         self.gaps: dict[str, float] = {}
+        self.outage = False  # while True, /api answers 503 without Retry-After
+        self.outage_requests = 0  # requests to /api since the outage began
+        self.api_ok = 0  # 200s from /api since the outage began
 
     def __call__(self, request: Request) -> Answer:
         path, query = request.path, {k: v[-1] for k, v in parse_qs(request.query).items()}
@@ -87,6 +90,16 @@ class App:
             if first is None:
                 return Answer(429, b"wait", {"Retry-After": query["wait"]})
             return Answer(200, b"ok")
+        if path == "/api":  # an API that an outage takes down: 503, no Retry-After
+            with self.lock:
+                down = self.outage
+                if down:
+                    self.outage_requests += 1
+                else:
+                    self.api_ok += 1
+            if down:
+                return Answer(503, b"Service Unavailable")
+            return Answer(200, b'{"ok": true}', {"Content-Type": "application/json"})
         if path == "/control":
             return self.control(query)
         return Answer(404, b"")
@@ -101,6 +114,10 @@ class App:
                 self.valid.clear()
                 self.windows.clear()
                 self.served = {"200": 0, "429": 0}
+            elif action == "outage":  # begin (counts from zero) or end the outage
+                self.outage = query["state"] == "on"
+                if self.outage:
+                    self.outage_requests = self.api_ok = 0
             elif action == "quota":
                 self.quota = int(query["quota"])
                 self.windows.clear()
@@ -109,6 +126,9 @@ class App:
                 "token_calls": self.token_calls,
                 "served": dict(self.served),
                 "gaps": dict(self.gaps),
+                "outage": self.outage,
+                "outage_requests": self.outage_requests,
+                "api_ok": self.api_ok,
             }
         return Answer.json(200, state)
 

@@ -7,7 +7,8 @@ outcome (a success, a 4xx, a 429) resets the host's count. After
 raise :class:`~requests_bloxs_errors.CircuitOpenError` at once, without
 touching the network. After ``open_for`` seconds one call goes through as a
 probe while the others still fail fast; its success closes the circuit, its
-failure opens it again for twice as long (at most ``max_open_for``). A 503
+failure opens it again for twice as long (at most ``max_open_for``, by
+default four times ``open_for``). A 503
 whose ``Retry-After`` is longer than the adapter waits for (announced
 maintenance) opens the circuit for that long at once.
 
@@ -67,15 +68,18 @@ class CircuitBreaker:
     :param failures: failed calls in a row that open a host's circuit.
     :param open_for: seconds the circuit stays open before one probe is let through.
     :param max_open_for: the longest it stays open after failed probes (it
-        doubles with each), in seconds.
+        doubles with each), in seconds; by default four times ``open_for``, so
+        a host that comes back is used again within that time plus one probe.
     :raises ValueError, TypeError: on bad values.
     """
 
     def __init__(
-        self, failures: int = 5, open_for: float = 30.0, *, max_open_for: float = 600.0
+        self, failures: int = 5, open_for: float = 30.0, *, max_open_for: float | None = None
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
             raise ValueError(f"failures must be a whole number >= 1, got {failures!r}")
+        if max_open_for is None:
+            max_open_for = 4 * open_for if isinstance(open_for, (int, float)) else open_for
         for name, value in (("open_for", open_for), ("max_open_for", max_open_for)):
             if (
                 isinstance(value, bool)

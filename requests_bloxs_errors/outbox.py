@@ -222,9 +222,9 @@ class Outbox:
         method = (request.method or "GET").upper()
         url = request.url or ""
         headers = {
-            name: value
+            _text(name): _text(value)
             for name, value in request.headers.items()
-            if name.lower() not in CREDENTIAL_HEADERS and isinstance(value, str)
+            if _text(name).lower() not in CREDENTIAL_HEADERS
         }
         content = {"url": url, "headers": headers, "body": b64encode(body).decode()}
         shown = redact_url(url)
@@ -251,8 +251,7 @@ class Outbox:
 
     def entries(self) -> list[OutboxEntry]:
         """Every entry, oldest first."""
-        with self._file.transaction() as db:
-            rows = db.execute(f"SELECT {_COLUMNS} FROM rbe_outbox ORDER BY id").fetchall()
+        rows = self._file.read_all(f"SELECT {_COLUMNS} FROM rbe_outbox ORDER BY id")
         return [self._entry(row) for row in rows]
 
     def get(self, entry_id: int) -> OutboxEntry | None:
@@ -313,9 +312,15 @@ class Outbox:
                 if not self._claim(entry_id, owner):
                     skipped.append(entry_id)  # another replayer has it
                     continue
-                entry = self.get(entry_id)
-                assert entry is not None
-                outcome = self._send(session, entry, timeout)
+                try:
+                    entry = self.get(entry_id)
+                except Exception:  # sealed under another key, or altered: never sendable
+                    entry = None
+                outcome = (
+                    self._send(session, entry, timeout)
+                    if entry is not None
+                    else ("its sealed content does not open (another key file?)", True)
+                )
                 (sent if outcome is None else failed).append(entry_id)
                 self._settle(entry_id, outcome)
         finally:
@@ -323,10 +328,9 @@ class Outbox:
         return ReplayReport(tuple(sent), tuple(failed), tuple(skipped))
 
     def _queued(self) -> list[tuple[int, bool]]:
-        with self._file.transaction() as db:
-            rows = db.execute(
-                "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
-            ).fetchall()
+        rows = self._file.read_all(
+            "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
+        )
         return [(row[0], bool(row[1])) for row in rows]
 
     def _claim(self, entry_id: int, owner: str) -> bool:
@@ -373,6 +377,10 @@ class Outbox:
     def close(self) -> None:
         """Close this process's connection to the file."""
         self._file.close()
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _dead(response: Response | None) -> bool:

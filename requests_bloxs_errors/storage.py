@@ -192,6 +192,11 @@ class SQLiteFile:
         with self._lock:
             return self._db().execute(sql, parameters).fetchone()
 
+    def read_all(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a query, outside any transaction."""
+        with self._lock:
+            return self._db().execute(sql, parameters).fetchall()
+
     def close(self) -> None:
         """Close this process's connection."""
         with self._lock:

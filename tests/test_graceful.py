@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pickle
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -578,3 +579,31 @@ def test_the_environment_configures_a_breaker_and_an_outbox(outbox_url):
 def test_a_bad_breaker_or_outbox_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
         rbe.envconfig.config_from_env(environ)
+
+
+def test_a_write_the_rate_limit_refused_is_kept_as_never_sent(server, session, outbox_url):
+    server.route("POST", "/r", Reply(201, "ok"))
+    limit = rbe.RateLimit({"*": (1, 60.0)}, max_wait=0.1)
+    rbe.mount(session, "http://", rate_limit=limit, outbox=outbox_url)
+    assert session.post(server.url("/r"), data=b"first").status_code == 201
+    with pytest.raises(rbe.RateLimitError) as caught:
+        session.post(server.url("/r"), data=b"second", headers={b"X-Bytes": b"v\xe9"})
+    (entry,) = rbe.Outbox(outbox_url).entries()
+    assert caught.value.outbox_id == entry.id
+    assert (entry.body, entry.kind, entry.uncertain) == (b"second", "rate_limited", False)
+    assert entry.headers["X-Bytes"] == "v\xe9"
+    assert len(server.seen()) == 1
+
+
+def test_an_entry_that_does_not_open_is_marked_dead_on_replay(server, session, tmp_path):
+    url = f"sqlite://{tmp_path}/o.db"
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=url, max_retries=0)
+    session.put(server.url("/r"), data=b"x")
+    (tmp_path / "o.db.key").write_bytes(os.urandom(32))  # the key file replaced
+    report = rbe.Outbox(url).replay(requests.Session())
+    assert report.failed == (1,)
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        state, error = db.execute("SELECT state, last_error FROM rbe_outbox").fetchone()
+    assert state == "dead"
+    assert "does not open" in error
