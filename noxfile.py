@@ -58,6 +58,53 @@ def tests_legacy(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, success_codes=PYTEST_OK)
 
 
+#: Unpacks the requests sdist in a folder (argv: folder, version).
+_EXTRACT = """
+import sys, tarfile
+folder, version = sys.argv[1:]
+with tarfile.open(f"{folder}/requests-{version}.tar.gz") as archive:
+    archive.extractall(folder, filter="data")
+"""
+
+
+@nox.session
+def requests_suite(session: nox.Session) -> None:
+    """requests' own test suite with the adapter installed (not run by default: about
+    eight minutes): python -m nox -s requests_suite.
+
+    The suite comes from the sdist of the requests version installed here, and
+    runs twice: with ``rbe.install("http://")`` and with ``rbe.install("https://")``.
+    Its tests that would leave this machine are deselected, and a loopback
+    guard fails the run if any other test tries (tests/requests_suite/).
+    """
+    session.install(
+        "-e",
+        ".[test]",
+        "requests[socks]",
+        "pytest-httpbin==2.1.0",
+        "httpbin~=0.10.0",
+        "pytest-mock",
+    )
+    version = session.run(
+        "python", "-c", "import requests; print(requests.__version__)", silent=True
+    )
+    version = str(version).strip()
+    folder = session.create_tmp()
+    session.run(
+        "python", "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
+        f"requests=={version}", "-d", folder,
+    )  # fmt: skip
+    session.run("python", "-c", _EXTRACT, folder, version)
+    plugin = os.path.abspath(os.path.join("tests", "requests_suite"))
+    with session.chdir(os.path.join(folder, f"requests-{version}")):
+        for prefix in ("http://", "https://"):
+            session.run(
+                "pytest", "tests", "-p", "rbe_suite_plugin", "-p", "no:cacheprovider",
+                env={"RBE_SUITE_PREFIX": prefix, "PYTHONPATH": plugin},
+                success_codes=PYTEST_OK,
+            )  # fmt: skip
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmarks (not run by default): python -m nox -s bench [-- --quick]."""

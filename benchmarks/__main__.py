@@ -81,22 +81,16 @@ def happy_path(servers: Servers, total: int, block: int = 20) -> list[list[str]]
         "BloxsAdapter": "HTTPAdapter",
         "BloxsAdapter + auth": "HTTPAdapter + same header",
     }
-    wall: dict[str, list[float]] = {name: [] for name in alternatives}
-    cpu: dict[str, list[float]] = {name: [] for name in alternatives}
     for session in alternatives.values():  # warm connections and code paths
         for _ in range(50):
             session.get(url)
-    order = list(alternatives)
-    shuffle = random.Random(1234).shuffle
-    for _ in range(total // block):
-        shuffle(order)
-        for name in order:
-            session = alternatives[name]
-            started, cpu_started = time.perf_counter(), time.process_time()
-            for _ in range(block):
-                session.get(url)
-            wall[name].append((time.perf_counter() - started) / block * 1e6)
-            cpu[name].append((time.process_time() - cpu_started) / block * 1e6)
+    times = _paired_blocks(
+        {name: lambda session=session: session.get(url) for name, session in alternatives.items()},
+        total,
+        block,
+    )
+    wall = {name: walls for name, (walls, _) in times.items()}
+    cpu = {name: cpus for name, (_, cpus) in times.items()}
     rows = []
     for name in alternatives:
         base = baseline[name]
@@ -602,7 +596,7 @@ def fleet(
 # -- 7. the cost of a permit -----------------------------------------------------------
 
 
-def _permit_blocks(
+def _paired_blocks(
     alternatives: dict[str, Callable[[], object]], total: int, block: int
 ) -> dict[str, tuple[list[float], list[float]]]:
     """Wall and CPU µs per call of each alternative, one block of each per round,
@@ -680,7 +674,7 @@ def permit_cost(
         for call in alternatives.values():  # warm connections, stores and code paths
             for _ in range(50):
                 call()
-        times = _permit_blocks(alternatives, total, block)
+        times = _paired_blocks(alternatives, total, block)
         trips = _redis_round_trips(sessions["redis://"], url) if redis.url else None
     finally:
         for session in sessions.values():
@@ -920,6 +914,44 @@ def outage(
     return batch, recovery
 
 
+def closed_circuit(servers: Servers, threads: int, calls: int, rounds: int) -> list[list[str]]:
+    """64 threads through a closed circuit: are calls in flight serialized?
+
+    Every thread sends ``calls`` GETs that the server holds 50 ms; rounds
+    alternate the adapter without and with a breaker. Serialized, a round
+    would take threads x calls x 50 ms; in parallel, about calls x 50 ms.
+    """
+    hold = 0.05
+    url = f"{servers.url}/slow?seconds={hold:g}"
+    sessions = {
+        "BloxsAdapter": _session(rbe.BloxsAdapter(pool_maxsize=threads)),
+        "BloxsAdapter + CircuitBreaker()": _session(
+            rbe.BloxsAdapter(circuit_breaker=rbe.CircuitBreaker(), pool_maxsize=threads)
+        ),
+    }
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    for round_number in range(rounds + 1):  # the first round warms the pools
+        for name, session in sessions.items():
+            elapsed, oks = _together(
+                threads,
+                lambda session=session: sum(session.get(url).ok for _ in range(calls)),
+            )
+            assert sum(oks) == threads * calls
+            if round_number:
+                times[name].append(elapsed)
+    base = _median(times["BloxsAdapter"])
+    return [
+        [
+            name,
+            f"{_median(values):.3f}",
+            f"{_median(values) / base:.2f}",
+            f"{calls * hold:.2f}",
+            f"{threads * calls * hold:.1f}",
+        ]
+        for name, values in times.items()
+    ]
+
+
 SCENARIOS = {
     1: "happy path",
     2: "streaming",
@@ -1136,6 +1168,19 @@ def main() -> int:
                 "that call: sent s after the recovery / ms",
                 "target: open_for + that call s",
                 "then one call per thread: 200",
+            ],
+        ),
+        "8c": (
+            lambda s: closed_circuit(s, 64, 5 if quick else 10, 2 if quick else 7),
+            "## 8c. 64 threads through a closed circuit: each sends "
+            f"{5 if quick else 10} GETs the server holds 50 ms (median of "
+            f"{2 if quick else 7} interleaved rounds)",
+            [
+                "client",
+                "seconds per round (median)",
+                "ratio",
+                "if fully parallel s",
+                "if serialized s",
             ],
         ),
     }

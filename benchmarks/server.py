@@ -13,13 +13,9 @@ import json
 import math
 import multiprocessing
 import secrets
-import shutil
 import socket
-import subprocess
-import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -52,6 +48,8 @@ class App:
             return Answer(
                 200, b'{"ok": true, "padding": "0123456789"}', {"Content-Type": "application/json"}
             )
+        if path == "/slow":  # a call that stays in flight a while (scenario 8c)
+            return Answer(200, b"ok", delay=float(query.get("seconds", "0.05")))
         if path == "/token":
             time.sleep(0.05)  # a token endpoint is slow: that is what makes storms hurt
             token = secrets.token_hex(16)
@@ -198,7 +196,8 @@ class Servers:
 
 
 class RedisServer:
-    """A ``redis-server`` on a free loopback port, without persistence.
+    """A ``redis-server`` on a free loopback port, without persistence: the tests'
+    own (``tests/redisserver.py``), reporting why it cannot run instead of raising.
 
     ``start()`` starts it, ``close()`` stops it.
 
@@ -209,61 +208,31 @@ class RedisServer:
     def __init__(self) -> None:
         self.url = ""
         self.missing = "not started"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._server: Any = None
 
     def start(self) -> None:
+        from tests.redisserver import RedisServer as Real
+        from tests.redisserver import find_redis_server
+
         self.missing = ""
-        self._dir = tempfile.TemporaryDirectory(prefix="rbe-bench-redis-")
-        program = shutil.which("redis-server") or (
-            "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None
-        )
         try:
             import redis  # noqa: F401 - the client the limiter needs
         except ImportError:
             self.missing = "redis-py not installed (pip install 'requests-bloxs-errors[redis]')"
             return
+        program = find_redis_server()
         if program is None:
             self.missing = "redis-server not found"
             return
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self._process = subprocess.Popen(
-            [
-                program,
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self._dir.name,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        limit = time.monotonic() + 10
-        while time.monotonic() < limit:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        self.url = f"redis://127.0.0.1:{port}/0"
-                        return
-            except OSError:
-                time.sleep(0.05)
-        self.close()
-        self.missing = f"redis-server did not answer on port {port}"
+        try:
+            self._server = Real(program).start()
+        except RuntimeError as exc:
+            self.missing = str(exc)
+            return
+        self.url = self._server.url + "/0"
 
     def close(self) -> None:
         self.url = ""
-        if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-            self._process = None
-        if self._dir is not None:
-            self._dir.cleanup()
-            self._dir = None
+        if self._server is not None:
+            self._server.__exit__(None, None, None)  # stops it and removes its folder
+            self._server = None

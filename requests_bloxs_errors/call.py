@@ -44,6 +44,7 @@ class Call:
     """
 
     __slots__ = (
+        "_host",
         "_url",
         "body_position",
         "deadline",
@@ -92,6 +93,7 @@ class Call:
         #: The body's position before the first attempt (files are rewound to it).
         self.body_position = _body_position(request.body)
         self._url: str | None = None
+        self._host: str | None = None
 
     # what only a failed attempt needs to know is worked out when one fails
 
@@ -113,7 +115,9 @@ class Call:
     @property
     def host(self) -> str:
         """``scheme://host:port`` of the request (a circuit's name)."""
-        return host_of(self.request.url or "")
+        if self._host is None:
+            self._host = host_of(self.request.url or "")
+        return self._host
 
     @property
     def url(self) -> str:
