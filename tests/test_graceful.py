@@ -88,7 +88,7 @@ def test_after_open_for_exactly_one_probe_goes_while_the_others_fail_fast(server
     rbe.mount(session, "http://", circuit_breaker=breaker, max_retries=0, pool_maxsize=8)
     for _ in range(2):
         session.get(server.url("/x"))
-    server.route("GET", "/x", Reply(200, "back", delay=0.5))  # the probe takes a while
+    server.route("GET", "/x", Reply(200, "back", delay=2.0))  # the probe takes a while
     time.sleep(0.35)
     before = len(server.seen())
 
@@ -111,15 +111,15 @@ def test_a_failed_probe_opens_the_circuit_again_for_longer(server, session):
     rbe.mount(
         session,
         "http://",
-        circuit_breaker=rbe.CircuitBreaker(failures=1, open_for=0.2),
+        circuit_breaker=rbe.CircuitBreaker(failures=1, open_for=1.0),
         max_retries=0,
     )
     session.get(server.url("/x"))
-    time.sleep(0.25)
+    time.sleep(1.05)
     assert session.get(server.url("/x")).status_code == 500  # the probe, failed
     with pytest.raises(rbe.CircuitOpenError) as caught:
         session.get(server.url("/x"))
-    assert 0.3 < caught.value.retry_after <= 0.4  # twice open_for
+    assert 1.5 < caught.value.retry_after <= 2.0  # twice open_for
 
 
 def test_an_announced_maintenance_opens_the_circuit_for_its_length(server, session):
@@ -138,7 +138,7 @@ def test_alerts_come_once_per_transition(server, session, caplog):
     rbe.mount(
         session,
         "http://",
-        circuit_breaker=rbe.CircuitBreaker(failures=3, open_for=2.0),
+        circuit_breaker=rbe.CircuitBreaker(failures=3, open_for=3.0),
         on_alert=alerts.append,
         max_retries=0,
     )
