@@ -462,7 +462,11 @@ class BloxsAdapter(HTTPAdapter):
             except BloxsError as refusal:  # not sent: an open circuit, no permit in time
                 self._refused(call, refusal)
                 raise
-            outgoing = self._sign(call)
+            try:
+                outgoing = self._sign(call)
+            except Exception as unsigned:  # no credentials to be had: the token endpoint
+                self._refused(call, unsigned)  # failed or refused, a deadline passed
+                raise
             left = call.time_left()
             attempt_timeout: Any = timeout if left is None else _attempt_timeout(timeout, left)
             try:
@@ -595,11 +599,13 @@ class BloxsAdapter(HTTPAdapter):
             exc.outbox_id = call.outbox_id  # type: ignore[union-attr]
         return False
 
-    def _refused(self, call: Call, refusal: BloxsError) -> None:
-        """A step refused to send: let the others see it (an outbox keeps the write)."""
+    def _refused(self, call: Call, refusal: Exception) -> None:
+        """The call ends unsent (a step refused it, or it could not be signed): let the
+        steps see it (an outbox keeps the write, a breaker counts a host that is down)."""
         for step in call.steps:
             step.on_refused(call, refusal)
-        refusal.outbox_id = call.outbox_id
+        with contextlib.suppress(AttributeError):
+            refusal.outbox_id = call.outbox_id  # type: ignore[attr-defined]
 
     def _success(self, call: Call, response: Response) -> Response:
         if call.journal or call.paced:  # only a call that waited pays for its story
@@ -677,13 +683,22 @@ class BloxsAdapter(HTTPAdapter):
         return super().build_response(req, resp)
 
 
+#: The limits ``rate_limit="bloxs"`` and ``"dealcloud"`` stand for: one per
+#: process, so every adapter of the process shares its permits (keys carry
+#: each API's origin, so two environments never share a quota).
+_SHORTHANDS: dict[str, RateLimit] = {}
+_SHORTHANDS_LOCK = threading.Lock()
+
+
 def _rate_limit(value: object) -> RateLimit | None:
     if value is None or isinstance(value, RateLimit):
         return value
-    if value == "bloxs":
-        return RateLimit.bloxs()
-    if value == "dealcloud":
-        return RateLimit.dealcloud()
+    if value in ("bloxs", "dealcloud"):
+        with _SHORTHANDS_LOCK:
+            limit = _SHORTHANDS.get(value)
+            if limit is None:
+                limit = _SHORTHANDS[value] = getattr(RateLimit, value)()
+        return limit
     raise ValueError(
         f"rate_limit must be an rbe.RateLimit, 'bloxs', 'dealcloud' or None; got {value!r}"
     )

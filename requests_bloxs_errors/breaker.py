@@ -19,16 +19,18 @@ no lock is taken while a request is in flight, and only state changes lock.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from requests.exceptions import ConnectionError, Timeout
+
 from .classify import ErrorInfo, classify
 from .events import AlertEvent
-from .exceptions import CircuitOpenError
+from .exceptions import CircuitOpenError, ServerError
 from .parsing import retry_after_from_headers
 from .steps import Step
+from .storage import ProcessLock
 
 if TYPE_CHECKING:
     from requests import Response
@@ -54,7 +56,6 @@ class _Circuit:
     probe_since: float | None = None  # time.monotonic() when the probe was let through
     rejected: int = 0
     trace_id: str | None = None
-    queued: int = 0
 
 
 class CircuitBreaker:
@@ -95,7 +96,7 @@ class CircuitBreaker:
 
     def _init_runtime(self) -> None:
         self._circuits: dict[str, _Circuit] = {}
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("_circuits", "_lock")}
@@ -121,8 +122,9 @@ class CircuitBreaker:
 
     # -- the decisions; each returns the alert to send, if any ------------------
 
-    def admit(self, host: str) -> tuple[bool, float]:
-        """Whether a call to ``host`` may go now; if not, the seconds until a probe.
+    def admit(self, host: str) -> tuple[bool, float, bool]:
+        """Whether a call to ``host`` may go now: ``(admitted, seconds until a probe,
+        this call is the probe)``.
 
         The first call after ``open_for`` becomes the probe (the circuit turns
         half-open); a probe that never reports back is replaced after
@@ -130,25 +132,30 @@ class CircuitBreaker:
         """
         circuit = self._circuits.get(host)
         if circuit is None or circuit.state == CLOSED:
-            return True, 0.0
+            return True, 0.0, False
         now = time.monotonic()
         with self._lock:
             if circuit.state == CLOSED:
-                return True, 0.0
+                return True, 0.0, False
             probe_due = circuit.open_until
             if circuit.state == HALF_OPEN and circuit.probe_since is not None:
                 probe_due = circuit.probe_since + self.open_for  # a probe is in flight
             if now >= probe_due:
                 circuit.state = HALF_OPEN
                 circuit.probe_since = now
-                return True, 0.0
+                return True, 0.0, True
             circuit.rejected += 1
-            return False, probe_due - now
+            return False, probe_due - now, False
 
     def record(
-        self, host: str, failed: bool, trace_id: str | None = None
+        self, host: str, failed: bool, trace_id: str | None = None, *, probe: bool = False
     ) -> tuple[str, _Circuit] | None:
-        """Count a call's final outcome; returns ``(alert kind, circuit)`` on a change."""
+        """Count a call's final outcome; returns ``(alert kind, circuit)`` on a change.
+
+        :param probe: the call was the circuit's probe. Only the probe's failure
+            reopens a half-open circuit: a call let through before the circuit
+            opened may still be failing its retries meanwhile.
+        """
         circuit = self._circuits.get(host)
         if not failed and (circuit is None or (circuit.state == CLOSED and not circuit.failures)):
             return None  # the common case: a success on a healthy host, no lock
@@ -161,11 +168,20 @@ class CircuitBreaker:
                 return ("circuit_closed", circuit) if was != CLOSED else None
             circuit.failures += 1
             circuit.trace_id = trace_id or circuit.trace_id
-            if circuit.state == HALF_OPEN:  # the probe failed: open again, for longer
+            if circuit.state == HALF_OPEN and probe:  # the probe failed: open again, longer
                 return self._open(circuit, min(circuit.opened_for * 2, self.max_open_for))
             if circuit.state == CLOSED and circuit.failures >= self.failures:
                 return self._open(circuit, self.open_for)
             return None
+
+    def release_probe(self, host: str) -> None:
+        """The probe was not sent after all (refused by a later step): let another go."""
+        circuit = self._circuits.get(host)
+        if circuit is None:
+            return
+        with self._lock:
+            if circuit.state == HALF_OPEN:
+                circuit.probe_since = None
 
     def hold(
         self, host: str, seconds: float, trace_id: str | None = None
@@ -200,7 +216,7 @@ class Circuits(Step):
         """Refuse the first attempt of a call to a host whose circuit is open."""
         if call.journal or call.reauthed:  # retries of an admitted call go on
             return
-        admitted, wait = self.breaker.admit(call.host)
+        admitted, wait, call.probe = self.breaker.admit(call.host)
         if admitted:
             return
         message = (
@@ -228,26 +244,43 @@ class Circuits(Step):
             status = response.status_code
             info = classify(response) if status >= 500 else None  # (cached by the adapter)
             trace = info.trace_id if info is not None else None
-            change = self.breaker.record(host, status >= 500, trace)
-            if change is None and status == 503:
-                change = self._maintenance(call, response)
+            announced = self._announced(call, response) if status == 503 else None
+            if announced is not None:  # maintenance: open for as long as it says
+                change = self.breaker.hold(host, announced, trace)
+            else:
+                change = self.breaker.record(host, status >= 500, trace, probe=call.probe)
         elif failure is not None:
             if failure.rule.kind not in _DOWN_KINDS:
+                if call.probe:
+                    self.breaker.release_probe(host)
                 return  # a bad certificate or URL says nothing about the host
-            change = self.breaker.record(host, True)
+            change = self.breaker.record(host, True, probe=call.probe)
         else:
             return
         if change is not None:
             call.hooks.alert(_alert(*change, host, self.breaker))
 
-    def _maintenance(self, call: Call, response: Response) -> tuple[str, _Circuit] | None:
-        """A 503 announcing a wait longer than the adapter waits for opens the circuit."""
+    def on_refused(self, call: Call, error: BaseException) -> None:
+        """A call that ended before it was sent: its token fetch found the API down
+        (a failure of the host), or a later step refused it (a probe not sent)."""
+        if isinstance(error, CircuitOpenError):
+            return
+        if isinstance(error, (ConnectionError, Timeout, ServerError)):
+            trace = error.trace_id if isinstance(error, ServerError) else None
+            change = self.breaker.record(call.host, True, trace, probe=call.probe)
+            if change is not None:
+                call.hooks.alert(_alert(*change, call.host, self.breaker))
+        elif call.probe:
+            self.breaker.release_probe(call.host)
+
+    @staticmethod
+    def _announced(call: Call, response: Response) -> float | None:
+        """The wait a 503 announces, when longer than the adapter waits for (maintenance)."""
         retry_after = retry_after_from_headers(response.headers)
         limit = call.max_retry_after
         if retry_after is None or limit is None or retry_after <= limit:
             return None
-        info = classify(response)
-        return self.breaker.hold(call.host, retry_after, info.trace_id if info else None)
+        return retry_after
 
 
 def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> AlertEvent:
@@ -261,7 +294,6 @@ def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> 
             f"{circuit.opened_for:g}s, then one probe tests it",
             failures=circuit.failures,
             rejected=circuit.rejected,
-            queued=circuit.queued,
             at=now,
             until=until,
             trace_id=circuit.trace_id,
@@ -273,8 +305,7 @@ def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> 
             f"{host} answers again; {circuit.rejected} call(s) were refused while its circuit "
             f"was open",
             rejected=circuit.rejected,
-            queued=circuit.queued,
             at=now,
         )
-        circuit.rejected = circuit.queued = 0
+        circuit.rejected = 0
     return event

@@ -54,6 +54,7 @@ class Call:
         "max_retry_after",
         "outbox_id",
         "paced",
+        "probe",
         "reauthed",
         "request",
         "retry",
@@ -84,6 +85,8 @@ class Call:
         self.paced = 0.0
         #: The outbox entry that keeps this call's request, once one was queued.
         self.outbox_id: int | None = None
+        #: This call is the probe of a half-open circuit.
+        self.probe = False
         self.journal: list[Attempt] = []
         self.reauthed = False
         #: A fresh credential was refused for this request moments ago (no refresh).

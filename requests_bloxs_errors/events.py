@@ -112,12 +112,13 @@ class AlertEvent:
 
     :ivar kind: ``"circuit_open"`` (a host keeps failing: calls to it now fail
         fast), ``"circuit_closed"`` (it answers again), or ``"queued"`` (a
-        write to the host went to the outbox; once until its circuit closes).
+        write to the host went to the outbox; once until the host answers a call
+        successfully again).
     :ivar host: ``scheme://host:port``.
     :ivar message: one line saying what happened and what it means.
     :ivar failures: consecutive failed calls that led here.
     :ivar rejected: calls refused without sending while the circuit was open.
-    :ivar queued: writes queued for the host since its circuit last closed.
+    :ivar outbox_id: for ``queued``, the outbox entry that started the alert.
     :ivar at: when (Unix time).
     :ivar until: for ``circuit_open``, when the next probe may go (Unix time).
     :ivar trace_id: the trace id of the last error, when it had one.
@@ -128,7 +129,7 @@ class AlertEvent:
     message: str
     failures: int = 0
     rejected: int = 0
-    queued: int = 0
+    outbox_id: int | None = None
     at: float = 0.0
     until: float | None = None
     trace_id: str | None = None

@@ -120,7 +120,10 @@ class BloxsError(HTTPError):
 
     @property
     def attempts(self) -> int:
-        """How many requests were sent, retries and re-authentication included."""
+        """How many requests were sent, retries and re-authentication included
+        (0 for an error raised before sending, such as an open circuit)."""
+        if self.response is None:
+            return len(self.history)
         return len(self.history) or 1
 
 

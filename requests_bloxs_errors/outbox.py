@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import json
 import os
+import sqlite3
 import time
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .classify import classify
 from .events import AlertEvent, logger
 from .exceptions import BloxsError
 from .steps import Step
-from .storage import SQLiteFile, missing_extra, parse
+from .storage import ProcessLock, SQLiteFile, check_private, missing_extra, parse
 from .table import QUOTA_RULE, rule_for
 from .urls import host_of, redact_url
 
@@ -45,8 +46,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Outbox", "OutboxEntry", "Queueing", "ReplayReport"]
 
-#: Seconds a replayer may hold an entry before another may claim it.
-LEASE = 120.0
+#: Seconds a replayer holds an entry it claimed. Longer than any send (its
+#: timeouts, retries, back-off and rate-limit waits): a send that outlived its
+#: lease could be made twice. A replayer that dies mid-send leaves its entry
+#: to the next replay after this long.
+LEASE = 3600.0
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: Methods a second delivery cannot harm.
 IDEMPOTENT_WRITES = frozenset({"PUT", "DELETE"})
@@ -98,7 +102,9 @@ class OutboxEntry:
     :ivar trace_id: the last error's trace id, if any.
     :ivar uncertain: True when the server may have processed the request
         already (a non-idempotent write that got a 5xx or lost its answer).
-    :ivar state: ``"queued"``, or ``"dead"`` once refused for good on replay.
+    :ivar state: ``"queued"``, ``"dead"`` once refused for good on replay, or
+        ``"unreadable"`` when its sealed content does not open (its key file
+        was lost or replaced): it cannot be replayed.
     :ivar last_error: what the last replay got, if it failed.
     :ivar tries: replays tried so far.
     """
@@ -135,7 +141,7 @@ class ReplayReport:
 
 
 class _KeyFile:
-    """AES-GCM under a random key kept in ``<database>.key`` (0600), made on first use."""
+    """AES-GCM under a random key kept in ``<database>.key`` (0600), made on first write."""
 
     def __init__(self, path: str) -> None:
         try:
@@ -146,9 +152,9 @@ class _KeyFile:
         self._aesgcm = AESGCM
         self._aead: Any = None
 
-    def _key(self) -> Any:
+    def _key(self, *, create: bool) -> Any:
         if self._aead is None:
-            if not os.path.exists(self._path):
+            if create and not os.path.exists(self._path):
                 temporary = f"{self._path}.{os.getpid()}.{os.urandom(4).hex()}"
                 fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 try:
@@ -158,8 +164,13 @@ class _KeyFile:
                 with contextlib.suppress(FileExistsError):  # another process made it first
                     os.link(temporary, self._path)
                 os.unlink(temporary)
-            with open(self._path, "rb") as file:
-                key = file.read()
+            # never a key someone else could have planted, or can read
+            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW)
+            try:
+                check_private(fd, self._path)
+                key = os.read(fd, 64)
+            finally:
+                os.close(fd)
             if len(key) != 32:
                 raise ValueError(f"the outbox key file {self._path} is damaged")
             self._aead = self._aesgcm(key)
@@ -167,11 +178,17 @@ class _KeyFile:
 
     def seal(self, data: bytes, label: bytes) -> bytes:
         nonce = os.urandom(12)
-        sealed: bytes = self._key().encrypt(nonce, data, label)
+        sealed: bytes = self._key(create=True).encrypt(nonce, data, label)
         return nonce + sealed
 
     def open(self, blob: bytes, label: bytes) -> bytes:
-        opened: bytes = self._key().decrypt(blob[:12], blob[12:], label)
+        """The plain bytes; ValueError when they do not open (another key, altered)."""
+        try:
+            opened: bytes = self._key(create=False).decrypt(blob[:12], blob[12:], label)
+        except (OSError, ValueError):
+            raise
+        except Exception as exc:  # cryptography's InvalidTag
+            raise ValueError("the entry does not open with this outbox's key") from exc
         return opened
 
 
@@ -200,7 +217,22 @@ class Outbox:
         self._keys = _KeyFile(storage.path)
         #: Hosts whose failing writes were announced (a "queued" alert) and have
         #: not answered since: one alert per outage, not one per write.
-        self.alerted: set[str] = set()
+        self._alerted: set[str] = set()
+        self._alerted_lock = ProcessLock()
+
+    def first_for(self, host: str) -> bool:
+        """Whether a write to ``host`` is the first queued since it last answered."""
+        with self._alerted_lock:
+            if host in self._alerted:
+                return False
+            self._alerted.add(host)
+            return True
+
+    def answered(self, host: str) -> None:
+        """``host`` answered a call: its next failing write alerts again."""
+        if host in self._alerted:
+            with self._alerted_lock:
+                self._alerted.discard(host)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Outbox, (self.storage.url,))
@@ -266,7 +298,12 @@ class Outbox:
 
     def _entry(self, row: Any) -> OutboxEntry:
         (entry_id, created, method, shown, host, sealed, kind, status, trace, uncertain) = row[:10]
-        content = json.loads(self._keys.open(bytes(sealed), f"{method} {shown}".encode()))
+        state = row[10]
+        try:
+            content = json.loads(self._keys.open(bytes(sealed), f"{method} {shown}".encode()))
+        except (OSError, ValueError):
+            content = {"url": shown, "headers": {}, "body": ""}
+            state = "unreadable"
         return OutboxEntry(
             id=entry_id,
             created=created,
@@ -280,7 +317,7 @@ class Outbox:
             status=status,
             trace_id=trace,
             uncertain=bool(uncertain),
-            state=row[10],
+            state=state,
             last_error=row[11],
             tries=row[12],
         )
@@ -312,17 +349,16 @@ class Outbox:
                 if not self._claim(entry_id, owner):
                     skipped.append(entry_id)  # another replayer has it
                     continue
-                try:
-                    entry = self.get(entry_id)
-                except Exception:  # sealed under another key, or altered: never sendable
-                    entry = None
-                outcome = (
-                    self._send(session, entry, timeout)
-                    if entry is not None
-                    else ("its sealed content does not open (another key file?)", True)
-                )
+                entry = self.get(entry_id)
+                if entry is None or entry.state == "unreadable":
+                    outcome: tuple[str, bool] | None = (
+                        "its sealed content does not open (another key file?)",
+                        True,
+                    )
+                else:
+                    outcome = self._send(session, entry, timeout)
                 (sent if outcome is None else failed).append(entry_id)
-                self._settle(entry_id, outcome)
+                self._settle(entry_id, owner, outcome)
         finally:
             _replaying.reset(token)
         return ReplayReport(tuple(sent), tuple(failed), tuple(skipped))
@@ -362,17 +398,30 @@ class Outbox:
                 return None
             return f"{response.status_code} {response.reason}", _dead(response)
 
-    def _settle(self, entry_id: int, outcome: tuple[str, bool] | None) -> None:
-        with self._file.transaction() as db:
-            if outcome is None:
-                db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,))
-                return
-            error, dead = outcome
-            db.execute(
-                "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
-                "lease_owner = NULL, lease_until = NULL WHERE id = ?",
-                ("dead" if dead else "queued", error[:500], entry_id),
-            )
+    def _settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
+        """Record what the send did. Tried again while the file is busy: a sent
+        entry that stayed queued would be sent again by the next replay."""
+        give_up = time.monotonic() + 30
+        while True:
+            try:
+                with self._file.transaction() as db:
+                    if outcome is None:
+                        db.execute(
+                            "DELETE FROM rbe_outbox WHERE id = ? AND lease_owner = ?",
+                            (entry_id, owner),
+                        )
+                        return
+                    error, dead = outcome
+                    db.execute(
+                        "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
+                        "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                        ("dead" if dead else "queued", error[:500], entry_id, owner),
+                    )
+                    return
+            except (sqlite3.OperationalError, OSError):
+                if time.monotonic() >= give_up:
+                    raise
+                time.sleep(0.2)
 
     def close(self) -> None:
         """Close this process's connection to the file."""
@@ -384,11 +433,12 @@ def _text(value: str | bytes) -> str:
 
 
 def _dead(response: Response | None) -> bool:
-    """A refusal that sending again cannot cure: a 4xx other than 408, 429 and a quota."""
+    """A refusal that sending again cannot cure: a 4xx other than 408, 429, a quota,
+    and 401 or 403 (the replaying session's credentials may be what is wrong)."""
     if response is None:
         return False
     status = response.status_code
-    if not 400 <= status < 500 or status in (408, 429):
+    if not 400 <= status < 500 or status in (401, 403, 408, 429):
         return False
     rule = rule_for(status, "Retry-After" in response.headers)
     return rule is not QUOTA_RULE
@@ -407,8 +457,8 @@ class Queueing(Step):
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Queue a write whose final outcome a later attempt may cure."""
-        if response is not None and response.status_code < 500:
-            self.outbox.alerted.discard(call.host)  # it answers: the next outage alerts again
+        if response is not None and response.status_code < 400:
+            self.outbox.answered(call.host)  # it answers: the next outage alerts again
         if call.method not in WRITES or _replaying.get():
             return
         if response is not None:
@@ -425,10 +475,12 @@ class Queueing(Step):
         elif failure is not None and failure.rule.kind in ("not_sent", "no_answer"):
             self._queue(call, failure.kind, None, None, not_sent=failure.rule.kind == "not_sent")
 
-    def on_refused(self, call: Call, error: BloxsError) -> None:
-        """Queue a write refused before sending (an open circuit, no permit in time)."""
+    def on_refused(self, call: Call, error: BaseException) -> None:
+        """Queue a write that was never sent: refused (an open circuit, no permit in
+        time), or its credentials could not be had (the token endpoint down)."""
         if call.method in WRITES and not _replaying.get():
-            self._queue(call, error.kind, None, None, not_sent=True)
+            kind = getattr(error, "kind", None) or type(error).__name__
+            self._queue(call, kind, None, None, not_sent=True)
 
     def _queue(
         self,
@@ -479,15 +531,14 @@ class Queueing(Step):
             kind,
             ", uncertain: it may have been processed" if uncertain else "",
         )
-        if call.host not in self.outbox.alerted:
-            self.outbox.alerted.add(call.host)
+        if self.outbox.first_for(call.host):
             call.hooks.alert(
                 AlertEvent(
                     "queued",
                     call.host,
                     f"writes to {call.host} are failing ({kind}); they are queued in "
                     f"{self.outbox.storage.shown} for a later replay",
-                    queued=1,
+                    outbox_id=call.outbox_id,
                     at=time.time(),
                     trace_id=trace,
                 )

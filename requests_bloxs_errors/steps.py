@@ -18,9 +18,11 @@ calls each step of the adapter, in order, at four places:
     Once per call, with its final response (any status) or its final
     failure: count it (a circuit breaker), keep it (an outbox).
 ``on_refused(call, error)``
-    Once per call that a step's ``before_attempt`` refused (``error``, a
-    :class:`~requests_bloxs_errors.BloxsError` without a response, is raised
-    to the caller next): keep it (an outbox).
+    Once per call that ends before it is sent: a step's ``before_attempt``
+    refused it (``error`` is a :class:`~requests_bloxs_errors.BloxsError`
+    without a response), or its credentials could not be had (the token
+    endpoint's error). ``error`` is raised to the caller next: keep the write
+    (an outbox), count the host (a circuit breaker).
 
 A step is an object with any of these methods; :class:`Step` gives no-op
 defaults to subclass. Steps must not raise from the last three places:
@@ -35,7 +37,6 @@ if TYPE_CHECKING:
     from requests import Response
 
     from .call import Call
-    from .exceptions import BloxsError
     from .failures import Failure
     from .table import Rule
 
@@ -60,5 +61,5 @@ class Step:
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Runs once per call with its final response or failure."""
 
-    def on_refused(self, call: Call, error: BloxsError) -> None:
-        """Runs once per call refused before it was sent."""
+    def on_refused(self, call: Call, error: BaseException) -> None:
+        """Runs once per call that ended before it was sent."""

@@ -35,9 +35,12 @@ from .urls import safe_for_message
 
 __all__ = [
     "Outage",
+    "ProcessLock",
     "RedisConnection",
     "SQLiteFile",
     "StorageURL",
+    "StoreBusy",
+    "check_private",
     "missing_extra",
     "open_redis",
     "open_sqlite",
@@ -152,6 +155,44 @@ def open_redis(storage: StorageURL) -> Any:
     )
 
 
+class ProcessLock:
+    """A ``threading.Lock`` that a forked child gets anew.
+
+    A child forked while another thread of its parent held the lock would
+    otherwise wait for it forever; here the first use in a new process
+    replaces it. ``acquire(timeout)`` as ``threading.Lock``'s.
+    """
+
+    __slots__ = ("_lock", "_pid")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _current(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        return self._lock
+
+    def acquire(self, timeout: float = -1) -> bool:
+        """Take the lock, waiting at most ``timeout`` seconds (-1: no limit)."""
+        return self._current().acquire(timeout=timeout)
+
+    def release(self) -> None:
+        """Release it."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._current().acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class StoreBusy(OSError):
+    """This process's connection to a store stayed busy for :data:`STORE_TIMEOUT`."""
+
+
 class SQLiteFile:
     """One SQLite file of a store: a connection per process, shared by its threads
     under a lock, and write transactions that are atomic across processes.
@@ -162,7 +203,7 @@ class SQLiteFile:
     def __init__(self, storage: StorageURL, schema: str) -> None:
         self._storage = storage
         self._schema = schema
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
 
@@ -174,11 +215,23 @@ class SQLiteFile:
         return self._connection
 
     @contextmanager
+    def _held(self) -> Iterator[sqlite3.Connection]:
+        """This process's connection, to one thread at a time. A thread waits for
+        the others no longer than :data:`STORE_TIMEOUT` (then :class:`StoreBusy`):
+        behind a file that another process keeps locked, threads would otherwise
+        queue here and each wait out SQLite's own busy timeout in turn."""
+        if not self._lock.acquire(timeout=STORE_TIMEOUT):
+            raise StoreBusy(f"{self._storage.shown} stayed busy for {STORE_TIMEOUT:g}s")
+        try:
+            yield self._db()
+        finally:
+            self._lock.release()
+
+    @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: SQLite's write lock makes the block
         atomic across processes (a waiting writer gives up after :data:`STORE_TIMEOUT`)."""
-        with self._lock:
-            db = self._db()
+        with self._held() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -189,13 +242,13 @@ class SQLiteFile:
 
     def read(self, sql: str, parameters: tuple[Any, ...]) -> Any:
         """The first row of a query, outside any transaction (or None)."""
-        with self._lock:
-            return self._db().execute(sql, parameters).fetchone()
+        with self._held() as db:
+            return db.execute(sql, parameters).fetchone()
 
     def read_all(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of a query, outside any transaction."""
-        with self._lock:
-            return self._db().execute(sql, parameters).fetchall()
+        with self._held() as db:
+            return db.execute(sql, parameters).fetchall()
 
     def close(self) -> None:
         """Close this process's connection."""
@@ -214,7 +267,7 @@ class RedisConnection:
     def __init__(self, storage: StorageURL, scripts: dict[str, str]) -> None:
         self._storage = storage
         self._sources = scripts
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
         self._pid = 0
@@ -255,8 +308,11 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
     """
     path = storage.path
     # create it owner-only before SQLite does (its WAL and SHM files copy the mode)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        check_private(fd, path)
+    finally:
+        os.close(fd)
     connection = sqlite3.connect(
         path, timeout=STORE_TIMEOUT, isolation_level=None, check_same_thread=False
     )
@@ -268,6 +324,17 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def check_private(fd: int, path: str) -> None:
+    """Refuse a file this user does not own, or that others may read or write:
+    someone else could read what is kept there, or have planted what is read."""
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} must belong to this user and be readable by it alone (mode 0600); "
+            f"it is mode {info.st_mode & 0o777:o}, owner uid {info.st_uid}"
+        )
 
 
 def _apply(connection: sqlite3.Connection, schema: str) -> None:
@@ -315,7 +382,7 @@ class Outage:
         self.feature = feature
         self.storage = storage
         self.fallback = fallback
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._failing = False
         self._retry_at = 0.0
 
@@ -325,8 +392,19 @@ class Outage:
         return self._failing
 
     def usable(self) -> bool:
-        """Whether to use the store now: it works, or it is time to try it again."""
-        return not self._failing or time.monotonic() >= self._retry_at
+        """Whether to use the store now: it works, or it is time to try it again.
+
+        After an outage one caller tries it; the others keep to the fallback
+        until that one reports (a store that takes :data:`STORE_TIMEOUT` to fail
+        must not cost every concurrent call that long).
+        """
+        if not self._failing:
+            return True
+        with self._lock:
+            if time.monotonic() < self._retry_at:
+                return False
+            self._retry_at = time.monotonic() + RETRY_STORE_AFTER  # this caller tries it
+            return True
 
     def failed(self, exc: BaseException) -> None:
         """Record a failure (logs the first of an outage; never the exception's text,

@@ -40,8 +40,10 @@ from .storage import Outage, RedisConnection, SQLiteFile, StorageURL, missing_ex
 
 __all__ = ["LOCK_TTL", "POLL", "SharedTokens"]
 
-#: Seconds a fetching process holds the lock at most (a dead holder blocks no longer).
-LOCK_TTL = 30.0
+#: Seconds a fetching process holds the lock at most (a dead holder blocks no
+#: longer). Longer than a token fetch takes at worst (its timeout, three retries
+#: and their back-off), or a slow fetch would lose the lock to a second one.
+LOCK_TTL = 60.0
 #: Seconds between reads of the entry while another process fetches.
 POLL = 0.05
 #: The longest an entry of a token with an unknown lifetime is kept, in seconds.
@@ -237,7 +239,6 @@ class SharedTokens:
             SQLiteTokens(storage) if storage.scheme == "sqlite" else RedisTokens(storage)
         )
         self._outage = Outage("Token cache", storage, "each process fetches its own token")
-        self._owner = f"{os.getpid()}:{os.urandom(8).hex()}"
         self._tamper_warned = False
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -280,7 +281,8 @@ class SharedTokens:
             found = self._valid(refused)
             if found is not None:
                 return found
-            if self._store.lock(name, self._owner, LOCK_TTL):
+            owner = f"{os.getpid()}:{os.urandom(8).hex()}"  # this hold only
+            if self._store.lock(name, owner, LOCK_TTL):
                 try:
                     found = self._valid(refused)  # compare-and-swap: refreshed meanwhile?
                     if found is not None:
@@ -288,7 +290,7 @@ class SharedTokens:
                     return self._fetch_and_store(fetch)
                 finally:
                     with contextlib.suppress(Exception):
-                        self._store.unlock(name, self._owner)
+                        self._store.unlock(name, owner)
             if deadline is not None and time.monotonic() + POLL >= deadline:
                 raise DeadlineExceeded(
                     "the deadline passed while another process fetched the shared token"

@@ -26,7 +26,6 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Percent-encodings a server may decode before it resolves dot segments.
 _ENCODED_SEPARATORS = re.compile(r"%2e|%2f|%5c", re.IGNORECASE)
 _DECODED = {"%2e": ".", "%2f": "/", "%5c": "/"}
-_USERINFO = re.compile(r"(//)[^/?#]*@")
 
 
 def safe_for_message(url: object, limit: int = 200) -> str:
@@ -37,7 +36,12 @@ def safe_for_message(url: object, limit: int = 200) -> str:
     by plain string operations, and the result is one printable line.
     """
     text = url if isinstance(url, str) else repr(url)
-    text = _USERINFO.sub(r"\1***@", text.split("?", 1)[0].split("#", 1)[0], count=1)
+    scheme, sep, rest = text.partition("//")
+    if sep and "@" in rest:
+        # everything up to the last "@" may be a password, even one holding "/", "?"
+        # or "#" (invalid unencoded, but seen): mask it all rather than guess
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    text = scheme + sep + rest.split("?", 1)[0].split("#", 1)[0]
     text = "".join(c if c.isprintable() else "?" for c in text[:limit])
     return repr(text)
 

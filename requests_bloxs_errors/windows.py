@@ -25,12 +25,11 @@ the caller only ever sees seconds to wait.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import deque
 from typing import Any, Protocol
 
-from .storage import RedisConnection, SQLiteFile, StorageURL
+from .storage import ProcessLock, RedisConnection, SQLiteFile, StorageURL
 
 __all__ = ["MemoryWindows", "RedisWindows", "SQLiteWindows", "Windows", "margin", "open_windows"]
 
@@ -84,8 +83,9 @@ class MemoryWindows:
     """Permit logs of this process, shared by its threads (``memory://``)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         self._logs: dict[str, deque[float]] = {}
+        self._periods: dict[str, float] = {}  # each log's last period, to forget it in time
         self._pauses: dict[str, float] = {}
         self._learned: dict[str, tuple[int, float, float]] = {}
 
@@ -108,6 +108,7 @@ class MemoryWindows:
                 if len(self._logs) >= MEMORY_KEYS:
                     self._forget_idle(now)
                 log = self._logs[key] = deque()
+            self._periods[key] = period + extra
             horizon = now - period - extra
             while log and log[0] <= horizon:
                 log.popleft()
@@ -122,12 +123,18 @@ class MemoryWindows:
             return wait, start
 
     def _forget_idle(self, now: float) -> None:
+        """Drop what can no longer matter: logs whose last permit is a period old,
+        pauses and learned rules that have ended."""
         for key, log in list(self._logs.items()):
-            if not log or log[-1] < now - 3600:
+            if not log or log[-1] <= now - self._periods.get(key, 0.0):
                 del self._logs[key]
+                self._periods.pop(key, None)
         for key, until in list(self._pauses.items()):
             if until < now:
                 del self._pauses[key]
+        for key, (_, _, expires) in list(self._learned.items()):
+            if expires <= now:
+                del self._learned[key]
 
     def cancel(self, key: str, stamp: Any) -> None:
         with self._lock:

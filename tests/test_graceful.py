@@ -607,3 +607,160 @@ def test_an_entry_that_does_not_open_is_marked_dead_on_replay(server, session, t
         state, error = db.execute("SELECT state, last_error FROM rbe_outbox").fetchone()
     assert state == "dead"
     assert "does not open" in error
+
+
+# -- regressions found in review ------------------------------------------------------------
+
+
+def test_a_token_endpoint_that_is_down_counts_for_the_breaker_and_keeps_the_write(
+    server, session, outbox_url
+):
+    server.route("POST", "/w", Reply(201, "ok"))
+    breaker = rbe.CircuitBreaker(failures=2)
+    rbe.mount(
+        session,
+        server.url("/"),
+        auth=rbe.BloxsTokenAuth(f"http://127.0.0.1:{free_port()}", "k", "s", max_retries=0),
+        circuit_breaker=breaker,
+        outbox=outbox_url,
+        max_retries=0,
+    )
+    for n in range(2):
+        with pytest.raises(requests.ConnectionError) as caught:
+            session.post(server.url("/w"), data=str(n).encode())
+        assert caught.value.outbox_id == n + 1
+    with pytest.raises(rbe.CircuitOpenError):
+        session.post(server.url("/w"), data=b"2")
+    entries = rbe.Outbox(outbox_url).entries()
+    assert [e.body for e in entries] == [b"0", b"1", b"2"]
+    assert not any(e.uncertain for e in entries)  # none was sent
+    assert server.seen() == []
+
+
+def test_announced_maintenance_wins_over_the_failure_count_and_the_probe(server, session):
+    server.route("GET", "/m", Reply(503, "maintenance", {"Retry-After": "600"}))
+    breaker = rbe.CircuitBreaker(failures=1, open_for=0.2)
+    rbe.mount(session, "http://", circuit_breaker=breaker, max_retry_after=60, max_retries=0)
+    session.get(server.url("/m"))  # the 503 that crosses the count announces 600 s
+    with pytest.raises(rbe.CircuitOpenError) as caught:
+        session.get(server.url("/m"))
+    assert caught.value.retry_after > 590
+    assert caught.value.attempts == 0  # nothing was sent
+
+
+def test_only_the_probe_reopens_a_half_open_circuit():
+    breaker = rbe.CircuitBreaker(failures=1, open_for=0.05)
+    host = "https://api.example:443"
+    breaker.record(host, True)
+    time.sleep(0.06)
+    assert breaker.admit(host) == (True, 0.0, True)  # the probe goes
+    breaker.record(host, True, probe=False)  # a call admitted earlier fails its retries
+    assert breaker.state(host) == "half-open"
+    admitted, _, probe = breaker.admit(host)
+    assert (admitted, probe) == (False, False)  # the probe is still in flight
+    breaker.record(host, False, probe=True)
+    assert breaker.state(host) == "closed"
+
+
+def test_a_replayer_that_lost_its_lease_does_not_settle_the_entry(server, session, outbox_url):
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.put(server.url("/r"), data=b"x")
+    outbox = rbe.Outbox(outbox_url)
+    assert outbox._claim(1, "replayer-a")
+    with sqlite3.connect(outbox.storage.path) as db:  # A's lease ran out
+        db.execute("UPDATE rbe_outbox SET lease_until = 0")
+    assert outbox._claim(1, "replayer-b")
+    outbox._settle(1, "replayer-a", None)  # A finishes late: B owns the entry now
+    (entry,) = outbox.entries()
+    assert entry.id == 1
+
+
+def test_a_401_on_replay_keeps_the_entry_queued(server, session, outbox_url):
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.put(server.url("/r"), data=b"x")
+    server.route("PUT", "/r", Reply(401, "who are you"))
+    assert rbe.Outbox(outbox_url).replay(requests.Session()).failed == (1,)
+    (entry,) = rbe.Outbox(outbox_url).entries()
+    assert entry.state == "queued"  # the replayer's credentials may be what was wrong
+
+
+def test_unreadable_entries_are_listed_and_marked_dead_without_a_traceback(
+    server, session, tmp_path
+):
+    url = f"sqlite://{tmp_path}/o.db"
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=url, max_retries=0)
+    session.put(server.url("/r?k=query-secret"), data=b"x")
+    key = tmp_path / "o.db.key"
+    key.write_bytes(os.urandom(32))  # restored from another backup
+    key.chmod(0o600)
+    listed = run("outbox", "list", "--db", url)
+    assert listed.returncode == 0
+    assert "unreadable" in listed.stdout
+    assert "Traceback" not in listed.stderr
+    replayed = run("outbox", "replay", "--db", url)
+    assert replayed.returncode == 1
+    assert "Traceback" not in replayed.stderr
+    (entry,) = rbe.Outbox(url).entries()
+    assert "does not open" in entry.last_error
+
+
+def test_a_planted_key_file_is_refused_and_nothing_is_kept(server, session, tmp_path, caplog):
+    url = f"sqlite://{tmp_path}/o.db"
+    key = tmp_path / "o.db.key"
+    key.write_bytes(b"k" * 32)
+    key.chmod(0o644)  # someone else may know or read it
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=url, max_retries=0)
+    response = session.put(server.url("/r"), data=b"secret-body")
+    assert response.status_code == 500  # the call's outcome stands
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("could not be queued" in e and "PermissionError" in e for e in errors)
+    database = tmp_path / "o.db"
+    assert not database.exists() or b"secret-body" not in database.read_bytes()
+
+
+def test_the_vendor_shorthands_share_one_limit_per_process(session):
+    with requests.Session() as other:
+        first = rbe.mount(session, "http://", rate_limit="bloxs").rate_limit
+        second = rbe.mount(other, "https://", rate_limit="bloxs").rate_limit
+    assert first is second
+
+
+def test_threads_behind_a_locked_store_do_not_queue_for_seconds(tmp_path):
+    path = tmp_path / "locked.db"
+    limit = rbe.RateLimit({"*": "1000/second"}, storage=f"sqlite://{path}")
+    request = requests.Request("GET", "http://127.0.0.1/").prepare()
+    key = limit.key(request, "*")
+    limit.store.acquire(key, (1000, 1.0), 1)  # creates the file
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waits: list[float] = []
+
+    def permit() -> None:
+        started = time.monotonic()
+        limit.store.acquire(key, (1000, 1.0), 1)
+        waits.append(time.monotonic() - started)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: permit(), range(16)))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # one busy timeout, not sixteen in turn (a loose bound, for a busy machine)
+    assert max(waits) < 5
+
+
+def test_a_redis_password_with_a_slash_never_reaches_an_error(monkeypatch):
+    with pytest.raises(rbe.ConfigError) as caught:
+        rbe.envconfig.config_from_env(
+            {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": "redis://:hun/ter2@127.0.0.1:6399/x"}
+        )
+    assert "ter2" not in str(caught.value)
+    assert "hun" not in str(caught.value)
+    with pytest.raises(ValueError, match="not a valid Redis URL") as invalid:
+        rbe.RateLimit({"*": "1/second"}, storage="redis://:hun/ter2@h:1/0")
+    assert "ter2" not in str(invalid.value)

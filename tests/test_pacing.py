@@ -443,6 +443,7 @@ def test_an_unreachable_redis_paces_in_process_with_one_warning(server, session,
 def test_a_corrupt_sqlite_file_never_fails_a_call(server, session, tmp_path, caplog):
     path = tmp_path / "broken.db"
     path.write_bytes(b"this is not a database" * 200)
+    path.chmod(0o600)
     server.route("GET", "/f", Reply(200, "ok"))
     rbe.mount(
         session, "http://", rate_limit=rbe.RateLimit({"*": "50/second"}, storage=f"sqlite://{path}")

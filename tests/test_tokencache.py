@@ -241,6 +241,7 @@ def test_an_expiring_entry_is_never_used(cache):
 def test_a_corrupt_sqlite_file_leaves_each_process_its_own_token(tmp_path, caplog):
     path = tmp_path / "broken.db"
     path.write_bytes(b"definitely not sqlite" * 100)
+    path.chmod(0o600)
     fetch, calls = _counting()
     auth = rbe.TokenAuth(fetch, cache=f"sqlite://{path}", cache_key="k")
     assert _signed(auth) == f"Bearer {calls[0]}"
@@ -322,3 +323,15 @@ def test_the_environment_configures_the_cache(tmp_path):
 def test_a_bad_token_cache_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
         rbe.envconfig.config_from_env(environ)
+
+
+def test_a_cache_file_others_can_read_is_refused_not_used(tmp_path, caplog):
+    path = tmp_path / "shared.db"
+    path.write_bytes(b"")
+    path.chmod(0o644)  # made by someone else's umask, or planted
+    fetch, calls = _counting()
+    auth = rbe.TokenAuth(fetch, cache=f"sqlite://{path}", cache_key="k")
+    assert _signed(auth) == f"Bearer {calls[0]}"  # the call still succeeds
+    (warning,) = [w for w in _warnings(caplog) if "Token cache" in w]
+    assert "PermissionError" in warning
+    assert path.read_bytes() == b""  # nothing was written there
