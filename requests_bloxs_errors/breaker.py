@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from requests.exceptions import ConnectionError, Timeout
 
-from .classify import ErrorInfo, classify
+from .classify import classify
 from .events import AlertEvent
 from .exceptions import CircuitOpenError, ServerError
 from .parsing import retry_after_from_headers
@@ -219,23 +219,20 @@ class Circuits(Step):
         admitted, wait, call.probe = self.breaker.admit(call.host)
         if admitted:
             return
-        message = (
-            f"{call.method} {call.url} was not sent: the circuit for {call.host} is open "
-            f"after repeated failures; a probe may go in {wait:.1f}s"
-        )
-        info = ErrorInfo(
+        raise call.not_sent(
+            CircuitOpenError,
             status=503,
             kind="circuit_open",
-            retryable=True,
-            reauth=False,
+            reason=(
+                f"the circuit for {call.host} is open after repeated failures; a probe "
+                f"may go in {wait:.1f}s"
+            ),
             action=(
                 f"The API at {call.host} keeps failing. Try again in {wait:.0f}s or later; "
                 "queue the work (outbox=) rather than block on it."
             ),
-            message=message,
-            retry_after=wait,
+            wait=wait,
         )
-        raise CircuitOpenError(message, response=None, info=info, history=tuple(call.journal))
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Count the call's final outcome for its host."""

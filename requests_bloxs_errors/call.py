@@ -11,8 +11,9 @@ threads, and hooks that send requests of their own start calls of their own.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from .classify import ErrorInfo
 from .events import Attempt, GiveUpEvent, Hooks, RetryEvent
 from .failures import Failure
 from .policy import Action, Context, Decision
@@ -25,10 +26,13 @@ if TYPE_CHECKING:
     from requests import PreparedRequest, Response
     from urllib3.util.retry import Retry
 
+    from .exceptions import BloxsError
     from .steps import Step
     from .table import Rule
 
 __all__ = ["Call"]
+
+_Error = TypeVar("_Error", bound="BloxsError")
 
 
 class Call:
@@ -165,6 +169,36 @@ class Call:
             hold=hold,
             max_hold=max_hold,
         )
+
+    def not_sent(
+        self,
+        error: type[_Error],
+        *,
+        status: int,
+        kind: str,
+        reason: str,
+        action: str,
+        wait: float,
+    ) -> _Error:
+        """The typed error for this call when a step refuses to send it.
+
+        :param error: the exception class, such as ``CircuitOpenError``.
+        :param status: the status the refusal stands for (429, 503).
+        :param reason: why, after "METHOD URL was not sent: ".
+        :param wait: seconds until sending may succeed (``retry_after``).
+        :return: the error, ``response`` None, with the attempts made so far.
+        """
+        message = f"{self.method} {self.url} was not sent: {reason}"
+        info = ErrorInfo(
+            status=status,
+            kind=kind,
+            retryable=True,
+            reauth=False,
+            action=action,
+            message=message,
+            retry_after=wait,
+        )
+        return error(message, response=None, info=info, history=tuple(self.journal))
 
     def rewind(self) -> None:
         """Put a file body back where it started, before a resend."""

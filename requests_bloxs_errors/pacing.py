@@ -23,7 +23,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .bodies import read_error_body
-from .classify import ErrorInfo
 from .events import logger
 from .exceptions import RateLimitError
 from .parsing import parse_body, parse_iso8601
@@ -150,21 +149,18 @@ def _refusal(
 ) -> RateLimitError:
     """The error for a permit that cannot come in time (nothing was sent)."""
     why = "the call's deadline" if by_deadline else f"max_wait ({bound:g}s)"
-    message = (
-        f"{call.method} {call.url} was not sent: the next {category!r} permit of the "
-        f"client-side rate limit comes in {wait:.2f}s, after {why}"
-    )
-    info = ErrorInfo(
+    return call.not_sent(
+        RateLimitError,
         status=429,
         kind="rate_limited",
-        retryable=True,
-        reauth=False,
+        reason=(
+            f"the next {category!r} permit of the client-side rate limit comes in "
+            f"{wait:.2f}s, after {why}"
+        ),
         action=(
             f"Send it again in {wait:.1f}s or later, raise max_wait or the deadline, "
             "or spread the work over more time: the quota is shared by every client "
             "of this API that uses the same storage."
         ),
-        message=message,
-        retry_after=wait,
+        wait=wait,
     )
-    return RateLimitError(message, response=None, info=info, history=tuple(call.journal))
