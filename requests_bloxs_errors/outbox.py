@@ -23,7 +23,6 @@ import contextlib
 import contextvars
 import json
 import os
-import sqlite3
 import time
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
@@ -33,7 +32,14 @@ from .classify import classify
 from .events import AlertEvent, logger
 from .exceptions import BloxsError
 from .steps import Step
-from .storage import ProcessLock, SQLiteFile, check_private, missing_extra, parse
+from .storage import (
+    ProcessLock,
+    SQLiteFile,
+    check_private,
+    missing_extra,
+    parse,
+    when_unlocked,
+)
 from .table import QUOTA_RULE, rule_for
 from .urls import host_of, redact_url
 
@@ -399,29 +405,25 @@ class Outbox:
             return f"{response.status_code} {response.reason}", _dead(response)
 
     def _settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
-        """Record what the send did. Tried again while the file is busy: a sent
-        entry that stayed queued would be sent again by the next replay."""
-        give_up = time.monotonic() + 30
-        while True:
-            try:
-                with self._file.transaction() as db:
-                    if outcome is None:
-                        db.execute(
-                            "DELETE FROM rbe_outbox WHERE id = ? AND lease_owner = ?",
-                            (entry_id, owner),
-                        )
-                        return
-                    error, dead = outcome
+        """Record what the send did. Tried again for 30 s while the file is busy: a
+        sent entry that stayed queued would be sent again by the next replay."""
+
+        def record() -> None:
+            with self._file.transaction() as db:
+                if outcome is None:
                     db.execute(
-                        "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
-                        "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                        ("dead" if dead else "queued", error[:500], entry_id, owner),
+                        "DELETE FROM rbe_outbox WHERE id = ? AND lease_owner = ?",
+                        (entry_id, owner),
                     )
                     return
-            except (sqlite3.OperationalError, OSError):
-                if time.monotonic() >= give_up:
-                    raise
-                time.sleep(0.2)
+                error, dead = outcome
+                db.execute(
+                    "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
+                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                    ("dead" if dead else "queued", error[:500], entry_id, owner),
+                )
+
+        when_unlocked(record, give_up_after=30.0, pause=0.2)
 
     def close(self) -> None:
         """Close this process's connection to the file."""

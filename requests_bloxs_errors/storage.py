@@ -45,6 +45,7 @@ __all__ = [
     "open_redis",
     "open_sqlite",
     "parse",
+    "when_unlocked",
 ]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
@@ -317,9 +318,9 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
         path, timeout=STORE_TIMEOUT, isolation_level=None, check_same_thread=False
     )
     try:
-        _when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
+        when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
         connection.execute("PRAGMA synchronous=NORMAL")
-        _when_unlocked(lambda: _apply(connection, schema))
+        when_unlocked(lambda: _apply(connection, schema))
     except BaseException:
         connection.close()
         raise
@@ -351,19 +352,23 @@ def _apply(connection: sqlite3.Connection, schema: str) -> None:
     connection.execute("COMMIT")
 
 
-def _when_unlocked(step: Any) -> None:
-    """Run ``step``, again while another process holds the file's lock (until
-    :data:`STORE_TIMEOUT` has passed: SQLite returns "locked" at once for a
-    journal-mode change, without its busy wait)."""
-    give_up = time.monotonic() + STORE_TIMEOUT
+def when_unlocked(step: Any, *, give_up_after: float = STORE_TIMEOUT, pause: float = 0.01) -> None:
+    """Run ``step``, again while the file is locked by another process or busy in
+    this one (:class:`StoreBusy`), until ``give_up_after`` seconds have passed.
+
+    SQLite returns "locked" at once, without its busy wait, for a journal-mode
+    change or a schema check that turns into a write.
+    """
+    give_up = time.monotonic() + give_up_after
     while True:
         try:
             step()
             return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= give_up:
+        except (sqlite3.OperationalError, StoreBusy) as exc:
+            busy = isinstance(exc, StoreBusy) or "locked" in str(exc)
+            if not busy or time.monotonic() >= give_up:
                 raise
-            time.sleep(0.01)
+            time.sleep(pause)
 
 
 class Outage:
