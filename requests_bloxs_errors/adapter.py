@@ -310,7 +310,8 @@ class BloxsAdapter(HTTPAdapter):
             calls to a host that keeps failing fail fast; None: no breaker.
         :param outbox: an :class:`~requests_bloxs_errors.Outbox` or its
             ``"sqlite:///path"``: writes that failed curably are kept there for
-            a later replay; None: nothing is kept.
+            a later replay (one object per path and process, whichever adapters name
+            it); None: nothing is kept.
         :param on_alert: a callable (or list) receiving an
             :class:`~requests_bloxs_errors.AlertEvent` when a circuit opens or
             closes, or writes to a host start going to the outbox.
@@ -358,12 +359,15 @@ class BloxsAdapter(HTTPAdapter):
                 f"not {type(circuit_breaker).__name__}"
             )
         self._breaker = circuit_breaker
-        self._outbox = Outbox(outbox) if isinstance(outbox, str) else outbox
-        if self._outbox is not None and not isinstance(self._outbox, Outbox):
+        if isinstance(outbox, str):
+            url = outbox
+            outbox = _shared("outbox", url, lambda: Outbox(url))
+        if outbox is not None and not isinstance(outbox, Outbox):
             raise TypeError(
                 "outbox must be an rbe.Outbox, 'sqlite:///path' or None, "
                 f"not {type(outbox).__name__}"
             )
+        self._outbox = outbox
         self._init_runtime()
         super().__init__(
             max_retries=self._policy,
@@ -683,21 +687,28 @@ class BloxsAdapter(HTTPAdapter):
         return super().build_response(req, resp)
 
 
-#: The limits ``rate_limit="bloxs"`` and ``"dealcloud"`` stand for: one per
-#: process, so every adapter of the process shares its permits (keys carry
-#: each API's origin, so two environments never share a quota).
-_SHORTHANDS: dict[str, RateLimit] = {}
-_SHORTHANDS_LOCK = threading.Lock()
+#: What a string argument stands for, made once per process: every adapter
+#: given ``rate_limit="bloxs"``, or one outbox URL, shares one object (its
+#: permits; its file, connection and alerts), however many sessions
+#: ``install()`` or the caller builds. (Rate-limit keys carry each API's
+#: origin, so two environments never share a quota.)
+_SHARED: dict[tuple[str, str], Any] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared(kind: str, name: str, make: Any) -> Any:
+    with _SHARED_LOCK:
+        found = _SHARED.get((kind, name))
+        if found is None:
+            found = _SHARED[(kind, name)] = make()
+        return found
 
 
 def _rate_limit(value: object) -> RateLimit | None:
     if value is None or isinstance(value, RateLimit):
         return value
     if value in ("bloxs", "dealcloud"):
-        with _SHORTHANDS_LOCK:
-            limit = _SHORTHANDS.get(value)
-            if limit is None:
-                limit = _SHORTHANDS[value] = getattr(RateLimit, value)()
+        limit: RateLimit = _shared("rate_limit", str(value), getattr(RateLimit, str(value)))
         return limit
     raise ValueError(
         f"rate_limit must be an rbe.RateLimit, 'bloxs', 'dealcloud' or None; got {value!r}"

@@ -81,17 +81,11 @@ def install(prefix: str = "https://", **adapter_kwargs: Unpack[AdapterOptions]) 
     :param adapter_kwargs: :class:`~requests_bloxs_errors.BloxsAdapter` arguments,
         validated now: bad configuration raises here, not at the first request.
     """
-    probe = BloxsAdapter(prefix=prefix, **adapter_kwargs)
-    probe.close()
-    kwargs: dict[str, Any] = dict(adapter_kwargs)
-    if probe.rate_limit is not None:  # "bloxs" made once: every session shares its permits
-        kwargs["rate_limit"] = probe.rate_limit
-    if probe.outbox is not None:  # likewise one outbox (its connection, its alerts)
-        kwargs["outbox"] = probe.outbox
+    BloxsAdapter(prefix=prefix, **adapter_kwargs).close()
     with _state.lock:
         if _state.saved is None:
             _state.saved = (requests.Session, requests.sessions.Session)
-        _state.config = (prefix, kwargs)
+        _state.config = (prefix, dict(adapter_kwargs))
         requests.Session = requests.sessions.Session = InstalledSession  # type: ignore[misc]
 
 
