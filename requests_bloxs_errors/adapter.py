@@ -456,7 +456,7 @@ class BloxsAdapter(HTTPAdapter):
         :raises requests.RequestException: for transport failures, as requests
             raises them.
         """
-        call = self._start(request)
+        call = self._start(request, timeout)
         options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
         options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
         while True:
@@ -499,7 +499,7 @@ class BloxsAdapter(HTTPAdapter):
                 continue
             return self._final(call, response, decision)
 
-    def _start(self, request: PreparedRequest) -> Call:
+    def _start(self, request: PreparedRequest, timeout: Any = None) -> Call:
         deadline = None if self._deadline is None else time.monotonic() + self._deadline
         auth = self._auth
         scope = signing.current()
@@ -526,6 +526,8 @@ class BloxsAdapter(HTTPAdapter):
             signed=signed,
             max_retry_after=self._policy.max_retry_after,
             steps=steps,
+            timeout=timeout,
+            for_credential=scope is not None,
         )
 
     def _sign(self, call: Call) -> PreparedRequest:

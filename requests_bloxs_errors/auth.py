@@ -40,6 +40,9 @@ from .tokencache import SharedTokens, shared_tokens
 
 __all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
+#: The longest lifetime a token is taken to have, in seconds (a week): an answer of
+#: ``expires_in: 1e20`` is renewed weekly, and no store is asked to keep it for ages.
+MAX_LIFETIME = 7 * 24 * 3600.0
 #: What ``fetch_token`` may return: a token, or a token and its lifetime in seconds.
 TokenResult = Union[str, "tuple[str, float | int | None]"]
 
@@ -356,7 +359,7 @@ def _check_token(result: object) -> tuple[str, float | None]:
         raise TypeError(f"expires_in from fetch_token must be seconds or None, not {kind}")
     if not math.isfinite(lifetime):
         return token, None  # NaN or infinity: as good as not stated
-    return token, max(0.0, float(lifetime))
+    return token, min(max(0.0, float(lifetime)), MAX_LIFETIME)
 
 
 def _token_problem(token: str) -> str | None:

@@ -19,13 +19,13 @@ no lock is taken while a request is in flight, and only state changes lock.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from requests.exceptions import ConnectionError, Timeout
 
 from .classify import classify
+from .clock import SYSTEM, Clock
 from .events import AlertEvent
 from .exceptions import CircuitOpenError, ServerError
 from .parsing import retry_after_from_headers
@@ -43,6 +43,11 @@ __all__ = ["CircuitBreaker", "Circuits"]
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 #: Transport failures that say the host is down (not a bad certificate or URL).
 _DOWN_KINDS = frozenset({"not_sent", "no_answer"})
+#: The longest announced maintenance holds a circuit open when ``max_open_for`` is not set.
+MAX_MAINTENANCE = 24 * 3600.0
+#: Seconds a probe with neither a deadline nor a timeout may take before another
+#: call replaces it (a probe that never reports back must not close the way forever).
+PROBE_TIMEOUT = 300.0
 
 
 @dataclass
@@ -51,11 +56,15 @@ class _Circuit:
 
     state: str = CLOSED
     failures: int = 0
-    open_until: float = 0.0  # time.monotonic()
+    open_until: float = 0.0  # clock.monotonic()
     opened_for: float = 0.0
-    probe_since: float | None = None  # time.monotonic() when the probe was let through
+    probe_until: float | None = None  # while a probe is in flight: when it counts as lost
     rejected: int = 0
     trace_id: str | None = None
+    #: Why it opened, for the alert ("failed 3 call(s) in a row", "announced maintenance").
+    reason: str = ""
+    #: This outage was announced (one ``circuit_open`` alert until the circuit closes).
+    alerted: bool = False
 
 
 class CircuitBreaker:
@@ -71,14 +80,24 @@ class CircuitBreaker:
     :param max_open_for: the longest it stays open after failed probes (it
         doubles with each), in seconds; by default four times ``open_for``, so
         a host that comes back is used again within that time plus one probe.
+        Announced maintenance (a 503 with a long ``Retry-After``) holds it open
+        for at most this long when it is given, else for at most a day
+        (:data:`MAX_MAINTENANCE`).
+    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`).
     :raises ValueError, TypeError: on bad values.
     """
 
     def __init__(
-        self, failures: int = 5, open_for: float = 30.0, *, max_open_for: float | None = None
+        self,
+        failures: int = 5,
+        open_for: float = 30.0,
+        *,
+        max_open_for: float | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
             raise ValueError(f"failures must be a whole number >= 1, got {failures!r}")
+        given = max_open_for
         if max_open_for is None:
             max_open_for = 4 * open_for if isinstance(open_for, (int, float)) else open_for
         for name, value in (("open_for", open_for), ("max_open_for", max_open_for)):
@@ -92,6 +111,9 @@ class CircuitBreaker:
         self.failures = failures
         self.open_for = float(open_for)
         self.max_open_for = max(float(max_open_for), self.open_for)
+        #: The longest announced maintenance is believed, in seconds.
+        self.max_maintenance = self.max_open_for if given is not None else MAX_MAINTENANCE
+        self.clock = clock
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -122,27 +144,28 @@ class CircuitBreaker:
 
     # -- the decisions; each returns the alert to send, if any ------------------
 
-    def admit(self, host: str) -> tuple[bool, float, bool]:
+    def admit(self, host: str, probe_for: float | None = None) -> tuple[bool, float, bool]:
         """Whether a call to ``host`` may go now: ``(admitted, seconds until a probe,
         this call is the probe)``.
 
         The first call after ``open_for`` becomes the probe (the circuit turns
-        half-open); a probe that never reports back is replaced after
-        ``open_for`` more seconds.
+        half-open). While it is in flight every other call is refused; one that
+        never reports back is replaced once ``probe_for`` seconds have passed
+        (its deadline or timeout; :data:`PROBE_TIMEOUT` when None).
         """
         circuit = self._circuits.get(host)
         if circuit is None or circuit.state == CLOSED:
             return True, 0.0, False
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             if circuit.state == CLOSED:
                 return True, 0.0, False
             probe_due = circuit.open_until
-            if circuit.state == HALF_OPEN and circuit.probe_since is not None:
-                probe_due = circuit.probe_since + self.open_for  # a probe is in flight
+            if circuit.state == HALF_OPEN and circuit.probe_until is not None:
+                probe_due = circuit.probe_until  # a probe is in flight
             if now >= probe_due:
                 circuit.state = HALF_OPEN
-                circuit.probe_since = now
+                circuit.probe_until = now + (PROBE_TIMEOUT if probe_for is None else probe_for)
                 return True, 0.0, True
             circuit.rejected += 1
             return False, probe_due - now, False
@@ -150,7 +173,8 @@ class CircuitBreaker:
     def record(
         self, host: str, failed: bool, trace_id: str | None = None, *, probe: bool = False
     ) -> tuple[str, _Circuit] | None:
-        """Count a call's final outcome; returns ``(alert kind, circuit)`` on a change.
+        """Count a call's final outcome; returns ``(alert kind, circuit)`` on a change
+        an operator should hear of: the first opening of an outage, and its end.
 
         :param probe: the call was the circuit's probe. Only the probe's failure
             reopens a half-open circuit: a call let through before the circuit
@@ -163,14 +187,16 @@ class CircuitBreaker:
         with self._lock:
             if not failed:
                 was = circuit.state
-                circuit.state, circuit.failures, circuit.probe_since = CLOSED, 0, None
+                circuit.state, circuit.failures, circuit.probe_until = CLOSED, 0, None
                 circuit.opened_for = 0.0
+                circuit.alerted = False
                 return ("circuit_closed", circuit) if was != CLOSED else None
             circuit.failures += 1
             circuit.trace_id = trace_id or circuit.trace_id
             if circuit.state == HALF_OPEN and probe:  # the probe failed: open again, longer
                 return self._open(circuit, min(circuit.opened_for * 2, self.max_open_for))
             if circuit.state == CLOSED and circuit.failures >= self.failures:
+                circuit.reason = f"failed {circuit.failures} call(s) in a row"
                 return self._open(circuit, self.open_for)
             return None
 
@@ -181,26 +207,32 @@ class CircuitBreaker:
             return
         with self._lock:
             if circuit.state == HALF_OPEN:
-                circuit.probe_since = None
+                circuit.probe_until = None
 
     def hold(
         self, host: str, seconds: float, trace_id: str | None = None
     ) -> tuple[str, _Circuit] | None:
-        """Open ``host``'s circuit for ``seconds`` (announced maintenance)."""
+        """Open ``host``'s circuit for ``seconds`` of announced maintenance, at most
+        :attr:`max_maintenance`."""
+        seconds = min(seconds, self.max_maintenance)
         circuit = self._circuit(host)
         with self._lock:
-            if circuit.state == OPEN and circuit.open_until >= time.monotonic() + seconds:
+            now = self.clock.monotonic()
+            if circuit.state == OPEN and circuit.open_until >= now + seconds:
                 return None
             circuit.trace_id = trace_id or circuit.trace_id
-            was_open = circuit.state == OPEN
-            alert = self._open(circuit, seconds)
-            return None if was_open else alert
+            circuit.reason = f"announced maintenance (503 with Retry-After {seconds:.0f}s)"
+            return self._open(circuit, seconds)
 
-    def _open(self, circuit: _Circuit, seconds: float) -> tuple[str, _Circuit]:
+    def _open(self, circuit: _Circuit, seconds: float) -> tuple[str, _Circuit] | None:
+        """Open ``circuit``; the alert only for the first opening of an outage."""
         circuit.state = OPEN
         circuit.opened_for = seconds
-        circuit.open_until = time.monotonic() + seconds
-        circuit.probe_since = None
+        circuit.open_until = self.clock.monotonic() + seconds
+        circuit.probe_until = None
+        if circuit.alerted:
+            return None
+        circuit.alerted = True
         return "circuit_open", circuit
 
 
@@ -216,7 +248,7 @@ class Circuits(Step):
         """Refuse the first attempt of a call to a host whose circuit is open."""
         if call.journal or call.reauthed:  # retries of an admitted call go on
             return
-        admitted, wait, call.probe = self.breaker.admit(call.host)
+        admitted, wait, call.probe = self.breaker.admit(call.host, call.longest())
         if admitted:
             return
         raise call.not_sent(
@@ -281,14 +313,15 @@ class Circuits(Step):
 
 
 def _alert(kind: str, circuit: _Circuit, host: str, breaker: CircuitBreaker) -> AlertEvent:
-    now = time.time()
+    clock = breaker.clock
+    now = clock.time()
     if kind == "circuit_open":
-        until = now + max(0.0, circuit.open_until - time.monotonic())
+        until = now + max(0.0, circuit.open_until - clock.monotonic())
         event = AlertEvent(
             kind,
             host,
-            f"{host} failed {circuit.failures} call(s) in a row; its calls fail fast for "
-            f"{circuit.opened_for:g}s, then one probe tests it",
+            f"{host} {circuit.reason}; its calls fail fast for {circuit.opened_for:g}s, "
+            "then one probe tests it",
             failures=circuit.failures,
             rejected=circuit.rejected,
             at=now,

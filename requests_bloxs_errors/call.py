@@ -45,6 +45,8 @@ class Call:
     :param signed: whether the request lies under the prefix and gets credentials.
     :param max_retry_after: the longest ``Retry-After`` to wait for, or None.
     :param steps: the :class:`~requests_bloxs_errors.steps.Step` objects this call runs.
+    :param timeout: the caller's ``timeout`` (None, seconds, a pair, a urllib3 ``Timeout``).
+    :param for_credential: the request is sent from inside a credential's fetch.
     """
 
     __slots__ = (
@@ -52,6 +54,7 @@ class Call:
         "_url",
         "body_position",
         "deadline",
+        "for_credential",
         "fresh_refused",
         "hooks",
         "journal",
@@ -65,6 +68,7 @@ class Call:
         "signed",
         "steps",
         "superseded",
+        "timeout",
     )
 
     def __init__(
@@ -77,6 +81,8 @@ class Call:
         signed: bool,
         max_retry_after: float | None,
         steps: Sequence[Step] = (),
+        timeout: Any = None,
+        for_credential: bool = False,
     ) -> None:
         self.request = request
         self.retry = retry
@@ -85,6 +91,11 @@ class Call:
         self.signed = signed
         self.max_retry_after = max_retry_after
         self.steps = steps
+        #: The caller's ``timeout`` for each attempt, as requests takes it.
+        self.timeout = timeout
+        #: Sent from inside a credential's own fetch (a token request): it carries
+        #: a secret, so nothing keeps it for later.
+        self.for_credential = for_credential
         #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
         self.paced = 0.0
         #: The outbox entry that keeps this call's request, once one was queued.
@@ -132,6 +143,20 @@ class Call:
         if self._url is None:
             self._url = redact_url(self.request.url)
         return self._url
+
+    def longest(self) -> float | None:
+        """The longest this call can take from now, as far as its deadline, or else its
+        timeout, retries and waits tell; None when nothing bounds it."""
+        left = self.time_left()
+        if left is not None:
+            return left
+        per_attempt = _attempt_seconds(self.timeout)
+        if per_attempt is None:
+            return None
+        total = self.retry.total
+        retries = total if isinstance(total, int) and not isinstance(total, bool) else 0
+        waits = max(getattr(self.retry, "backoff_max", 0.0), self.max_retry_after or 0.0)
+        return per_attempt * (retries + 1) + waits * retries
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (0 once passed), or None without one."""
@@ -274,6 +299,21 @@ def _max_attempts(policy: Retry, attempt: int, failure: Failure | None) -> int |
         counters = (policy.total, policy.read)
     left = [c for c in counters if isinstance(c, int) and not isinstance(c, bool)]
     return attempt + 1 + min(left) if left else None
+
+
+def _attempt_seconds(timeout: Any) -> float | None:
+    """The longest one attempt takes under ``timeout`` (connect plus read), or None."""
+    if isinstance(timeout, tuple) and len(timeout) == 2:
+        parts: list[Any] = list(timeout)
+    elif hasattr(timeout, "connect_timeout") and hasattr(timeout, "total"):  # urllib3 Timeout
+        if isinstance(timeout.total, (int, float)):
+            return float(timeout.total)
+        parts = [getattr(timeout, "_connect", None), getattr(timeout, "_read", None)]
+    else:
+        parts = [timeout, timeout]
+    if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+        return float(sum(parts))
+    return None
 
 
 def _body_position(body: object) -> int | None:

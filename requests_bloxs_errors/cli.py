@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import runpy
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 import requests
 
 from . import __version__
+from . import _argtypes as argtypes
 from ._term import Terminal, safe_text, status_style
 from .adapter import attempts, mount
 from .auth import Credential
@@ -193,11 +195,16 @@ def _credential(args: argparse.Namespace, url: str) -> Credential | None:
 
 
 def _credential_and_home(
-    args: argparse.Namespace, url: str
+    args: argparse.Namespace, url: str | None
 ) -> tuple[Credential | None, str | None]:
-    """:func:`_credential`, and the origin of the API it is for."""
+    """:func:`_credential`, and the origin of the API it is for.
+
+    :param url: the request's URL, whose origin is the API's unless a variable
+        or flag names it; None (``outbox replay``): it must be named.
+    """
     values = {name: os.environ.get(name, "") for name, _ in VARIABLES}
     flags = {
+        "BLOXS_BASE_URL": args.base_url,
         "BLOXS_API_KEY": args.bloxs_key,
         "BLOXS_API_SECRET": args.bloxs_secret,
         "BLOXS_HMAC": "1" if args.hmac else None,
@@ -208,8 +215,13 @@ def _credential_and_home(
     }
     values.update({name: value for name, value in flags.items() if value})
     try:
-        return credential_from(values, default_origin=origin(url))
+        return credential_from(values, default_origin=origin(url) if url else None)
     except ConfigError as exc:
+        if url is None:
+            raise UsageError(
+                f"{exc}, or the matching flag: outbox replay sends credentials only to the API "
+                "named there, never to the host of a queued entry"
+            ) from None
         raise UsageError(f"{exc} (or the matching flags: see 'request --help')") from None
 
 
@@ -305,41 +317,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"requests-bloxs-errors: error: {message} (see '{self.prog} --help')\n")
 
 
-def _number(
-    text: str, kind: type[float] | type[int], lowest: float, highest: float, what: str
-) -> float:
-    """``text`` as a ``kind`` within ``[lowest, highest]``, or argparse's one-line error."""
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text!r}") from None
-    if not lowest <= value <= highest:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
-    return value
-
-
-_SMALLEST = 1e-6  # "above 0", for seconds
-_FOREVER = 1e9
-
-
-def _port(text: str) -> int:
-    return int(_number(text, int, 0, 65535, "a port from 0 to 65535 (0: any free port)"))
-
-
-def _positive(text: str) -> float:
-    return _number(text, float, _SMALLEST, _FOREVER, "a number of seconds above 0")
-
-
-def _seconds_or_none(text: str) -> float | None:
-    if text.strip().lower() in ("none", "inf"):
-        return None
-    return _number(text, float, 0, _FOREVER, "0 or more seconds, or 'none'")
-
-
-def _count(text: str) -> int:
-    return int(_number(text, int, 0, 10**9, "a whole number, 0 or more"))
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="requests-bloxs-errors",
@@ -357,9 +334,11 @@ def _parser() -> argparse.ArgumentParser:
         "simulate", help="serve the simulator until interrupted", formatter_class=defaults
     )
     simulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    simulate.add_argument("--port", type=_port, default=8080, help="port (0: any free port)")
     simulate.add_argument(
-        "--window", type=_positive, default=60.0, help="rate-limit window, seconds"
+        "--port", type=argtypes.port, default=8080, help="port (0: any free port)"
+    )
+    simulate.add_argument(
+        "--window", type=argtypes.positive, default=60.0, help="rate-limit window, seconds"
     )
     run = commands.add_parser(
         "run",
@@ -392,12 +371,15 @@ def _parser() -> argparse.ArgumentParser:
     request.add_argument("--data", help="a raw body")
     request.add_argument("--header", "-H", action="append", help="'Name: value', repeatable")
     request.add_argument(
-        "--timeout", type=_positive, default=30.0, help="seconds per attempt (connect and read)"
+        "--timeout",
+        type=argtypes.positive,
+        default=30.0,
+        help="seconds per attempt (connect and read)",
     )
-    request.add_argument("--max-retries", type=_count, default=3, help="retries per call")
+    request.add_argument("--max-retries", type=argtypes.count, default=3, help="retries per call")
     request.add_argument(
         "--max-retry-after",
-        type=_seconds_or_none,
+        type=argtypes.seconds_or_none,
         default=DEFAULT_MAX_RETRY_AFTER,
         help="the longest Retry-After to wait for, seconds ('none': no limit)",
     )
@@ -407,6 +389,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _credential_flags(parser: argparse.ArgumentParser) -> None:
     """The credential flags of ``request`` and ``outbox replay``."""
+    parser.add_argument(
+        "--base-url",
+        help="the Bloxs environment the credentials are for (or BLOXS_BASE_URL; request's "
+        "default: the URL's origin)",
+    )
     parser.add_argument("--bloxs-key", help="Bloxs API key (or BLOXS_API_KEY)")
     parser.add_argument("--bloxs-secret", help="Bloxs API secret (or BLOXS_API_SECRET)")
     parser.add_argument("--hmac", action="store_true", help="sign with the Bloxs v1 HMAC scheme")
@@ -438,6 +425,11 @@ def _run_script(args: argparse.Namespace) -> int:
         raise UsageError("run needs a script or -m MODULE")
     if args.module is None and not os.path.isfile(target[0]):
         raise UsageError(f"no such script: {target[0]!r}")
+    if args.module is not None:
+        problem = _module_problem(args.module)
+        if problem is not None:  # in python -m's words, and its exit status
+            print(f"{sys.executable}: {problem}", file=sys.stderr)
+            return 1
     try:
         install_from_env(overrides={k: v for k, v in overrides.items() if v is not None})
     except ConfigError as exc:
@@ -450,6 +442,23 @@ def _run_script(args: argparse.Namespace) -> int:
         sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
         runpy.run_path(target[0], run_name="__main__")
     return 0
+
+
+def _module_problem(name: str) -> str | None:
+    """Why ``python -m name`` would not start, as python says it; None when it would."""
+    try:
+        spec = importlib.util.find_spec(name)
+        package = spec is not None and spec.submodule_search_locations is not None
+        if package and importlib.util.find_spec(name + ".__main__") is None:
+            return (
+                f"No module named {name}.__main__; {name!r} is a package and cannot be "
+                "directly executed"
+            )
+    except (ImportError, ValueError) as exc:  # a parent package is missing; a bad name
+        return (
+            f"Error while finding module specification for {name!r} ({type(exc).__name__}: {exc})"
+        )
+    return f"No module named {name}" if spec is None else None
 
 
 def _config(term: Terminal) -> int:

@@ -25,6 +25,7 @@ from .providers import (
     BloxsHmacAuth,
     BloxsTokenAuth,
     ClientCredentialsAuth,
+    masked,
 )
 from .ratelimit import RateLimit
 from .storage import parse as parse_storage
@@ -152,10 +153,7 @@ def config_from_env(
                 f"RBE_PREFIX must name the host the credentials are for (such as {example}), "
                 f"not {_shown(prefix)!r}"
             )
-    shown = {
-        name: ("***" if name in _SECRETS and value else _shown(value))
-        for name, value in get.items()
-    }
+    shown = {name: _shown_value(name, value) for name, value in get.items()}
     return EnvConfig(prefix=prefix, adapter_kwargs=kwargs, log_level=level, shown=shown)
 
 
@@ -200,12 +198,12 @@ def credential_from(
     """
     get = {name: value.strip() for name, value in values.items() if value and value.strip()}
     cache = get.get("RBE_TOKEN_CACHE")
-    try:
-        credential, home = _credential(get, default_origin, cache)
-    except (ValueError, ImportError) as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError(f"RBE_TOKEN_CACHE: {exc}") from None
+    if cache:
+        try:
+            parse_storage(cache, what="RBE_TOKEN_CACHE")
+        except (ValueError, ImportError) as exc:
+            raise ConfigError(str(exc)) from None
+    credential, home = _credential(get, default_origin, cache)
     if cache and credential is None:
         raise ConfigError("RBE_TOKEN_CACHE needs credentials (BLOXS_* or DEALCLOUD_* variables)")
     return credential, home
@@ -219,17 +217,20 @@ def _credential(
     if key or secret:
         if not (key and secret):
             raise ConfigError("BLOXS_API_KEY and BLOXS_API_SECRET must be set together")
+        hmac = _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0"))
+        if hmac and cache:
+            raise ConfigError("RBE_TOKEN_CACHE has no use with BLOXS_HMAC=1: HMAC needs no token")
         base = get.get("BLOXS_BASE_URL") or default_origin
-        home = _origin("BLOXS_BASE_URL", base) if base else None
-        if _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0")):
-            if cache:
-                raise ConfigError(
-                    "RBE_TOKEN_CACHE has no use with BLOXS_HMAC=1: HMAC needs no token"
-                )
-            return BloxsHmacAuth(key, secret), home
         if base is None:
-            raise ConfigError("BLOXS_BASE_URL must be set with BLOXS_API_KEY (the token endpoint)")
-        return BloxsTokenAuth(base, key, secret, cache=cache), home
+            raise ConfigError(
+                "BLOXS_BASE_URL must be set with BLOXS_API_KEY (the API the credentials are for)"
+            )
+        home = _endpoint("BLOXS_BASE_URL", base)
+        if hmac:
+            return BloxsHmacAuth(key, secret), home
+        return _made(
+            "RBE_TOKEN_CACHE", lambda: BloxsTokenAuth(base, key, secret, cache=cache)
+        ), home
     if client or client_secret:
         token_url = get.get("DEALCLOUD_TOKEN_URL") or (
             default_origin + DEALCLOUD_TOKEN_PATH if default_origin else None
@@ -239,12 +240,38 @@ def _credential(
                 "DEALCLOUD_TOKEN_URL, DEALCLOUD_CLIENT_ID and DEALCLOUD_CLIENT_SECRET "
                 "must be set together"
             )
-        home = _origin("DEALCLOUD_TOKEN_URL", token_url)
+        home = _endpoint("DEALCLOUD_TOKEN_URL", token_url)
         scope = get.get("DEALCLOUD_SCOPE") or None
-        return ClientCredentialsAuth(
-            token_url, client, client_secret, scope=scope, cache=cache
+        return _made(
+            "RBE_TOKEN_CACHE",
+            lambda: ClientCredentialsAuth(
+                token_url, client, client_secret, scope=scope, cache=cache
+            ),
         ), home
     return None, None
+
+
+def _made(name: str, make: Any) -> Any:
+    """``make()``; its ValueError or ImportError (once the URLs are checked: the
+    token cache's) is a :class:`ConfigError` naming ``name``."""
+    try:
+        return make()
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def _endpoint(name: str, url: str) -> str:
+    """The origin of the URL in variable ``name``; a :class:`ConfigError` naming it
+    when the URL cannot serve as a credential's endpoint."""
+    home = _origin(name, url)
+    try:
+        Prefix.parse(url)  # (its messages never repeat a password)
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("prefix "):  # "prefix must not contain credentials ..."
+            message = message[len("prefix ") :]
+        raise ConfigError(f"{name} {message}") from None
+    return home
 
 
 def _circuit_breaker(value: str) -> CircuitBreaker | None:
@@ -326,6 +353,16 @@ def _flag(name: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise ConfigError(f"{name} must be 1 or 0, not {value!r}")
+
+
+def _shown_value(name: str, value: str) -> str:
+    """A variable's value as ``config`` prints it: secrets masked, the API key cut to
+    its first characters (as the credential's repr shows it)."""
+    if name in _SECRETS and value:
+        return "***"
+    if name == "BLOXS_API_KEY":
+        return masked(value)
+    return _shown(value)
 
 
 def _shown(value: str) -> str:

@@ -1,9 +1,12 @@
 """``python -m requests_bloxs_errors outbox list|show ID|replay|drop ID --db sqlite:///path``.
 
 ``replay`` signs with the credentials the ``request`` command takes (flags,
-or ``BLOXS_*`` / ``DEALCLOUD_*`` variables). Exit status: 0 when everything
-went, 1 when something failed, 2 for bad input (a missing database is one
-line, never a traceback).
+or ``BLOXS_*`` / ``DEALCLOUD_*`` variables), and only for the API they name
+(``BLOXS_BASE_URL`` / ``--base-url``, ``DEALCLOUD_TOKEN_URL`` / ``--token-url``):
+where credentials go is never taken from a queued entry, so a webhook queued
+beside the API's writes never sees them. Exit status: 0 when everything
+went, 1 when something failed, 2 for bad input (a missing, unreadable or
+damaged database is one line, never a traceback).
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import requests
 
+from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
 from .adapter import mount
 from .outbox import Outbox, OutboxEntry
@@ -51,25 +56,20 @@ def add_commands(
         action = actions.add_parser(name, help=help_text)
         action.add_argument("--db", required=True, help="the outbox: sqlite:///path")
         if name in ("show", "drop"):
-            action.add_argument("id", type=_entry_id, metavar="ID", help="the entry's id")
+            action.add_argument("id", type=argtypes.entry_id, metavar="ID", help="the entry's id")
         if name == "replay":
             action.add_argument(
                 "--include-uncertain",
                 action="store_true",
                 help="also send entries the server may have processed already",
             )
-            action.add_argument("--timeout", type=float, default=30.0, help="seconds per attempt")
+            action.add_argument(
+                "--timeout",
+                type=argtypes.positive,
+                default=30.0,
+                help="seconds per attempt (default: 30)",
+            )
             credential_flags(action)
-
-
-def _entry_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"ID must be a whole number, not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"ID must be 1 or more, not {value}")
-    return value
 
 
 class OutboxUsageError(Exception):
@@ -81,7 +81,7 @@ def open_outbox(url: str) -> Outbox:
     storage = parse(url, what="--db")
     if storage.scheme != "sqlite":
         raise OutboxUsageError("--db must be sqlite:///path, the outbox an adapter writes")
-    if not os.path.exists(storage.path):
+    if not os.path.lexists(storage.path):
         raise OutboxUsageError(f"no outbox at {storage.path}")
     return Outbox(url)
 
@@ -89,9 +89,13 @@ def open_outbox(url: str) -> Outbox:
 def run_outbox(
     term: Terminal,
     args: argparse.Namespace,
-    credential: Callable[[argparse.Namespace, str], tuple[Credential | None, str | None]],
+    credential: Callable[[argparse.Namespace, str | None], tuple[Credential | None, str | None]],
 ) -> int:
-    """Run one ``outbox`` action; return the exit status."""
+    """Run one ``outbox`` action; return the exit status.
+
+    A database that cannot be opened or read (damaged, not private, a
+    directory, a symlink) is one line naming it: :class:`OutboxUsageError`.
+    """
     outbox = open_outbox(args.db)
     try:
         if args.outbox_command == "list":
@@ -104,8 +108,19 @@ def run_outbox(
             term.line(f"dropped entry {args.id}")
             return 0
         return _replay(term, outbox, args, credential)
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise OutboxUsageError(f"the outbox {outbox.storage.shown} {_unusable(exc)}") from None
     finally:
         outbox.close()
+
+
+def _unusable(exc: BaseException) -> str:
+    """Why a database cannot be used, in words that fit after its name."""
+    if isinstance(exc, PermissionError) and not exc.strerror:  # not private: check_private
+        return f"is refused: {exc}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot be opened: {exc.strerror.lower()}"
+    return f"cannot be read: {exc}"
 
 
 def _when(timestamp: float) -> str:
@@ -163,17 +178,24 @@ def _replay(
     term: Terminal,
     outbox: Outbox,
     args: argparse.Namespace,
-    credential: Callable[[argparse.Namespace, str], tuple[Credential | None, str | None]],
+    credential: Callable[[argparse.Namespace, str | None], tuple[Credential | None, str | None]],
 ) -> int:
     entries = [e for e in outbox.entries() if e.state == "queued"]
+    # the API the credentials are for comes from a variable or a flag, never from
+    # an entry: the first entry may be a webhook on another host
+    auth, home = credential(args, None)
+    if auth is None:
+        term.line(
+            "no credentials (BLOXS_* or DEALCLOUD_* variables, or flags): entries are sent "
+            "unsigned",
+            "dim",
+        )
     session = requests.Session()
     try:
         mount(session, "https://")
         mount(session, "http://")
-        if entries:
-            auth, home = credential(args, entries[0].url)
-            if auth is not None and home is not None:
-                mount(session, home + "/", auth=auth)
+        if auth is not None and home is not None:
+            mount(session, home + "/", auth=auth)  # entries for any other host go unsigned
         report = outbox.replay(
             session, include_uncertain=args.include_uncertain, timeout=args.timeout
         )

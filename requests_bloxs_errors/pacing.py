@@ -19,16 +19,16 @@ adapter's attempt loop (see :mod:`.steps`):
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from .bodies import read_error_body
 from .events import logger
 from .exceptions import RateLimitError
 from .parsing import parse_body, parse_iso8601
-from .retry import sleep_until
 from .steps import Step
+from .storage import store_timeout
 from .table import QUOTA_RULE
+from .windows import MAX_PAUSE
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -40,11 +40,16 @@ if TYPE_CHECKING:
 __all__ = ["Pacing"]
 
 #: The longest hold taken from ``X-Rate-Limit-Reset`` (a clock far off must not stall a client).
-MAX_RESET_HOLD = 24 * 3600.0
+MAX_RESET_HOLD = MAX_PAUSE
 
 
 class Pacing(Step):
-    """The :class:`~requests_bloxs_errors.steps.Step` that applies a :class:`RateLimit`."""
+    """The :class:`~requests_bloxs_errors.steps.Step` that applies a :class:`RateLimit`.
+
+    Every store operation gets a share of the call's time left (see
+    :func:`~requests_bloxs_errors.storage.store_timeout`): a store that cannot
+    answer in time is left for in-process pacing, and the request keeps the rest.
+    """
 
     __slots__ = ("limit",)
 
@@ -69,7 +74,7 @@ class Pacing(Step):
         while True:
             left = call.time_left()
             bound = limit.max_wait if left is None else min(limit.max_wait, left)
-            wait, stamp = store.acquire(key, rule, bound)
+            wait, stamp = store.acquire(key, rule, bound, store_timeout(left))
             if wait > bound:
                 raise _refusal(
                     call, category, wait, bound, left is not None and left < limit.max_wait
@@ -80,12 +85,12 @@ class Pacing(Step):
             logger.debug(
                 "Pacing %s %s: waiting %.2fs for a %r permit", call.method, call.url, wait, category
             )
-            sleep_until(time.monotonic() + wait)
-            if store.paused_for(key) <= 0:
+            limit.clock.sleep(wait)
+            if store.paused_for(key, rule, store_timeout(call.time_left())) <= 0:
                 return
             # a server paused the category while this thread waited: line up again
             if stamp is not None:
-                store.cancel(key, stamp)
+                store.cancel(key, stamp, store_timeout(call.time_left()))
 
     def after_response(
         self, call: Call, response: Response, rule: Rule, retry_after: float | None
@@ -96,19 +101,22 @@ class Pacing(Step):
             return None
         category, key = where
         if response.status_code != 429 and rule is not QUOTA_RULE:
-            return self._reset_hold(key, response)
+            return self._reset_hold(call, category, key, response)
         body, _ = read_error_body(response, deadline=call.deadline)
         quota = parse_body(body, response.headers.get("Content-Type")).quota if body else None
-        store = self.limit.store
+        limit = self.limit
+        store = limit.store
         if quota is not None:
-            store.learn(key, *quota)
+            quota = limit.bounded_rule(category, *quota)
+            store.learn(key, *quota, timeout=store_timeout(call.time_left()))
         hold = retry_after
         if hold is None:
-            known = quota or self.limit.rule(category)
+            known = quota or limit.rule(category)
             hold = known[1] if known is not None else None
         if hold is None or hold <= 0:
             return None
-        store.pause(key, hold)
+        hold = limit.bounded_pause(category, hold)
+        store.pause(key, hold, limit.rule(category), store_timeout(call.time_left()))
         logger.info(
             "Rate limit: %r of %s paused for %.2fs after %d%s",
             category,
@@ -127,9 +135,9 @@ class Pacing(Step):
             return
         where = self._where(call.request)
         if where is not None:
-            self._reset_hold(where[1], response)
+            self._reset_hold(call, *where, response)
 
-    def _reset_hold(self, key: str, response: Response) -> float | None:
+    def _reset_hold(self, call: Call, category: str, key: str, response: Response) -> float | None:
         """``X-Rate-Limit-Remaining: 0`` with a reset time: hold until then."""
         headers = response.headers
         if headers.get("X-Rate-Limit-Remaining", "").strip() != "0":
@@ -137,10 +145,12 @@ class Pacing(Step):
         reset = parse_iso8601(headers.get("X-Rate-Limit-Reset"))
         if reset is None:
             return None
-        hold = min(reset - time.time(), MAX_RESET_HOLD)
+        limit = self.limit
+        hold = min(reset - limit.clock.time(), MAX_RESET_HOLD)
         if hold <= 0:
             return None
-        self.limit.store.pause(key, hold)
+        hold = limit.bounded_pause(category, hold)
+        limit.store.pause(key, hold, limit.rule(category), store_timeout(call.time_left()))
         return hold
 
 

@@ -49,7 +49,7 @@ DEFAULT_TOKEN_TIMEOUT = 10.0
 _REFUSED = (400, 401, 403)
 
 
-def _mask(value: str) -> str:
+def masked(value: str) -> str:
     """Enough of an identifier to recognise it, never all of it."""
     return f"{value[:4]}\u2026" if len(value) > 6 else "\u2026"
 
@@ -185,14 +185,14 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         self.api_key = api_key
         self.api_secret = api_secret
         self.check_hint = (
-            f"api_key ({_mask(api_key)}, the user's personal key) and api_secret "
+            f"api_key ({masked(api_key)}, the user's personal key) and api_secret "
             "(the client environment's key)"
         )
         super().__init__(f"{self.base_url}/Authorization", timeout=timeout, max_retries=max_retries)
         self._share(cache, secret=api_secret, identity=f"bloxs|{self.token_url}|{api_key}")
 
     def __repr__(self) -> str:
-        return f"<BloxsTokenAuth base_url={self.base_url!r} api_key={_mask(self.api_key)!r}>"
+        return f"<BloxsTokenAuth base_url={self.base_url!r} api_key={masked(self.api_key)!r}>"
 
     def _secrets(self) -> Iterable[str]:
         return (self.api_secret,)
@@ -396,7 +396,7 @@ class BloxsHmacAuth:
         self.clock = clock
 
     def __repr__(self) -> str:
-        return f"<BloxsHmacAuth api_key={_mask(self.api_key)!r}>"
+        return f"<BloxsHmacAuth api_key={masked(self.api_key)!r}>"
 
     def __call__(self, request: PreparedRequest) -> PreparedRequest:
         self.sign(request)

@@ -21,9 +21,11 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
-from .storage import Outage, StorageURL, parse
+from .clock import SYSTEM, Clock
+from .events import logger
+from .storage import Outage, ProcessLock, StorageURL, parse
 from .urls import host_of, normalized_path
-from .windows import MemoryWindows, RuleValue, Windows, open_windows
+from .windows import MAX_PAUSE, MemoryWindows, RuleValue, Windows, longest_pause, open_windows
 
 if TYPE_CHECKING:
     from requests import PreparedRequest
@@ -47,6 +49,8 @@ BLOXS_RULES: Mapping[str, RuleSpec] = {
     "get": "500/minute",
 }
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+#: The longest period of a rule learned for a category with no configured rule.
+MAX_LEARNED_PERIOD = 3600.0
 
 
 def parse_rule(category: str, rule: object) -> RuleValue:
@@ -143,9 +147,12 @@ class RateLimit:
         or ``"rediss://..."`` (hosts; needs the ``redis`` extra).
     :param namespace: the prefix of every key; default the request's
         ``scheme://host:port``, so every client of one API shares its quota.
-    :param max_wait: the longest wait for a permit, in seconds; a longer one
-        raises :class:`~requests_bloxs_errors.RateLimitError` at once, without
-        sending. The call's ``deadline`` bounds the wait too.
+    :param max_wait: the longest wait for a permit, in seconds (at most a
+        day); a longer one raises :class:`~requests_bloxs_errors.RateLimitError`
+        at once, without sending. The call's ``deadline`` bounds the wait too.
+        Processes sharing a store should use the same value: a permit reserved
+        further ahead than ``max_wait`` plus a period counts as stale for them.
+    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`).
     :raises ValueError, TypeError: on a bad rule, storage URL or argument.
     :raises ImportError: for a Redis URL without the ``redis`` extra.
     """
@@ -158,6 +165,7 @@ class RateLimit:
         storage: str = "memory://",
         namespace: str | None = None,
         max_wait: float = 60.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         if not isinstance(rules, Mapping):
             raise TypeError(f"rules must be a mapping of category to rule, not {rules!r}")
@@ -181,19 +189,26 @@ class RateLimit:
         if (
             isinstance(max_wait, bool)
             or not isinstance(max_wait, (int, float))
-            or not max_wait >= 0
+            or not 0 <= max_wait <= MAX_PAUSE
         ):
-            raise ValueError(f"max_wait must be a number of seconds >= 0, got {max_wait!r}")
+            raise ValueError(
+                f"max_wait must be a number of seconds from 0 to {MAX_PAUSE:g} (a day), "
+                f"got {max_wait!r}"
+            )
         self.max_wait = float(max_wait)
         self.storage = parse(storage, what="storage")
+        self.clock = clock
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._store = _Fallback(self.storage)
+        self._store = _Fallback(self.storage, self.clock)
+        self._warned: set[str] = set()  # categories whose bound was logged
+        self._warned_lock = ProcessLock()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_store"]  # connections and locks: each process opens its own
+        for runtime in ("_store", "_warned", "_warned_lock"):  # each process its own
+            del state[runtime]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -239,6 +254,42 @@ class RateLimit:
         """The configured rule of ``category`` (or of ``"*"``), or None."""
         return self._rules.get(category) or self._rules.get("*")
 
+    def bounded_pause(self, category: str, seconds: float) -> float:
+        """``seconds`` of pause a server asked for ``category``, at most the longest
+        its configured rule allows (:func:`~requests_bloxs_errors.windows.longest_pause`):
+        one hostile answer cannot hold a category for a fleet. Logged once per category."""
+        longest = longest_pause(self.rule(category))
+        if seconds <= longest:
+            return seconds
+        self._clamped(
+            category,
+            f"a pause of {seconds:.0f}s asked by the server was cut to {longest:g}s, the "
+            "longest the category's rule allows",
+        )
+        return longest
+
+    def bounded_rule(self, category: str, limit: int, period: float) -> RuleValue:
+        """A rule the server stated for ``category``, its period at most the configured
+        rule's (or :data:`MAX_LEARNED_PERIOD` without one). Logged once per category."""
+        configured = self.rule(category)
+        longest = configured[1] if configured is not None else MAX_LEARNED_PERIOD
+        if period <= longest:
+            return limit, period
+        self._clamped(
+            category,
+            f"a rule of {limit} per {period:.0f}s stated by the server was taken as "
+            f"{limit} per {longest:g}s, the longest period "
+            + ("the category's rule has" if configured is not None else "learned without one"),
+        )
+        return limit, longest
+
+    def _clamped(self, category: str, what: str) -> None:
+        with self._warned_lock:
+            if category in self._warned:
+                return
+            self._warned.add(category)
+        logger.warning("Rate limit %r: %s", category, what)
+
     def key(self, request: PreparedRequest, category: str) -> str:
         """The store key of ``category`` for ``request``: namespaced by API."""
         return f"{self.namespace or host_of(request.url or '')}|{category}"
@@ -263,18 +314,20 @@ class RateLimit:
 
 class _Fallback:
     """The configured store, or in-process pacing while that store fails (see
-    :class:`~requests_bloxs_errors.storage.Outage`)."""
+    :class:`~requests_bloxs_errors.storage.Outage`). A store that cannot answer
+    within the ``timeout`` it is given counts as failing: the call is paced in
+    the process at once and keeps the rest of its time."""
 
-    def __init__(self, storage: StorageURL) -> None:
+    def __init__(self, storage: StorageURL, clock: Clock) -> None:
         self._storage = storage
-        self._primary = open_windows(storage)
-        self._memory = MemoryWindows() if storage.shared else self._primary
+        self._primary = open_windows(storage, clock)
+        self._memory = MemoryWindows(clock) if storage.shared else self._primary
         self._outage = Outage("Rate limit storage", storage, "pacing within this process only")
 
-    def _use(self, method: str, *args: Any) -> Any:
+    def _use(self, method: str, *args: Any, timeout: float | None = None) -> Any:
         if self._storage.shared and self._outage.usable():
             try:
-                result = getattr(self._primary, method)(*args)
+                result = getattr(self._primary, method)(*args, timeout=timeout)
             except Exception as exc:
                 self._outage.failed(exc)
                 with contextlib.suppress(Exception):
@@ -284,22 +337,32 @@ class _Fallback:
                 return result
         return getattr(self._memory, method)(*args)
 
-    def acquire(self, key: str, rule: RuleValue | None, max_wait: float) -> tuple[float, Any]:
-        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait)
+    def acquire(
+        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
+    ) -> tuple[float, Any]:
+        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait, timeout=timeout)
         return result
 
-    def cancel(self, key: str, stamp: Any) -> None:
-        self._use("cancel", key, stamp)
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        self._use("cancel", key, stamp, timeout=timeout)
 
-    def pause(self, key: str, seconds: float) -> None:
-        self._use("pause", key, seconds)
+    def pause(
+        self,
+        key: str,
+        seconds: float,
+        rule: RuleValue | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._use("pause", key, seconds, rule, timeout=timeout)
 
-    def paused_for(self, key: str) -> float:
-        seconds: float = self._use("paused_for", key)
+    def paused_for(
+        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
+    ) -> float:
+        seconds: float = self._use("paused_for", key, rule, timeout=timeout)
         return seconds
 
-    def learn(self, key: str, limit: int, period: float) -> None:
-        self._use("learn", key, limit, period)
+    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
+        self._use("learn", key, limit, period, timeout=timeout)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -45,14 +45,34 @@ __all__ = [
     "open_redis",
     "open_sqlite",
     "parse",
+    "store_timeout",
     "when_unlocked",
 ]
 
 SCHEMES = ("memory", "sqlite", "redis", "rediss")
 #: Seconds a store may take before the caller gives up on it and falls back.
 STORE_TIMEOUT = 1.0
+#: The share of a call's time left that a store may take: the rest is the request's.
+STORE_SHARE = 0.5
+#: Below this many seconds a store is not asked at all: the caller falls back at once.
+STORE_MIN_TIME = 0.01
 #: Seconds between attempts to reach a failed store again.
 RETRY_STORE_AFTER = 5.0
+#: The files SQLite keeps beside a database in WAL mode (and the rollback journal).
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def store_timeout(time_left: float | None) -> float:
+    """How long a store may take for a call with ``time_left`` seconds (None: no deadline).
+
+    At most :data:`STORE_TIMEOUT`, and at most :data:`STORE_SHARE` of the time
+    left, so that a store that hangs (a file another process keeps locked, a
+    Redis that accepts and never answers) costs the call a part of its time
+    and the request still goes with the rest.
+    """
+    if time_left is None:
+        return STORE_TIMEOUT
+    return min(STORE_TIMEOUT, time_left * STORE_SHARE)
 
 
 @dataclass(frozen=True)
@@ -146,13 +166,19 @@ def redis_module() -> Any:
     return redis
 
 
-def open_redis(storage: StorageURL) -> Any:
-    """A Redis client for ``storage``, with short timeouts (a store must not hang a call)."""
-    return redis_module().Redis.from_url(
+def open_redis(storage: StorageURL, *, timeout: float = STORE_TIMEOUT) -> Any:
+    """A Redis client for ``storage`` whose connecting and reading each take at most
+    ``timeout`` seconds, without redis-py's own retries (a store must not hang a call)."""
+    redis = redis_module()
+    from redis.backoff import NoBackoff  # noqa: PLC0415 - an optional extra
+    from redis.retry import Retry  # noqa: PLC0415
+
+    return redis.Redis.from_url(
         storage.url,
-        socket_timeout=STORE_TIMEOUT,
-        socket_connect_timeout=STORE_TIMEOUT,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
     )
 
 
@@ -191,12 +217,26 @@ class ProcessLock:
 
 
 class StoreBusy(OSError):
-    """This process's connection to a store stayed busy for :data:`STORE_TIMEOUT`."""
+    """A store could not be had in the time given: this process's connection stayed
+    busy, or the call had too little time left to ask it."""
+
+
+def _budget(timeout: float | None) -> float:
+    """The seconds a store operation may take; :class:`StoreBusy` when too few."""
+    if timeout is None:
+        return STORE_TIMEOUT
+    if timeout < STORE_MIN_TIME:
+        raise StoreBusy(f"{timeout:.3f}s left: too little to ask the store")
+    return min(timeout, STORE_TIMEOUT)
 
 
 class SQLiteFile:
     """One SQLite file of a store: a connection per process, shared by its threads
     under a lock, and write transactions that are atomic across processes.
+
+    Every operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`):
+    waiting for this process's other threads and for another process's lock on
+    the file together stay within it (see :func:`store_timeout`).
 
     :param schema: ``CREATE ... IF NOT EXISTS`` statements, applied on opening.
     """
@@ -207,32 +247,52 @@ class SQLiteFile:
         self._lock = ProcessLock()
         self._connection: sqlite3.Connection | None = None
         self._pid = 0
+        self._busy_ms = 0  # the busy timeout the connection has now
+
+    @property
+    def shown(self) -> str:
+        """The file's URL, fit for a log line."""
+        return self._storage.shown
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is None or self._pid != os.getpid():
             # a forked child opens its own: a connection must not cross a fork
             self._connection = open_sqlite(self._storage, self._schema)
             self._pid = os.getpid()
+            self._busy_ms = int(STORE_TIMEOUT * 1000)
         return self._connection
 
     @contextmanager
-    def _held(self) -> Iterator[sqlite3.Connection]:
-        """This process's connection, to one thread at a time. A thread waits for
-        the others no longer than :data:`STORE_TIMEOUT` (then :class:`StoreBusy`):
-        behind a file that another process keeps locked, threads would otherwise
-        queue here and each wait out SQLite's own busy timeout in turn."""
-        if not self._lock.acquire(timeout=STORE_TIMEOUT):
-            raise StoreBusy(f"{self._storage.shown} stayed busy for {STORE_TIMEOUT:g}s")
+    def _held(self, timeout: float | None) -> Iterator[sqlite3.Connection]:
+        """This process's connection, to one thread at a time, within ``timeout``.
+
+        A thread waits for the others no longer than that (then
+        :class:`StoreBusy`): behind a file that another process keeps locked,
+        threads would otherwise queue here and each wait out SQLite's own busy
+        timeout in turn. What is left of it becomes SQLite's busy timeout.
+        """
+        budget = _budget(timeout)
+        give_up = time.monotonic() + budget
+        if not self._lock.acquire(timeout=budget):
+            raise StoreBusy(f"{self._storage.shown} stayed busy for {budget:g}s")
         try:
-            yield self._db()
+            db = self._db()
+            if timeout is None:  # the usual case: no deadline, no PRAGMA
+                busy_ms = int(STORE_TIMEOUT * 1000)
+            else:
+                busy_ms = max(1, int((give_up - time.monotonic()) * 1000))
+            if busy_ms != self._busy_ms:
+                db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
+            yield db
         finally:
             self._lock.release()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: SQLite's write lock makes the block
-        atomic across processes (a waiting writer gives up after :data:`STORE_TIMEOUT`)."""
-        with self._held() as db:
+        atomic across processes (a waiting writer gives up after ``timeout``)."""
+        with self._held(timeout) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -241,14 +301,16 @@ class SQLiteFile:
                 raise
             db.execute("COMMIT")
 
-    def read(self, sql: str, parameters: tuple[Any, ...]) -> Any:
+    def read(self, sql: str, parameters: tuple[Any, ...], timeout: float | None = None) -> Any:
         """The first row of a query, outside any transaction (or None)."""
-        with self._held() as db:
+        with self._held(timeout) as db:
             return db.execute(sql, parameters).fetchone()
 
-    def read_all(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[Any]:
+    def read_all(
+        self, sql: str, parameters: tuple[Any, ...] = (), timeout: float | None = None
+    ) -> list[Any]:
         """Every row of a query, outside any transaction."""
-        with self._held() as db:
+        with self._held(timeout) as db:
             return db.execute(sql, parameters).fetchall()
 
     def close(self) -> None:
@@ -259,8 +321,18 @@ class SQLiteFile:
             self._connection = None
 
 
+#: Timeouts a Redis client is made for: an operation uses the longest that fits its
+#: time (socket timeouts belong to a connection, so each gets a pool of its own).
+_REDIS_TIMEOUTS = (1.0, 0.5, 0.25, 0.1, 0.05, 0.02, STORE_MIN_TIME)
+
+
 class RedisConnection:
     """A Redis client per process, opened on first use, with Lua scripts registered.
+
+    Each operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`)
+    that bounds connecting, sending and reading: a server that accepts and
+    never answers costs no more. redis-py's own retries are off (a store that
+    fails is the caller's fallback to handle, at once).
 
     :param scripts: name to Lua source; each runs with ``EVALSHA`` (one round trip).
     """
@@ -269,34 +341,42 @@ class RedisConnection:
         self._storage = storage
         self._sources = scripts
         self._lock = ProcessLock()
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
+        self._clients: dict[float, tuple[Any, dict[str, Any]]] = {}
         self._pid = 0
 
-    def client(self) -> Any:
-        """The client of this process."""
-        if self._client is None or self._pid != os.getpid():
+    def _for(self, timeout: float | None) -> tuple[Any, dict[str, Any]]:
+        budget = _budget(timeout)
+        bound = next(t for t in _REDIS_TIMEOUTS if t <= budget + 1e-9)
+        found = self._clients.get(bound) if self._pid == os.getpid() else None
+        if found is None:
             with self._lock:
-                if self._client is None or self._pid != os.getpid():
-                    client = open_redis(self._storage)
-                    self._scripts = {
+                if self._pid != os.getpid():
+                    self._clients = {}  # a forked child opens its own
+                    self._pid = os.getpid()
+                found = self._clients.get(bound)
+                if found is None:
+                    client = open_redis(self._storage, timeout=bound)
+                    scripts = {
                         name: client.register_script(text) for name, text in self._sources.items()
                     }
-                    self._client = client
-                    self._pid = os.getpid()
-        return self._client
+                    found = self._clients[bound] = (client, scripts)
+        return found
 
-    def run(self, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run the script ``name``."""
-        self.client()
-        return self._scripts[name](keys=keys, args=args)
+    def client(self, timeout: float | None = None) -> Any:
+        """The client of this process whose socket timeouts fit ``timeout``."""
+        return self._for(timeout)[0]
+
+    def run(self, name: str, keys: list[str], args: list[Any], timeout: float | None = None) -> Any:
+        """Run the script ``name`` within ``timeout`` seconds."""
+        return self._for(timeout)[1][name](keys=keys, args=args)
 
     def close(self) -> None:
-        """Close this process's client."""
+        """Close this process's clients."""
         with self._lock:
-            if self._client is not None and self._pid == os.getpid():
-                self._client.close()
-            self._client = None
+            if self._pid == os.getpid():
+                for client, _ in self._clients.values():
+                    client.close()
+            self._clients = {}
 
 
 def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
@@ -308,12 +388,11 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
     each other (up to :data:`STORE_TIMEOUT`), whichever creates the tables.
     """
     path = storage.path
-    # create it owner-only before SQLite does (its WAL and SHM files copy the mode)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        check_private(fd, path)
-    finally:
-        os.close(fd)
+    # create it owner-only before SQLite does; then its side files, or refuse the
+    # ones another user planted: SQLite would write what it keeps into them
+    _private_file(path, create=True)
+    for suffix in SIDE_FILES:
+        _private_file(path + suffix, create=suffix != "-journal")  # a journal means data
     connection = sqlite3.connect(
         path, timeout=STORE_TIMEOUT, isolation_level=None, check_same_thread=False
     )
@@ -325,6 +404,23 @@ def open_sqlite(storage: StorageURL, schema: str) -> sqlite3.Connection:
         connection.close()
         raise
     return connection
+
+
+def _private_file(path: str, *, create: bool) -> None:
+    """Open ``path`` without following a symlink (creating it 0600 when ``create``)
+    and refuse it unless it is this user's own and private; absent is fine when
+    it is not to be created."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return
+    try:
+        check_private(fd, path)
+    finally:
+        os.close(fd)
 
 
 def check_private(fd: int, path: str) -> None:

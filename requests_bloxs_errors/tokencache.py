@@ -36,7 +36,15 @@ from typing import Any, Protocol
 
 from .events import logger
 from .exceptions import DeadlineExceeded
-from .storage import Outage, RedisConnection, SQLiteFile, StorageURL, missing_extra, parse
+from .storage import (
+    Outage,
+    RedisConnection,
+    SQLiteFile,
+    StorageURL,
+    missing_extra,
+    parse,
+    store_timeout,
+)
 
 __all__ = ["LOCK_TTL", "POLL", "SharedTokens"]
 
@@ -48,6 +56,8 @@ LOCK_TTL = 60.0
 POLL = 0.05
 #: The longest an entry of a token with an unknown lifetime is kept, in seconds.
 UNKNOWN_LIFETIME_TTL = 24 * 3600.0
+#: The longest any entry is kept, in seconds (a lifetime of 1e20 s is a week here).
+MAX_ENTRY_TTL = 7 * 24 * 3600.0
 #: Names the derivations: a new format gets a new label, never a reinterpreted entry.
 _LABEL = b"requests-bloxs-errors token cache v1"
 
@@ -99,18 +109,19 @@ class _Sealer:
 
 
 class TokenStore(Protocol):
-    """What the cache asks of a store; each method is one atomic step."""
+    """What the cache asks of a store; each method is one atomic step that takes
+    at most ``timeout`` seconds (None: the store's default)."""
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
         """The sealed entry, or None."""
 
-    def write(self, name: str, blob: bytes, ttl: float) -> None:
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
         """Replace the entry; it disappears after ``ttl`` seconds."""
 
-    def lock(self, name: str, owner: str, ttl: float) -> bool:
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
         """Take the entry's lock for ``ttl`` seconds; False when someone holds it."""
 
-    def unlock(self, name: str, owner: str) -> None:
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
         """Release the lock if ``owner`` still holds it."""
 
     def close(self) -> None:
@@ -133,14 +144,16 @@ class SQLiteTokens:
     def __init__(self, storage: StorageURL) -> None:
         self._file = SQLiteFile(storage, _SCHEMA)
 
-    def read(self, name: str) -> bytes | None:
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
         row = self._file.read(
-            "SELECT value FROM rbe_tokens WHERE name = ? AND expires > ?", (name, time.time())
+            "SELECT value FROM rbe_tokens WHERE name = ? AND expires > ?",
+            (name, time.time()),
+            timeout,
         )
         return bytes(row[0]) if row else None
 
-    def write(self, name: str, blob: bytes, ttl: float) -> None:
-        with self._file.transaction() as db:
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
             now = time.time()
             db.execute("DELETE FROM rbe_tokens WHERE expires <= ?", (now,))
             db.execute(
@@ -148,8 +161,8 @@ class SQLiteTokens:
                 (name, blob, now + ttl),
             )
 
-    def lock(self, name: str, owner: str, ttl: float) -> bool:
-        with self._file.transaction() as db:
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
+        with self._file.transaction(timeout) as db:
             now = time.time()
             row = db.execute(
                 "SELECT owner FROM rbe_token_locks WHERE name = ? AND until > ?", (name, now)
@@ -162,8 +175,8 @@ class SQLiteTokens:
             )
             return True
 
-    def unlock(self, name: str, owner: str) -> None:
-        with self._file.transaction() as db:
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
             db.execute("DELETE FROM rbe_token_locks WHERE name = ? AND owner = ?", (name, owner))
 
     def close(self) -> None:
@@ -187,22 +200,27 @@ class RedisTokens:
     def _key(name: str) -> str:
         return "rbe:token:{" + name + "}"
 
-    def read(self, name: str) -> bytes | None:
-        value: bytes | None = self._redis.client().get(self._key(name))
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
+        value: bytes | None = self._redis.client(timeout).get(self._key(name))
         return value
 
-    def write(self, name: str, blob: bytes, ttl: float) -> None:
-        self._redis.client().set(self._key(name), blob, px=max(1, int(ttl * 1000)))
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        self._redis.client(timeout).set(self._key(name), blob, px=_milliseconds(ttl))
 
-    def lock(self, name: str, owner: str, ttl: float) -> bool:
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
         key = self._key(name) + ":lock"
-        return bool(self._redis.client().set(key, owner, nx=True, px=max(1, int(ttl * 1000))))
+        return bool(self._redis.client(timeout).set(key, owner, nx=True, px=_milliseconds(ttl)))
 
-    def unlock(self, name: str, owner: str) -> None:
-        self._redis.run("unlock", [self._key(name) + ":lock"], [owner])
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        self._redis.run("unlock", [self._key(name) + ":lock"], [owner], timeout)
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _milliseconds(ttl: float) -> int:
+    """A Redis expiry, at least 1 ms and at most :data:`MAX_ENTRY_TTL`."""
+    return max(1, int(min(ttl, MAX_ENTRY_TTL) * 1000))
 
 
 class _FetchFailed(Exception):
@@ -278,28 +296,31 @@ class SharedTokens:
     ) -> tuple[str, float | None]:
         name = self._sealer.name
         while True:
-            found = self._valid(refused)
+            found = self._valid(refused, deadline)
             if found is not None:
                 return found
             owner = f"{os.getpid()}:{os.urandom(8).hex()}"  # this hold only
-            if self._store.lock(name, owner, LOCK_TTL):
+            if self._store.lock(name, owner, LOCK_TTL, _timeout(deadline)):
                 try:
-                    found = self._valid(refused)  # compare-and-swap: refreshed meanwhile?
+                    # compare-and-swap: refreshed meanwhile?
+                    found = self._valid(refused, deadline)
                     if found is not None:
                         return found
-                    return self._fetch_and_store(fetch)
+                    return self._fetch_and_store(fetch, deadline)
                 finally:
                     with contextlib.suppress(Exception):
-                        self._store.unlock(name, owner)
+                        self._store.unlock(name, owner, _timeout(deadline))
             if deadline is not None and time.monotonic() + POLL >= deadline:
                 raise DeadlineExceeded(
                     "the deadline passed while another process fetched the shared token"
                 )
             time.sleep(POLL)
 
-    def _valid(self, refused: str | None) -> tuple[str, float | None] | None:
+    def _valid(
+        self, refused: str | None, deadline: float | None
+    ) -> tuple[str, float | None] | None:
         """The cached token and its seconds left, when it may be used."""
-        blob = self._store.read(self._sealer.name)
+        blob = self._store.read(self._sealer.name, _timeout(deadline))
         self._outage.answered()
         if blob is None:
             return None
@@ -323,7 +344,7 @@ class SharedTokens:
             return None
         return token, left
 
-    def _fetch_and_store(self, fetch: Fetch) -> tuple[str, float | None]:
+    def _fetch_and_store(self, fetch: Fetch, deadline: float | None) -> tuple[str, float | None]:
         try:
             token, lifetime = fetch()
         except BaseException as exc:
@@ -333,7 +354,10 @@ class SharedTokens:
         if ttl > 0 and math.isfinite(ttl):
             try:
                 self._store.write(
-                    self._sealer.name, self._sealer.seal(token, expires, lifetime), ttl
+                    self._sealer.name,
+                    self._sealer.seal(token, expires, lifetime),
+                    ttl,
+                    _timeout(deadline),
                 )
             except Exception as exc:  # the token is good; only sharing it failed
                 self._outage.failed(exc)
@@ -343,6 +367,11 @@ class SharedTokens:
         """Close the store's connections (reopened on the next use)."""
         with contextlib.suppress(Exception):
             self._store.close()
+
+
+def _timeout(deadline: float | None) -> float:
+    """The seconds a store operation may take for a call ending at ``deadline``."""
+    return store_timeout(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
 
 def _rebuild(url: str, secret: str, identity: str) -> SharedTokens:

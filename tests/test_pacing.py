@@ -475,7 +475,7 @@ def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
     assert session.get(server.url("/f")).ok
     assert any("answers again" in r.getMessage() for r in caplog.records)
     with sqlite3.connect(path) as check:
-        (count,) = check.execute("SELECT count(*) FROM rbe_permits").fetchone()
+        (count,) = check.execute("SELECT count(*) FROM rbe_permit_log").fetchone()
     assert count == 2  # the first call's permit and the last one's: shared again
 
 
