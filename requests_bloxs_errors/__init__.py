@@ -14,11 +14,19 @@ see retries (WARNING), re-authentication (INFO) and give-ups (ERROR).
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .adapter import AdapterOptions, BloxsAdapter, BloxsResponse, attempts, mount
-from .auth import CachedTokenAuth, Credential, TokenAuth
-from .breaker import CircuitBreaker
-from .classify import BODY_CAP, ErrorInfo, classify, error_for
-from .envconfig import ConfigError, install_from_env
+from .credentials.auth import CachedTokenAuth, Credential, TokenAuth
+from .credentials.providers import (
+    BloxsHmacAuth,
+    BloxsTokenAuth,
+    ClientCredentialsAuth,
+    bloxs_signature,
+)
+from .errors.classify import BODY_CAP, ErrorInfo, classify, error_for
+from .errors.table import RULES, Retryable, Rule, rule_for
 from .events import AlertEvent, Attempt, GiveUpEvent, ReauthEvent, RetryEvent
 from .exceptions import (
     AuthenticationError,
@@ -36,12 +44,15 @@ from .exceptions import (
     TokenResponseError,
     UnsupportedMediaTypeError,
 )
-from .outbox import Outbox, OutboxEntry, ReplayReport
 from .patch import install, installed, uninstall
-from .providers import BloxsHmacAuth, BloxsTokenAuth, ClientCredentialsAuth, bloxs_signature
-from .ratelimit import RateLimit
-from .retry import BloxsRetry
-from .table import RULES, Retryable, Rule, rule_for
+from .pipeline.retry import BloxsRetry
+from .pipeline.steps import Step
+
+if TYPE_CHECKING:  # loaded on first use: see __getattr__
+    from .resilience.breaker import CircuitBreaker
+    from .resilience.outbox import Outbox, OutboxEntry, ReplayReport
+    from .resilience.ratelimit import RateLimit
+    from .tools.envconfig import ConfigError, install_from_env
 
 __version__ = "0.1.0"
 
@@ -83,6 +94,7 @@ __all__ = [
     "Rule",
     "ServerError",
     "ServiceUnavailableError",
+    "Step",
     "TokenAuth",
     "TokenResponseError",
     "UnsupportedMediaTypeError",
@@ -97,3 +109,28 @@ __all__ = [
     "rule_for",
     "uninstall",
 ]
+
+#: Public names whose modules load on first use (``sqlite3``, the outbox and the
+#: environment's configuration stay out of a plain ``import requests_bloxs_errors``).
+_LAZY = {
+    "CircuitBreaker": "resilience.breaker",
+    "ConfigError": "tools.envconfig",
+    "Outbox": "resilience.outbox",
+    "OutboxEntry": "resilience.outbox",
+    "RateLimit": "resilience.ratelimit",
+    "ReplayReport": "resilience.outbox",
+    "install_from_env": "tools.envconfig",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -1,7 +1,7 @@
-"""``python -m requests_bloxs_errors``: see :mod:`requests_bloxs_errors.cli`."""
+"""``python -m requests_bloxs_errors``: see :mod:`requests_bloxs_errors.tools.cli`."""
 
 import sys
 
-from .cli import main
+from .tools.cli import main
 
 sys.exit(main())

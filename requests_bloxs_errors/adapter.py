@@ -2,13 +2,15 @@
 
 :meth:`BloxsAdapter.send` owns the attempt loop. Per attempt it:
 
-1. runs the steps' ``before_attempt`` (pacing, circuit breaking);
+1. runs the steps' ``before_attempt`` (pacing; before the first attempt,
+   ``before_call``: the circuit breaker), in the order
+   :func:`~requests_bloxs_errors.pipeline.steps.steps_in_order` sets;
 2. signs a fresh copy of the request when it lies under the prefix (a new
    token or timestamp every time; nothing the pool or a proxy adds reaches
    the caller's objects);
 3. sends it through :class:`requests.adapters.HTTPAdapter` with urllib3's
    own retries switched off for that attempt;
-4. asks :func:`~requests_bloxs_errors.policy.decide` what to do, and does
+4. asks :func:`~requests_bloxs_errors.pipeline.policy.decide` what to do, and does
    it: wait and retry, refresh the credentials and resend, or stop.
 
 A final error response is classified, keeps its classification, and is
@@ -22,7 +24,6 @@ import contextlib
 import dataclasses
 import math
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
@@ -33,35 +34,35 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
-from . import signing
-from .auth import Credential
-from .bodies import drain_error_body, read_error_body
-from .breaker import CircuitBreaker, Circuits
-from .call import Call
-from .classify import ErrorInfo, classify, error_for
+from .clock import SYSTEM, Clock
+from .credentials import signing
+from .credentials.auth import Credential
+from .credentials.refusals import FreshRefusals
+from .errors.bodies import drain_error_body, read_error_body
+from .errors.classify import ErrorInfo, classify, error_for
+from .errors.parsing import retry_after_from_headers
+from .errors.table import Rule, advice, rule_for
 from .events import Attempt, Hooks, ReauthEvent, logger
 from .exceptions import BloxsError
-from .failures import Failure, failure_of, release
-from .outbox import Outbox, Queueing
-from .pacing import Pacing
-from .parsing import retry_after_from_headers
-from .policy import Action, Decision, decide
-from .ratelimit import RateLimit
-from .refusals import FreshRefusals
-from .retry import (
+from .pipeline.call import Call
+from .pipeline.failures import Failure, failure_of, release
+from .pipeline.policy import Action, Decision, decide
+from .pipeline.retry import (
     DEFAULT_BACKOFF_FACTOR,
     DEFAULT_BACKOFF_MAX,
     DEFAULT_MAX_RETRY_AFTER,
     DEFAULT_RETRIES,
     BloxsRetry,
-    sleep_until,
 )
-from .steps import Step
-from .table import Rule, advice, rule_for
+from .pipeline.steps import Pipeline, check_steps, steps_in_order
 from .urls import Prefix, is_loopback, redact_url, safe_for_message
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from .resilience.breaker import CircuitBreaker
+    from .resilience.outbox import Outbox
+    from .resilience.ratelimit import RateLimit
 
 __all__ = ["AdapterOptions", "BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
@@ -218,6 +219,8 @@ class AdapterOptions(TypedDict, total=False):
     circuit_breaker: CircuitBreaker | None
     outbox: Outbox | str | None
     on_alert: Any
+    steps: Sequence[object] | None
+    clock: Clock
     pool_connections: int
     pool_maxsize: int
     pool_block: bool
@@ -248,12 +251,16 @@ class BloxsAdapter(HTTPAdapter):
         "_rate_limit",
         "_breaker",
         "_outbox",
+        "_user_steps",
+        "_clock",
     ]
 
     # (for an adapter pickled before they existed)
     _rate_limit: RateLimit | None = None
     _breaker: CircuitBreaker | None = None
     _outbox: Outbox | None = None
+    _user_steps: tuple[object, ...] = ()
+    _clock: Clock = SYSTEM
 
     def __init__(
         self,
@@ -273,6 +280,8 @@ class BloxsAdapter(HTTPAdapter):
         circuit_breaker: CircuitBreaker | None = None,
         outbox: Outbox | str | None = None,
         on_alert: Any = None,
+        steps: Sequence[object] | None = None,
+        clock: Clock = SYSTEM,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
         pool_block: bool = DEFAULT_POOLBLOCK,
@@ -315,6 +324,12 @@ class BloxsAdapter(HTTPAdapter):
         :param on_alert: a callable (or list) receiving an
             :class:`~requests_bloxs_errors.AlertEvent` when a circuit opens or
             closes, or writes to a host start going to the outbox.
+        :param steps: your own :class:`~requests_bloxs_errors.Step` objects; they
+            run after the built-in ones (see
+            :func:`~requests_bloxs_errors.pipeline.steps.steps_in_order`). None: none.
+        :param clock: where the adapter's time comes from: deadlines, and the
+            waits between attempts (:data:`~requests_bloxs_errors.clock.SYSTEM`;
+            a :class:`~requests_bloxs_errors.clock.FakeClock` in tests).
         :param pool_connections: connection pools to cache, as for
             :class:`~requests.adapters.HTTPAdapter`.
         :param pool_maxsize: connections kept per pool, likewise.
@@ -353,21 +368,14 @@ class BloxsAdapter(HTTPAdapter):
                 _warn_plain_http(self._prefix)
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up, on_alert)
         self._rate_limit = _rate_limit(rate_limit)
-        if circuit_breaker is not None and not isinstance(circuit_breaker, CircuitBreaker):
+        self._breaker = _circuit_breaker(circuit_breaker)
+        self._outbox = _outbox(outbox)
+        self._user_steps = check_steps(steps)
+        if not isinstance(clock, Clock):
             raise TypeError(
-                "circuit_breaker must be an rbe.CircuitBreaker or None, "
-                f"not {type(circuit_breaker).__name__}"
+                f"clock must have monotonic(), time() and sleep(), not {type(clock).__name__}"
             )
-        self._breaker = circuit_breaker
-        if isinstance(outbox, str):
-            url = outbox
-            outbox = _shared("outbox", url, lambda: Outbox(url))
-        if outbox is not None and not isinstance(outbox, Outbox):
-            raise TypeError(
-                "outbox must be an rbe.Outbox, 'sqlite:///path' or None, "
-                f"not {type(outbox).__name__}"
-            )
-        self._outbox = outbox
+        self._clock = clock
         self._init_runtime()
         super().__init__(
             max_retries=self._policy,
@@ -379,16 +387,14 @@ class BloxsAdapter(HTTPAdapter):
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
         self._fresh_refusals = FreshRefusals()
-        #: The per-attempt steps, in the order they run (see :mod:`.steps`): an
-        #: open circuit refuses before a permit is waited for.
-        steps: list[Step] = []
-        if self._breaker is not None:
-            steps.append(Circuits(self._breaker))
-        if self._rate_limit is not None:
-            steps.append(Pacing(self._rate_limit))
-        if self._outbox is not None:
-            steps.append(Queueing(self._outbox))
-        self._steps: Sequence[Step] = tuple(steps)
+        self._pipeline = Pipeline(
+            steps_in_order(
+                circuit_breaker=self._breaker,
+                rate_limit=self._rate_limit,
+                outbox=self._outbox,
+                extra=self._user_steps,
+            )
+        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]  # requests has it; its stubs do not
@@ -408,6 +414,17 @@ class BloxsAdapter(HTTPAdapter):
     def outbox(self) -> Outbox | None:
         """The :class:`~requests_bloxs_errors.Outbox` failed writes go to, or None."""
         return self._outbox
+
+    @property
+    def steps(self) -> tuple[object, ...]:
+        """Every step of this adapter, in the order they run: the built-in features'
+        (see :func:`~requests_bloxs_errors.pipeline.steps.steps_in_order`), then yours."""
+        return self._pipeline.steps
+
+    @property
+    def clock(self) -> Clock:
+        """Where this adapter's time comes from."""
+        return self._clock
 
     # -- max_retries: always a BloxsRetry --------------------------------------
 
@@ -457,13 +474,19 @@ class BloxsAdapter(HTTPAdapter):
             raises them.
         """
         call = self._start(request, timeout)
+        pipeline = call.pipeline
+        assert pipeline is not None
         options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
         options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
+        try:
+            pipeline.before_call(call)
+        except BloxsError as refusal:  # not sent: an open circuit
+            self._refused(call, refusal)
+            raise
         while True:
             try:
-                for step in call.steps:
-                    step.before_attempt(call)
-            except BloxsError as refusal:  # not sent: an open circuit, no permit in time
+                pipeline.before_attempt(call)
+            except BloxsError as refusal:  # not sent: no permit in time
                 self._refused(call, refusal)
                 raise
             try:
@@ -500,16 +523,19 @@ class BloxsAdapter(HTTPAdapter):
             return self._final(call, response, decision)
 
     def _start(self, request: PreparedRequest, timeout: Any = None) -> Call:
-        deadline = None if self._deadline is None else time.monotonic() + self._deadline
+        clock = self._clock
+        deadline = None if self._deadline is None else clock.monotonic() + self._deadline
         auth = self._auth
         scope = signing.current()
+        pipeline = self._pipeline
         if scope is not None:  # a token request, sent from inside a credential
             # it inherits the deadline of the call that needs the token
             deadline = signing.earliest(deadline, scope.deadline)
-        steps = self._steps
-        if scope is not None and scope.rate_limit is not None and self._rate_limit is None:
-            # a token request counts against the limit of the call it serves
-            steps = (Pacing(scope.rate_limit), *steps)
+            if scope.rate_limit is not None and self._rate_limit is None:
+                # a token request counts against the limit of the call it serves
+                pipeline = Pipeline(steps_in_order(rate_limit=scope.rate_limit)).with_steps(
+                    pipeline.steps
+                )
         signed = (
             auth is not None
             and self._prefix is not None
@@ -525,9 +551,10 @@ class BloxsAdapter(HTTPAdapter):
             hooks=self._hooks,
             signed=signed,
             max_retry_after=self._policy.max_retry_after,
-            steps=steps,
+            pipeline=pipeline,
             timeout=timeout,
             for_credential=scope is not None,
+            clock=clock,
         )
 
     def _sign(self, call: Call) -> PreparedRequest:
@@ -543,7 +570,7 @@ class BloxsAdapter(HTTPAdapter):
         signed = object.__new__(type(request))  # copy.copy, without its generic machinery
         signed.__dict__.update(request.__dict__)
         signed.headers = request.headers.copy()
-        with signing.signing(self._auth, call.deadline, self._rate_limit):
+        with signing.signing(self._auth, call.deadline, self._rate_limit, self._clock):
             self._auth.sign(signed)
         return signed
 
@@ -553,8 +580,8 @@ class BloxsAdapter(HTTPAdapter):
         retry_after = retry_after_from_headers(response.headers)
         rule = rule_for(status, retry_after is not None)
         assert rule is not None  # send() only asks about 400 to 599
-        holds = [step.after_response(call, response, rule, retry_after) for step in call.steps]
-        hold = max((h for h in holds if h is not None), default=None)
+        assert call.pipeline is not None
+        hold = call.pipeline.after_response(call, response, rule, retry_after)
         call.fresh_refused = (
             call.signed and rule.reauth and (call.method, call.url) in self._fresh_refusals
         )
@@ -578,7 +605,7 @@ class BloxsAdapter(HTTPAdapter):
     ) -> None:
         """Record and announce a retry, wait for it, and rewind the body."""
         call.retrying(decision, status, kind, failure)
-        sleep_until(time.monotonic() + decision.wait)
+        self._clock.sleep(decision.wait)
         call.rewind()
 
     def _after_failure(self, call: Call, exc: RequestException | Urllib3Error) -> bool:
@@ -590,16 +617,15 @@ class BloxsAdapter(HTTPAdapter):
         collector ran.)
         """
         failure = failure_of(exc)
-        for step in call.steps:
-            step.after_failure(call, failure)
+        assert call.pipeline is not None
+        call.pipeline.after_failure(call, failure)
         decision = decide(call.context(failure=failure))
         release(exc)
         if decision.action is Action.RETRY:
             self._wait(call, decision, None, failure.kind, failure)
             return True
         history = call.finish(decision, None, failure.kind)
-        for step in call.steps:
-            step.on_outcome(call, None, failure)
+        call.pipeline.on_outcome(call, None, failure)
         with contextlib.suppress(AttributeError):  # rbe.attempts(exc) reads them
             exc._bloxs_history = history  # type: ignore[union-attr]
             exc.outbox_id = call.outbox_id  # type: ignore[union-attr]
@@ -608,8 +634,8 @@ class BloxsAdapter(HTTPAdapter):
     def _refused(self, call: Call, refusal: Exception) -> None:
         """The call ends unsent (a step refused it, or it could not be signed): let the
         steps see it (an outbox keeps the write, a breaker counts a host that is down)."""
-        for step in call.steps:
-            step.on_refused(call, refusal)
+        assert call.pipeline is not None
+        call.pipeline.on_refused(call, refusal)
         with contextlib.suppress(AttributeError):
             refusal.outbox_id = call.outbox_id  # type: ignore[attr-defined]
 
@@ -620,8 +646,8 @@ class BloxsAdapter(HTTPAdapter):
             self._keep_retries(call, response)
         if call.superseded:
             response.history[:0] = call.superseded
-        for step in call.steps:
-            step.on_outcome(call, response, None)
+        assert call.pipeline is not None
+        call.pipeline.on_outcome(call, response, None)
         return response
 
     def _reauth(
@@ -635,7 +661,7 @@ class BloxsAdapter(HTTPAdapter):
         response.close()
         call.reauthed = True
         call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))
-        with signing.signing(auth, call.deadline, self._rate_limit):
+        with signing.signing(auth, call.deadline, self._rate_limit, self._clock):
             resend = auth.refresh(outgoing, response)
         if not resend:
             return False
@@ -669,8 +695,8 @@ class BloxsAdapter(HTTPAdapter):
         assert isinstance(response, BloxsResponse)
         response._bloxs_info = info
         response._bloxs_history = history
-        for step in call.steps:
-            step.on_outcome(call, response, None)
+        assert call.pipeline is not None
+        call.pipeline.on_outcome(call, response, None)
         response._bloxs_outbox_id = call.outbox_id
         if self._raise_errors:
             raise error_for(response, info, history)
@@ -707,7 +733,11 @@ def _shared(kind: str, name: str, make: Any) -> Any:
 
 
 def _rate_limit(value: object) -> RateLimit | None:
-    if value is None or isinstance(value, RateLimit):
+    if value is None:
+        return None
+    from .resilience.ratelimit import RateLimit  # noqa: PLC0415 - loaded when used
+
+    if isinstance(value, RateLimit):
         return value
     if value in ("bloxs", "dealcloud"):
         limit: RateLimit = _shared("rate_limit", str(value), getattr(RateLimit, str(value)))
@@ -715,6 +745,33 @@ def _rate_limit(value: object) -> RateLimit | None:
     raise ValueError(
         f"rate_limit must be an rbe.RateLimit, 'bloxs', 'dealcloud' or None; got {value!r}"
     )
+
+
+def _circuit_breaker(value: object) -> CircuitBreaker | None:
+    if value is None:
+        return None
+    from .resilience.breaker import CircuitBreaker  # noqa: PLC0415 - loaded when used
+
+    if not isinstance(value, CircuitBreaker):
+        raise TypeError(
+            f"circuit_breaker must be an rbe.CircuitBreaker or None, not {type(value).__name__}"
+        )
+    return value
+
+
+def _outbox(value: object) -> Outbox | None:
+    if value is None:
+        return None
+    from .resilience.outbox import Outbox  # noqa: PLC0415 - loaded when used
+
+    if isinstance(value, str):
+        url = value
+        value = _shared("outbox", url, lambda: Outbox(url))
+    if not isinstance(value, Outbox):
+        raise TypeError(
+            f"outbox must be an rbe.Outbox, 'sqlite:///path' or None, not {type(value).__name__}"
+        )
+    return value
 
 
 def attempts(response: Response | BaseException) -> tuple[Attempt, ...]:

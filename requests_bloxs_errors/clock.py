@@ -65,7 +65,7 @@ class SystemClock:
             time.sleep(min(left, _LONGEST_SLEEP))
 
     def __repr__(self) -> str:
-        return "SystemClock()"
+        return "requests_bloxs_errors.clock.SYSTEM"
 
 
 #: The clock every object uses unless it is given another.

@@ -36,7 +36,7 @@ from requests.exceptions import HTTPError, RequestException, Timeout
 if TYPE_CHECKING:
     from requests import Response
 
-    from .classify import ErrorInfo
+    from .errors.classify import ErrorInfo
     from .events import Attempt
 
 __all__ = [

@@ -220,4 +220,4 @@ def test_console_script_is_installed():
     from importlib.metadata import entry_points
 
     scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
-    assert scripts["requests-bloxs-errors"] == "requests_bloxs_errors.cli:main"
+    assert scripts["requests-bloxs-errors"] == "requests_bloxs_errors.tools.cli:main"

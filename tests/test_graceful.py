@@ -22,6 +22,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.tools import envconfig
 
 from .redisserver import free_port
 from .server import Reply, json_reply
@@ -538,7 +539,7 @@ def test_the_demo_runs_without_the_crypto_extra_and_says_what_it_skipped():
         "import sys\n"
         "sys.modules.update(dict.fromkeys([n for n in sys.modules if 'cryptography' in n]))\n"
         "sys.modules['cryptography'] = None\n"
-        "from requests_bloxs_errors.cli import main\n"
+        "from requests_bloxs_errors.tools.cli import main\n"
         "sys.exit(main(['demo']))\n"
     )
     finished = subprocess.run(
@@ -550,21 +551,19 @@ def test_the_demo_runs_without_the_crypto_extra_and_says_what_it_skipped():
 
 
 def test_the_environment_configures_a_breaker_and_an_outbox(outbox_url):
-    config = rbe.envconfig.config_from_env(
-        {"RBE_CIRCUIT_BREAKER": "3/12.5", "RBE_OUTBOX": outbox_url}
-    )
+    config = envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "3/12.5", "RBE_OUTBOX": outbox_url})
     breaker = config.adapter_kwargs["circuit_breaker"]
     assert (breaker.failures, breaker.open_for) == (3, 12.5)
     assert config.adapter_kwargs["outbox"].storage.url == outbox_url
     assert (
-        rbe.envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "on"})
+        envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "on"})
         .adapter_kwargs["circuit_breaker"]
         .failures
         == 5
     )
     assert (
         "circuit_breaker"
-        not in rbe.envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "off"}).adapter_kwargs
+        not in envconfig.config_from_env({"RBE_CIRCUIT_BREAKER": "off"}).adapter_kwargs
     )
 
 
@@ -578,7 +577,7 @@ def test_the_environment_configures_a_breaker_and_an_outbox(outbox_url):
 )
 def test_a_bad_breaker_or_outbox_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
-        rbe.envconfig.config_from_env(environ)
+        envconfig.config_from_env(environ)
 
 
 def test_a_write_the_rate_limit_refused_is_kept_as_never_sent(server, session, outbox_url):
@@ -667,11 +666,12 @@ def test_a_replayer_that_lost_its_lease_does_not_settle_the_entry(server, sessio
     rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
     session.put(server.url("/r"), data=b"x")
     outbox = rbe.Outbox(outbox_url)
-    assert outbox._claim(1, "replayer-a")
+    store = outbox._store
+    assert store.claim(1, "replayer-a", time.time(), 3600)
     with sqlite3.connect(outbox.storage.path) as db:  # A's lease ran out
         db.execute("UPDATE rbe_outbox SET lease_until = 0")
-    assert outbox._claim(1, "replayer-b")
-    outbox._settle(1, "replayer-a", None)  # A finishes late: B owns the entry now
+    assert store.claim(1, "replayer-b", time.time(), 3600)
+    store.settle(1, "replayer-a", None)  # A finishes late: B owns the entry now
     (entry,) = outbox.entries()
     assert entry.id == 1
 
@@ -756,7 +756,7 @@ def test_threads_behind_a_locked_store_do_not_queue_for_seconds(tmp_path):
 
 def test_a_redis_password_with_a_slash_never_reaches_an_error(monkeypatch):
     with pytest.raises(rbe.ConfigError) as caught:
-        rbe.envconfig.config_from_env(
+        envconfig.config_from_env(
             {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": "redis://:hun/ter2@127.0.0.1:6399/x"}
         )
     assert "ter2" not in str(caught.value)

@@ -20,8 +20,8 @@ import requests
 from urllib3.util.timeout import Timeout
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import retry as retry_module
-from requests_bloxs_errors.refusals import FreshRefusals
+from requests_bloxs_errors import clock as clock_module
+from requests_bloxs_errors.credentials.refusals import FreshRefusals
 from requests_bloxs_errors.simulator import COMPLEXES
 from requests_bloxs_errors.urls import Prefix
 
@@ -279,7 +279,7 @@ def test_8_a_huge_retry_after_is_a_long_sleep_not_an_overflow(
         raise _Stop  # ...and one piece is proof enough
 
     monkeypatch.setattr(
-        retry_module, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
+        clock_module, "time", SimpleNamespace(monotonic=time.monotonic, sleep=sleep)
     )
     server.route("GET", "/later", Reply(503, "later", headers))
     rbe.mount(session, "http://", max_retry_after=None)

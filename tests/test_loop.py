@@ -11,7 +11,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors.steps import Step
+from requests_bloxs_errors.pipeline.steps import Step
 
 from .proxy import ForwardProxy
 from .server import Reply
@@ -117,9 +117,8 @@ class Recorder(Step):
 
 
 def test_steps_run_at_their_named_places_for_responses(server, session):
-    adapter = rbe.mount(session, "http://", backoff_factor=0.01)
     recorder = Recorder()
-    adapter._steps = (recorder,)
+    rbe.mount(session, "http://", backoff_factor=0.01, steps=[recorder])
     server.route("GET", "/a", Reply(429, "slow down", {"Retry-After": "0"}), Reply(200, "ok"))
     assert session.get(server.url("/a")).status_code == 200
     assert recorder.calls == [
@@ -134,9 +133,8 @@ def test_steps_run_at_their_named_places_for_failures(session):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed when the block ends: connections are refused
-    adapter = rbe.mount(session, "http://", max_retries=1, backoff_factor=0.01)
     recorder = Recorder()
-    adapter._steps = (recorder,)
+    rbe.mount(session, "http://", max_retries=1, backoff_factor=0.01, steps=[recorder])
     with pytest.raises(requests.ConnectionError):
         session.get(f"http://127.0.0.1:{port}/")
     assert recorder.calls == [

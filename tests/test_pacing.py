@@ -25,11 +25,13 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import storage as storage_module
+from requests_bloxs_errors.pipeline.steps import Step
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
-from requests_bloxs_errors.steps import Step
+from requests_bloxs_errors.storage import fallback as storage_module
 from requests_bloxs_errors.storage import parse
-from requests_bloxs_errors.windows import MemoryWindows, margin
+from requests_bloxs_errors.storage.memory import MemoryBackend
+from requests_bloxs_errors.storage.windows import margin
+from requests_bloxs_errors.tools import envconfig
 
 from .redisserver import free_port
 from .server import Reply
@@ -163,7 +165,7 @@ def test_the_adapter_takes_a_limit_or_a_vendor_name(session):
 
 
 def test_the_memory_store_spaces_the_nth_permit_a_period_apart():
-    store = MemoryWindows()
+    store = MemoryBackend()
     waits = [store.acquire("k", (2, 1.0), 60)[0] for _ in range(5)]
     assert waits[:2] == [0.0, 0.0]
     # the third comes one period (plus the margin) after the first, the fifth two
@@ -506,15 +508,15 @@ def test_an_adapter_with_a_limit_pickles(server, tmp_path):
 
 
 def test_the_environment_configures_a_shared_limit(tmp_path):
-    config = rbe.envconfig.config_from_env(
+    config = envconfig.config_from_env(
         {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": f"sqlite://{tmp_path}/q.db"}
     )
     limit = config.adapter_kwargs["rate_limit"]
     assert limit.rules["filter"] == (100, 60.0)
     assert limit.storage.scheme == "sqlite"
-    rule = rbe.envconfig.config_from_env({"RBE_RATE_LIMIT": "8/1.5s"})
+    rule = envconfig.config_from_env({"RBE_RATE_LIMIT": "8/1.5s"})
     assert rule.adapter_kwargs["rate_limit"].rules == {"*": (8, 1.5)}
-    assert "rate_limit" not in rbe.envconfig.config_from_env({}).adapter_kwargs
+    assert "rate_limit" not in envconfig.config_from_env({}).adapter_kwargs
 
 
 @pytest.mark.parametrize(
@@ -530,7 +532,7 @@ def test_the_environment_configures_a_shared_limit(tmp_path):
 )
 def test_a_bad_rate_limit_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
-        rbe.envconfig.config_from_env(environ)
+        envconfig.config_from_env(environ)
 
 
 def test_install_shares_one_limit_among_its_sessions(server):
@@ -554,14 +556,13 @@ def test_a_long_429_body_read_for_its_quota_is_closed_before_the_retry(server, s
         Reply(429, body, {"Content-Type": "text/plain", "Retry-After": "0"}),
         Reply(200, "ok"),
     )
-    adapter = rbe.mount(session, "http://", rate_limit=rbe.RateLimit.dealcloud())
     seen: list[requests.Response] = []
 
     class Keep(Step):
         def after_response(self, call, response, rule, retry_after):
             seen.append(response)
 
-    adapter._steps = (*adapter._steps, Keep())
+    adapter = rbe.mount(session, "http://", rate_limit=rbe.RateLimit.dealcloud(), steps=[Keep()])
     response = session.get(server.url("/long"))
     assert response.status_code == 200
     assert len(server.seen()) == 2

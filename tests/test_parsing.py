@@ -8,8 +8,8 @@ from email.utils import formatdate
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from requests_bloxs_errors import parsing
-from requests_bloxs_errors.parsing import (
+from requests_bloxs_errors.errors import parsing
+from requests_bloxs_errors.errors.parsing import (
     MAX_TEXT,
     parse_body,
     parse_quota,

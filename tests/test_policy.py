@@ -22,9 +22,9 @@ from urllib3.response import HTTPResponse
 from urllib3.util.retry import Retry
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors.failures import failure_of
-from requests_bloxs_errors.policy import Action, Context, Decision, decide
-from requests_bloxs_errors.table import QUOTA_RULE, rule_for
+from requests_bloxs_errors.errors.table import QUOTA_RULE, rule_for
+from requests_bloxs_errors.pipeline.failures import failure_of
+from requests_bloxs_errors.pipeline.policy import Action, Context, Decision, decide
 
 POLICY = rbe.BloxsRetry(total=3, backoff_factor=0.5, backoff_jitter=0.0)
 

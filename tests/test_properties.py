@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from requests.structures import CaseInsensitiveDict
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors.parsing import (
+from requests_bloxs_errors.errors.parsing import (
     MAX_FIELDS,
     MAX_MESSAGES,
     MAX_TEXT,

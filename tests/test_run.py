@@ -121,7 +121,7 @@ def test_install_from_env_in_python(sim, monkeypatch):
 
 
 def test_the_readme_lists_every_variable():
-    from requests_bloxs_errors.envconfig import VARIABLES
+    from requests_bloxs_errors.tools.envconfig import VARIABLES
 
     readme = (Path(ROOT) / "README.rst").read_text()
     for name, what in VARIABLES:

@@ -26,9 +26,11 @@ import requests
 
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.clock import FakeClock
-from requests_bloxs_errors.envconfig import ConfigError, config_from_env
 from requests_bloxs_errors.storage import parse
-from requests_bloxs_errors.windows import MemoryWindows, SQLiteWindows, margin
+from requests_bloxs_errors.storage.memory import MemoryBackend
+from requests_bloxs_errors.storage.sqlite import SQLiteBackend
+from requests_bloxs_errors.storage.windows import margin
+from requests_bloxs_errors.tools.envconfig import ConfigError, config_from_env
 
 from .server import Reply, json_reply
 from .test_cli import run
@@ -373,11 +375,11 @@ def test_7_permits_and_pauses_from_an_hour_ahead_do_not_stall_the_true_clock(tmp
     storage = parse(f"sqlite://{tmp_path}/limit.db")
     true_clock = FakeClock()
     fast_clock = FakeClock(wall=true_clock.time() + 3600)  # then set back by an hour
-    fast = SQLiteWindows(storage, fast_clock)
+    fast = SQLiteBackend(storage, fast_clock)
     for _ in range(5):
         assert fast.acquire("k", (5, 1.0), 60)[0] == 0
     fast.pause("k", 30, (5, 60.0))
-    true = SQLiteWindows(storage, true_clock)
+    true = SQLiteBackend(storage, true_clock)
     assert true.paused_for("k", (5, 60.0)) <= 30
     wait, stamp = true.acquire("k", (5, 1.0), 60)
     assert stamp is not None
@@ -385,9 +387,12 @@ def test_7_permits_and_pauses_from_an_hour_ahead_do_not_stall_the_true_clock(tmp
 
 
 def test_7_a_permit_impossibly_far_ahead_is_stale_in_every_store(tmp_path):
-    for store in (MemoryWindows(FakeClock()), SQLiteWindows(parse(f"sqlite://{tmp_path}/a.db"))):
+    for store in (
+        MemoryBackend(clock=FakeClock()),
+        SQLiteBackend(parse(f"sqlite://{tmp_path}/a.db")),
+    ):
         store.acquire("k", (1, 1.0), 60)
-        if isinstance(store, MemoryWindows):
+        if isinstance(store, MemoryBackend):
             store._logs["k"].append(store._clock.monotonic() + 10 * 86400)
         else:
             with store._file.transaction() as db:
@@ -516,7 +521,7 @@ def test_11_a_bad_token_cache_is_still_blamed_on_itself():
 
 def test_12_memory_forgets_100000_ended_pauses():
     clock = FakeClock()
-    store = MemoryWindows(clock)
+    store = MemoryBackend(clock=clock)
     tracemalloc.start()
     try:
         baseline = tracemalloc.get_traced_memory()[0]
@@ -535,7 +540,7 @@ def test_12_memory_forgets_100000_ended_pauses():
 
 def test_12_memory_forgets_idle_logs_and_expired_rules():
     clock = FakeClock()
-    store = MemoryWindows(clock)
+    store = MemoryBackend(clock=clock)
     for n in range(50):
         store.acquire(f"k{n}", (5, 1.0), 60)
         store.learn(f"k{n}", 2, 1.0)
@@ -547,7 +552,7 @@ def test_12_memory_forgets_idle_logs_and_expired_rules():
 
 def test_12_sqlite_deletes_ended_pauses_expired_rules_and_idle_permits(tmp_path):
     clock = FakeClock()
-    store = SQLiteWindows(parse(f"sqlite://{tmp_path}/limit.db"), clock)
+    store = SQLiteBackend(parse(f"sqlite://{tmp_path}/limit.db"), clock)
     for n in range(20):
         store.acquire(f"k{n}", (5, 1.0), 60)
         store.pause(f"k{n}", 2.0)

@@ -11,6 +11,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.errors import parsing
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
 
 ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
@@ -36,7 +37,7 @@ def test_bloxs_token_answer_shape(sim):
     )
     document = answer.json()
     assert set(document) == {"token", "expiration"}
-    expires = rbe.parsing.parse_iso8601(document["expiration"])
+    expires = parsing.parse_iso8601(document["expiration"])
     assert expires - time.time() == pytest.approx(24 * 3600, abs=5)
 
 

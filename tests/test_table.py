@@ -6,7 +6,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors.table import (
+from requests_bloxs_errors.errors.table import (
     DEFAULT_RETRY_STATUSES,
     QUOTA_RULE,
     Retryable,
@@ -135,7 +135,7 @@ def test_the_readme_states_the_retry_rules_the_code_applies():
     the CLI's table show them as written (the README may wrap lines)."""
     from pathlib import Path
 
-    from requests_bloxs_errors.table import IDEMPOTENT_METHODS, IDEMPOTENT_ORDER, rules_text
+    from requests_bloxs_errors.errors.table import IDEMPOTENT_METHODS, IDEMPOTENT_ORDER, rules_text
 
     readme = _words((Path(__file__).parent.parent / "README.rst").read_text())
     for line in rules_text():
@@ -147,9 +147,9 @@ def test_the_readme_states_the_retry_rules_the_code_applies():
 def test_explain_uses_the_tables_words_for_every_retry_rule():
     import io
 
-    from requests_bloxs_errors._term import Terminal
-    from requests_bloxs_errors.cli import _explain
-    from requests_bloxs_errors.table import RETRY_WORDS, Retryable
+    from requests_bloxs_errors.errors.table import RETRY_WORDS, Retryable
+    from requests_bloxs_errors.tools._term import Terminal
+    from requests_bloxs_errors.tools.cli import _explain
 
     statuses = {Retryable.NEVER: "404", Retryable.ALWAYS: "429", Retryable.IDEMPOTENT: "500"}
     statuses[Retryable.IDEMPOTENT_OR_RETRY_AFTER] = "503"

@@ -23,9 +23,10 @@ import redis
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import storage as storage_module
-from requests_bloxs_errors import tokencache
+from requests_bloxs_errors.credentials import tokencache
 from requests_bloxs_errors.simulator import Simulator
+from requests_bloxs_errors.storage import fallback as storage_module
+from requests_bloxs_errors.tools import envconfig
 
 from .redisserver import RedisServer, find_redis_server, free_port
 
@@ -203,10 +204,13 @@ def test_a_planted_or_altered_entry_is_not_used(cache, caplog):
     auth = rbe.TokenAuth(fetch, cache=cache, cache_key="k")
     _signed(auth)
     store = auth.cache._store
-    name = auth.cache._sealer.name
+    name = auth.cache.name
     # a reader of the store without the secret writes a token of its choosing
-    planted = tokencache._Sealer("guessed-secret", "token|Authorization|k")
-    store.write(name, planted.seal("attacker-token", time.time() + 900, 900.0), 900)
+    guess = tokencache.SharedTokens(
+        cache, secret="guessed-secret", identity="token|Authorization|k"
+    )
+    planted = {"token": "attacker-token", "expires": time.time() + 900, "lifetime": 900.0}
+    store.write(name, guess._sealer.seal(json.dumps(planted).encode(), name.encode()), 900)
     victim = rbe.TokenAuth(fetch, cache=cache, cache_key="k")
     assert _signed(victim) == f"Bearer {calls[1]}"
     assert len(calls) == 2
@@ -299,9 +303,9 @@ def test_a_bad_cache_url_is_refused_when_the_credential_is_made():
 
 def test_the_environment_configures_the_cache(tmp_path):
     base = {"BLOXS_BASE_URL": "http://127.0.0.1:9", "BLOXS_API_KEY": "k", "BLOXS_API_SECRET": "s"}
-    config = rbe.envconfig.config_from_env({**base, "RBE_TOKEN_CACHE": f"sqlite://{tmp_path}/t.db"})
+    config = envconfig.config_from_env({**base, "RBE_TOKEN_CACHE": f"sqlite://{tmp_path}/t.db"})
     assert isinstance(config.adapter_kwargs["auth"].cache, tokencache.SharedTokens)
-    assert rbe.envconfig.config_from_env(base).adapter_kwargs["auth"].cache is None
+    assert envconfig.config_from_env(base).adapter_kwargs["auth"].cache is None
 
 
 @pytest.mark.parametrize(
@@ -322,7 +326,7 @@ def test_the_environment_configures_the_cache(tmp_path):
 )  # fmt: skip
 def test_a_bad_token_cache_variable_is_named(environ, named):
     with pytest.raises(rbe.ConfigError, match=named):
-        rbe.envconfig.config_from_env(environ)
+        envconfig.config_from_env(environ)
 
 
 def test_a_cache_file_others_can_read_is_refused_not_used(tmp_path, caplog):

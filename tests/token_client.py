@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import tokencache
+from requests_bloxs_errors.credentials import tokencache
 from requests_bloxs_errors.simulator import COMPLEXES
 
 

@@ -41,7 +41,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
-from ..providers import DEALCLOUD_TOKEN_PATH
+from ..credentials.providers import DEALCLOUD_TOKEN_PATH
 from ._http import Answer, LoopbackServer, Request
 
 __all__ = ["DEALCLOUD_TOKEN_PATH", "DEFAULT_LIMITS", "ENDPOINTS", "Fault", "Seen", "Simulator"]

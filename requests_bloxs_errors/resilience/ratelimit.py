@@ -2,11 +2,11 @@
 
 A :class:`RateLimit` sorts each request into a category, and keeps at most
 the category's ``N`` requests in any interval of its period: a sliding
-window (see :mod:`.windows`), because the server counts in fixed windows
-whose phase the client cannot know, and a token bucket that refills would
-let twice the quota into one of them.
+window (see :mod:`~requests_bloxs_errors.storage.windows`), because the
+server counts in fixed windows whose phase the client cannot know, and a
+token bucket that refills would let twice the quota into one of them.
 
-Where the counts live is a storage URL (:mod:`.storage`): ``memory://`` for
+Where the counts live is a storage URL (:mod:`~requests_bloxs_errors.storage`): ``memory://`` for
 the threads of one process, ``sqlite:///path`` for the processes of one
 host, ``redis://`` for many hosts. A store that fails (unreachable, locked,
 corrupt) never fails a call: the limiter paces in-process, logs one
@@ -15,17 +15,17 @@ warning, and tries the store again every few seconds.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Union
 
-from .clock import SYSTEM, Clock
-from .events import logger
-from .storage import Outage, ProcessLock, StorageURL, parse
-from .urls import host_of, normalized_path
-from .windows import MAX_PAUSE, MemoryWindows, RuleValue, Windows, longest_pause, open_windows
+from ..clock import SYSTEM, Clock
+from ..events import logger
+from ..storage import PermitLog, ProcessLock, open_backend, parse
+from ..storage.fallback import Fallback
+from ..storage.windows import MAX_PAUSE, RuleValue, longest_pause
+from ..urls import host_of, normalized_path
 
 if TYPE_CHECKING:
     from requests import PreparedRequest
@@ -196,12 +196,17 @@ class RateLimit:
                 f"got {max_wait!r}"
             )
         self.max_wait = float(max_wait)
-        self.storage = parse(storage, what="storage")
+        self.storage = parse(storage, what="storage", capability=PermitLog)
         self.clock = clock
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        self._store = _Fallback(self.storage, self.clock)
+        self._store = Fallback(
+            open_backend(self.storage, self.clock),
+            feature="Rate limit storage",
+            meanwhile="pacing within this process only",
+            clock=self.clock,
+        )
         self._warned: set[str] = set()  # categories whose bound was logged
         self._warned_lock = ProcessLock()
 
@@ -256,7 +261,7 @@ class RateLimit:
 
     def bounded_pause(self, category: str, seconds: float) -> float:
         """``seconds`` of pause a server asked for ``category``, at most the longest
-        its configured rule allows (:func:`~requests_bloxs_errors.windows.longest_pause`):
+        its configured rule allows (:func:`~requests_bloxs_errors.storage.windows.longest_pause`):
         one hostile answer cannot hold a category for a fleet. Logged once per category."""
         longest = longest_pause(self.rule(category))
         if seconds <= longest:
@@ -303,67 +308,10 @@ class RateLimit:
     # -- the store, as the pacing step uses it ---------------------------------
 
     @property
-    def store(self) -> Windows:
+    def store(self) -> Fallback:
         """The permit store (falls back to memory while the configured one fails)."""
         return self._store
 
     def close(self) -> None:
         """Close the store's connections (reopened on the next use)."""
         self._store.close()
-
-
-class _Fallback:
-    """The configured store, or in-process pacing while that store fails (see
-    :class:`~requests_bloxs_errors.storage.Outage`). A store that cannot answer
-    within the ``timeout`` it is given counts as failing: the call is paced in
-    the process at once and keeps the rest of its time."""
-
-    def __init__(self, storage: StorageURL, clock: Clock) -> None:
-        self._storage = storage
-        self._primary = open_windows(storage, clock)
-        self._memory = MemoryWindows(clock) if storage.shared else self._primary
-        self._outage = Outage("Rate limit storage", storage, "pacing within this process only")
-
-    def _use(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        if self._storage.shared and self._outage.usable():
-            try:
-                result = getattr(self._primary, method)(*args, timeout=timeout)
-            except Exception as exc:
-                self._outage.failed(exc)
-                with contextlib.suppress(Exception):
-                    self._primary.close()
-            else:
-                self._outage.answered()
-                return result
-        return getattr(self._memory, method)(*args)
-
-    def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
-        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait, timeout=timeout)
-        return result
-
-    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        self._use("cancel", key, stamp, timeout=timeout)
-
-    def pause(
-        self,
-        key: str,
-        seconds: float,
-        rule: RuleValue | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        self._use("pause", key, seconds, rule, timeout=timeout)
-
-    def paused_for(
-        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
-    ) -> float:
-        seconds: float = self._use("paused_for", key, rule, timeout=timeout)
-        return seconds
-
-    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
-        self._use("learn", key, limit, period, timeout=timeout)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._primary.close()

@@ -4,7 +4,7 @@ requests raises its own exception types (``ConnectionError``,
 ``ConnectTimeout``, ``ReadTimeout``, ``SSLError``, ``ProxyError``, ...),
 wrapping urllib3's, sometimes inside a ``MaxRetryError``. :func:`failure_of`
 unwraps them once and files the failure under a row of
-:data:`~requests_bloxs_errors.table.TRANSPORT_RULES`; the caller still gets
+:data:`~requests_bloxs_errors.errors.table.TRANSPORT_RULES`; the caller still gets
 requests' own exception, type and message unchanged.
 """
 
@@ -26,7 +26,7 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from .table import TRANSPORT_RULES, TransportRule
+from ..errors.table import TRANSPORT_RULES, TransportRule
 
 __all__ = ["Failure", "causes", "failure_of", "release"]
 

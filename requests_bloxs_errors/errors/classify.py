@@ -1,7 +1,7 @@
 """Classify an error response: :func:`classify` and :class:`ErrorInfo`.
 
 :func:`classify` reads at most :data:`BODY_CAP` bytes of an error body
-(see :mod:`~requests_bloxs_errors.bodies`) and never touches the body of a
+(see :mod:`~requests_bloxs_errors.errors.bodies`) and never touches the body of a
 1xx-3xx response, so ``stream=True`` downloads reach the caller untouched.
 What it reads stays readable: ``response.content``, ``.text``, ``.json()``,
 ``iter_content()`` and ``raw`` give the whole body afterwards, as without
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from requests import Response
 
+from ..urls import redact_url
 from .bodies import BODY_CAP, read_error_body
 from .parsing import (
     ParsedBody,
@@ -25,11 +26,10 @@ from .parsing import (
     trace_id_from_headers,
 )
 from .table import Rule, rule_by_kind, rule_for
-from .urls import redact_url
 
 if TYPE_CHECKING:
-    from .events import Attempt
-    from .exceptions import BloxsError
+    from ..events import Attempt
+    from ..exceptions import BloxsError
 
 __all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for"]
 

@@ -19,9 +19,10 @@ those calls never see it.
 from __future__ import annotations
 
 import contextvars
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from ..clock import SYSTEM, Clock
 
 __all__ = ["Scope", "current", "deadline", "earliest", "signing", "time_left"]
 
@@ -32,15 +33,17 @@ class Scope:
 
     :ivar credentials: ``id()`` of each credential whose ``sign``/``refresh``
         is running (a credential's token request may be signed by another).
-    :ivar deadline: ``time.monotonic()`` value by which the outermost call
+    :ivar deadline: ``clock.monotonic()`` value by which the outermost call
         must end, or None.
     :ivar rate_limit: the rate limit of the adapter whose call needs the
         credential: its token requests are paced by it too.
+    :ivar clock: the clock ``deadline`` is read on (the adapter's).
     """
 
     credentials: frozenset[int] = frozenset()
     deadline: float | None = None
     rate_limit: Any = None
+    clock: Clock = SYSTEM
 
 
 _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
@@ -62,15 +65,22 @@ class signing:
 
     __slots__ = ("_scope", "_token")
 
-    def __init__(self, credential: object, deadline: float | None, rate_limit: Any = None) -> None:
+    def __init__(
+        self,
+        credential: object,
+        deadline: float | None,
+        rate_limit: Any = None,
+        clock: Clock = SYSTEM,
+    ) -> None:
         outer = _scope.get()
         if outer is None:
-            self._scope = Scope(frozenset((id(credential),)), deadline, rate_limit)
+            self._scope = Scope(frozenset((id(credential),)), deadline, rate_limit, clock)
         else:
             self._scope = Scope(
                 outer.credentials | {id(credential)},
                 earliest(outer.deadline, deadline),
                 outer.rate_limit if rate_limit is None else rate_limit,
+                outer.clock,
             )
 
     def __enter__(self) -> Scope:
@@ -89,8 +99,10 @@ def deadline() -> float | None:
 
 def time_left() -> float | None:
     """Seconds until :func:`deadline` (0 when passed), or None without one."""
-    when = deadline()
-    return None if when is None else max(0.0, when - time.monotonic())
+    scope = _scope.get()
+    if scope is None or scope.deadline is None:
+        return None
+    return max(0.0, scope.deadline - scope.clock.monotonic())
 
 
 def earliest(first: float | None, second: float | None) -> float | None:

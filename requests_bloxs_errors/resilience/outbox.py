@@ -22,35 +22,30 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
-import os
-import time
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .classify import classify
-from .events import AlertEvent, logger
-from .exceptions import BloxsError
-from .steps import Step
-from .storage import (
-    ProcessLock,
-    SQLiteFile,
-    check_private,
-    missing_extra,
-    parse,
-    when_unlocked,
-)
-from .table import QUOTA_RULE, rule_for
-from .urls import host_of, redact_url
+from ..clock import SYSTEM, Clock
+from ..errors.classify import classify
+from ..errors.table import QUOTA_RULE, rule_for
+from ..events import AlertEvent, logger
+from ..exceptions import BloxsError
+from ..pipeline.steps import Step
+from ..storage import OutboxStore, ProcessLock, lease_owner, open_backend, parse
+from ..storage.sealing import Sealer, aead_class, key_file
+from ..urls import host_of, redact_url
 
 if TYPE_CHECKING:
     import requests
     from requests import Response
 
-    from .call import Call
-    from .failures import Failure
+    from ..pipeline.call import Call
+    from ..pipeline.failures import Failure
 
 __all__ = ["Outbox", "OutboxEntry", "Queueing", "ReplayReport"]
+
+_FEATURE = "the outbox"
 
 #: Seconds a replayer holds an entry it claimed. Longer than any send (its
 #: timeouts, retries, back-off and rate-limit waits): a send that outlived its
@@ -62,30 +57,6 @@ WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 IDEMPOTENT_WRITES = frozenset({"PUT", "DELETE"})
 #: Headers never kept: credentials, and what a credential writes.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-timestamp"})
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rbe_outbox (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    created REAL NOT NULL,
-    method TEXT NOT NULL,
-    shown_url TEXT NOT NULL,
-    host TEXT NOT NULL,
-    sealed BLOB NOT NULL,
-    kind TEXT NOT NULL,
-    status INTEGER,
-    trace_id TEXT,
-    uncertain INTEGER NOT NULL,
-    state TEXT NOT NULL DEFAULT 'queued',
-    last_error TEXT,
-    tries INTEGER NOT NULL DEFAULT 0,
-    lease_owner TEXT,
-    lease_until REAL
-);
-"""
-_COLUMNS = (
-    "id, created, method, shown_url, host, sealed, kind, status, trace_id, uncertain, "
-    "state, last_error, tries"
-)
 
 #: Set while :meth:`Outbox.replay` sends: a replayed write that fails again is not queued twice.
 _replaying: contextvars.ContextVar[bool] = contextvars.ContextVar("rbe_replaying", default=False)
@@ -146,58 +117,6 @@ class ReplayReport:
         return not self.failed
 
 
-class _KeyFile:
-    """AES-GCM under a random key kept in ``<database>.key`` (0600), made on first write."""
-
-    def __init__(self, path: str) -> None:
-        try:
-            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
-        except ImportError:
-            raise missing_extra("crypto", "cryptography", "the outbox") from None
-        self._path = path + ".key"
-        self._aesgcm = AESGCM
-        self._aead: Any = None
-
-    def _key(self, *, create: bool) -> Any:
-        if self._aead is None:
-            if create and not os.path.exists(self._path):
-                temporary = f"{self._path}.{os.getpid()}.{os.urandom(4).hex()}"
-                fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                try:
-                    os.write(fd, os.urandom(32))
-                finally:
-                    os.close(fd)
-                with contextlib.suppress(FileExistsError):  # another process made it first
-                    os.link(temporary, self._path)
-                os.unlink(temporary)
-            # never a key someone else could have planted, or can read
-            fd = os.open(self._path, os.O_RDONLY | os.O_NOFOLLOW)
-            try:
-                check_private(fd, self._path)
-                key = os.read(fd, 64)
-            finally:
-                os.close(fd)
-            if len(key) != 32:
-                raise ValueError(f"the outbox key file {self._path} is damaged")
-            self._aead = self._aesgcm(key)
-        return self._aead
-
-    def seal(self, data: bytes, label: bytes) -> bytes:
-        nonce = os.urandom(12)
-        sealed: bytes = self._key(create=True).encrypt(nonce, data, label)
-        return nonce + sealed
-
-    def open(self, blob: bytes, label: bytes) -> bytes:
-        """The plain bytes; ValueError when they do not open (another key, altered)."""
-        try:
-            opened: bytes = self._key(create=False).decrypt(blob[:12], blob[12:], label)
-        except (OSError, ValueError):
-            raise
-        except Exception as exc:  # cryptography's InvalidTag
-            raise ValueError("the entry does not open with this outbox's key") from exc
-        return opened
-
-
 class Outbox:
     """A durable queue of failed writes in an SQLite file; see the module docstring.
 
@@ -212,19 +131,25 @@ class Outbox:
     :raises ImportError: without the ``crypto`` extra.
     """
 
-    def __init__(self, url: str) -> None:
-        storage = parse(url, what="outbox")
-        if storage.scheme != "sqlite":
-            raise ValueError(
-                "outbox must be 'sqlite:///path': a file on this host that survives the process"
-            )
+    def __init__(self, url: str, *, clock: Clock = SYSTEM) -> None:
+        storage = parse(url, what="outbox", capability=OutboxStore)
+        aead_class(_FEATURE)  # a missing extra is a configuration error: say so now
         self.storage = storage
-        self._file = SQLiteFile(storage, _SCHEMA)
-        self._keys = _KeyFile(storage.path)
+        #: Where time comes from (entries' times, leases, alerts).
+        self.clock = clock
+        self._store: OutboxStore = open_backend(storage, clock)
+        self._key_path = storage.path + ".key"
+        self._sealer: Sealer | None = None
         #: Hosts whose failing writes were announced (a "queued" alert) and have
         #: not answered since: one alert per outage, not one per write.
         self._alerted: set[str] = set()
         self._alerted_lock = ProcessLock()
+
+    def _keys(self, *, create: bool) -> Sealer:
+        """The sealer of this outbox: its key file is made on the first write."""
+        if self._sealer is None:
+            self._sealer = Sealer(key_file(self._key_path, create=create), _FEATURE)
+        return self._sealer
 
     def first_for(self, host: str) -> bool:
         """Whether a write to ``host`` is the first queued since it last answered."""
@@ -266,47 +191,38 @@ class Outbox:
         }
         content = {"url": url, "headers": headers, "body": b64encode(body).decode()}
         shown = redact_url(url)
-        sealed = self._keys.seal(json.dumps(content).encode(), f"{method} {shown}".encode())
-        with self._file.transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO rbe_outbox (created, method, shown_url, host, sealed, kind, status, "
-                "trace_id, uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    time.time(),
-                    method,
-                    shown,
-                    host_of(url),
-                    sealed,
-                    kind,
-                    status,
-                    trace_id,
-                    uncertain,
-                ),
-            )
-            entry_id = cursor.lastrowid
-        assert entry_id is not None
-        return entry_id
+        label = f"{method} {shown}".encode()
+        return self._store.add_entry(
+            created=self.clock.time(),
+            method=method,
+            shown_url=shown,
+            host=host_of(url),
+            sealed=self._keys(create=True).seal(json.dumps(content).encode(), label),
+            kind=kind,
+            status=status,
+            trace_id=trace_id,
+            uncertain=uncertain,
+        )
 
     def entries(self) -> list[OutboxEntry]:
         """Every entry, oldest first."""
-        rows = self._file.read_all(f"SELECT {_COLUMNS} FROM rbe_outbox ORDER BY id")
-        return [self._entry(row) for row in rows]
+        return [self._entry(row) for row in self._store.entry_rows()]
 
     def get(self, entry_id: int) -> OutboxEntry | None:
         """The entry ``entry_id``, or None."""
-        row = self._file.read(f"SELECT {_COLUMNS} FROM rbe_outbox WHERE id = ?", (entry_id,))
-        return None if row is None else self._entry(row)
+        rows = self._store.entry_rows(entry_id)
+        return self._entry(rows[0]) if rows else None
 
     def drop(self, entry_id: int) -> bool:
         """Remove an entry; False when there was none."""
-        with self._file.transaction() as db:
-            return db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,)).rowcount == 1
+        return self._store.drop_entry(entry_id)
 
     def _entry(self, row: Any) -> OutboxEntry:
         (entry_id, created, method, shown, host, sealed, kind, status, trace, uncertain) = row[:10]
         state = row[10]
         try:
-            content = json.loads(self._keys.open(bytes(sealed), f"{method} {shown}".encode()))
+            opened = self._keys(create=False).open(bytes(sealed), f"{method} {shown}".encode())
+            content = json.loads(opened)
         except (OSError, ValueError):
             content = {"url": shown, "headers": {}, "body": ""}
             state = "unreadable"
@@ -342,17 +258,18 @@ class Outbox:
         Each entry is claimed with a lease first, so two replayers never
         send one entry twice.
         """
-        owner = f"{os.getpid()}:{os.urandom(8).hex()}"
+        store = self._store
+        owner = lease_owner()
         sent: list[int] = []
         failed: list[int] = []
         skipped: list[int] = []
         token = _replaying.set(True)
         try:
-            for entry_id, uncertain in self._queued():
+            for entry_id, uncertain in store.queued():
                 if uncertain and not include_uncertain:
                     skipped.append(entry_id)
                     continue
-                if not self._claim(entry_id, owner):
+                if not store.claim(entry_id, owner, self.clock.time(), LEASE):
                     skipped.append(entry_id)  # another replayer has it
                     continue
                 entry = self.get(entry_id)
@@ -364,26 +281,12 @@ class Outbox:
                 else:
                     outcome = self._send(session, entry, timeout)
                 (sent if outcome is None else failed).append(entry_id)
-                self._settle(entry_id, owner, outcome)
+                # (a sent entry that stayed queued would be sent again: the store
+                # retries recording it while its file is busy)
+                store.settle(entry_id, owner, outcome)
         finally:
             _replaying.reset(token)
         return ReplayReport(tuple(sent), tuple(failed), tuple(skipped))
-
-    def _queued(self) -> list[tuple[int, bool]]:
-        rows = self._file.read_all(
-            "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
-        )
-        return [(row[0], bool(row[1])) for row in rows]
-
-    def _claim(self, entry_id: int, owner: str) -> bool:
-        now = time.time()
-        with self._file.transaction() as db:
-            claimed = db.execute(
-                "UPDATE rbe_outbox SET lease_owner = ?, lease_until = ? WHERE id = ? AND "
-                "state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
-                (owner, now + LEASE, entry_id, now),
-            ).rowcount
-        return claimed == 1
 
     @staticmethod
     def _send(
@@ -404,30 +307,9 @@ class Outbox:
                 return None
             return f"{response.status_code} {response.reason}", _dead(response)
 
-    def _settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
-        """Record what the send did. Tried again for 30 s while the file is busy: a
-        sent entry that stayed queued would be sent again by the next replay."""
-
-        def record() -> None:
-            with self._file.transaction() as db:
-                if outcome is None:
-                    db.execute(
-                        "DELETE FROM rbe_outbox WHERE id = ? AND lease_owner = ?",
-                        (entry_id, owner),
-                    )
-                    return
-                error, dead = outcome
-                db.execute(
-                    "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
-                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
-                    ("dead" if dead else "queued", error[:500], entry_id, owner),
-                )
-
-        when_unlocked(record, give_up_after=30.0, pause=0.2)
-
     def close(self) -> None:
-        """Close this process's connection to the file."""
-        self._file.close()
+        """Close this process's connection to the store."""
+        self._store.close()
 
 
 def _text(value: str | bytes) -> str:
@@ -541,7 +423,7 @@ class Queueing(Step):
                     f"writes to {call.host} are failing ({kind}); they are queued in "
                     f"{self.outbox.storage.shown} for a later replay",
                     outbox_id=call.outbox_id,
-                    at=time.time(),
+                    at=self.outbox.clock.time(),
                     trace_id=trace,
                 )
             )

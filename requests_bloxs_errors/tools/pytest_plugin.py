@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .simulator import Simulator
+from ..simulator import Simulator
 
 
 @pytest.fixture

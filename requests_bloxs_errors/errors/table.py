@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from . import exceptions as exc
+from .. import exceptions as exc
 
 __all__ = [
     "DEFAULT_RETRY_STATUSES",
@@ -304,7 +304,7 @@ class TransportRule:
 
 
 #: The transport failures, the same way the table covers statuses. Which
-#: exceptions fall under which row is decided in :mod:`~requests_bloxs_errors.failures`.
+#: exceptions fall under which row is decided in :mod:`~requests_bloxs_errors.pipeline.failures`.
 TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
     {
         rule.kind: rule

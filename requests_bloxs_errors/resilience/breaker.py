@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from requests.exceptions import ConnectionError, Timeout
 
-from .classify import classify
-from .clock import SYSTEM, Clock
-from .events import AlertEvent
-from .exceptions import CircuitOpenError, ServerError
-from .parsing import retry_after_from_headers
-from .steps import Step
-from .storage import ProcessLock
+from ..clock import SYSTEM, Clock
+from ..errors.classify import classify
+from ..errors.parsing import retry_after_from_headers
+from ..events import AlertEvent
+from ..exceptions import CircuitOpenError, ServerError
+from ..pipeline.steps import Step
+from ..storage import ProcessLock
 
 if TYPE_CHECKING:
     from requests import Response
 
-    from .call import Call
-    from .failures import Failure
+    from ..pipeline.call import Call
+    from ..pipeline.failures import Failure
 
 __all__ = ["CircuitBreaker", "Circuits"]
 
@@ -237,18 +237,21 @@ class CircuitBreaker:
 
 
 class Circuits(Step):
-    """The step that applies a :class:`CircuitBreaker` (and counts outcomes)."""
+    """The step that applies a :class:`CircuitBreaker`: **per call**, it admits or
+    refuses the call (``before_call``) and counts its outcome (``on_outcome``,
+    ``on_refused``). Retries and resends of an admitted call go on; whether a
+    call is its circuit's probe is kept in ``call.state``."""
 
     __slots__ = ("breaker",)
 
     def __init__(self, breaker: CircuitBreaker) -> None:
         self.breaker = breaker
 
-    def before_attempt(self, call: Call) -> None:
-        """Refuse the first attempt of a call to a host whose circuit is open."""
-        if call.journal or call.reauthed:  # retries of an admitted call go on
-            return
-        admitted, wait, call.probe = self.breaker.admit(call.host, call.longest())
+    def before_call(self, call: Call) -> None:
+        """Refuse a call to a host whose circuit is open."""
+        admitted, wait, probe = self.breaker.admit(call.host, call.longest())
+        if probe:
+            call.state[self] = True
         if admitted:
             return
         raise call.not_sent(
@@ -277,13 +280,13 @@ class Circuits(Step):
             if announced is not None:  # maintenance: open for as long as it says
                 change = self.breaker.hold(host, announced, trace)
             else:
-                change = self.breaker.record(host, status >= 500, trace, probe=call.probe)
+                change = self.breaker.record(host, status >= 500, trace, probe=self._probe(call))
         elif failure is not None:
             if failure.rule.kind not in _DOWN_KINDS:
-                if call.probe:
+                if self._probe(call):
                     self.breaker.release_probe(host)
                 return  # a bad certificate or URL says nothing about the host
-            change = self.breaker.record(host, True, probe=call.probe)
+            change = self.breaker.record(host, True, probe=self._probe(call))
         else:
             return
         if change is not None:
@@ -296,11 +299,15 @@ class Circuits(Step):
             return
         if isinstance(error, (ConnectionError, Timeout, ServerError)):
             trace = error.trace_id if isinstance(error, ServerError) else None
-            change = self.breaker.record(call.host, True, trace, probe=call.probe)
+            change = self.breaker.record(call.host, True, trace, probe=self._probe(call))
             if change is not None:
                 call.hooks.alert(_alert(*change, call.host, self.breaker))
-        elif call.probe:
+        elif self._probe(call):
             self.breaker.release_probe(call.host)
+
+    def _probe(self, call: Call) -> bool:
+        """Whether ``call`` is its circuit's probe."""
+        return bool(call.state.get(self, False))
 
     @staticmethod
     def _announced(call: Call, response: Response) -> float | None:

@@ -18,17 +18,17 @@ from typing import Any
 
 import requests
 
+from ..adapter import attempts, mount
+from ..credentials.auth import Credential
+from ..credentials.providers import BloxsTokenAuth, ClientCredentialsAuth
+from ..errors.classify import classify
+from ..events import AlertEvent, Attempt
+from ..exceptions import BloxsError, CircuitOpenError
+from ..resilience.breaker import CircuitBreaker
+from ..resilience.outbox import Outbox
+from ..resilience.ratelimit import RateLimit
+from ..simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
 from ._term import Terminal, status_style
-from .adapter import attempts, mount
-from .auth import Credential
-from .breaker import CircuitBreaker
-from .classify import classify
-from .events import AlertEvent, Attempt
-from .exceptions import BloxsError, CircuitOpenError
-from .outbox import Outbox
-from .providers import BloxsTokenAuth, ClientCredentialsAuth
-from .ratelimit import RateLimit
-from .simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
 
 __all__ = ["run_demo"]
 

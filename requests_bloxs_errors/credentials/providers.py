@@ -31,14 +31,14 @@ from urllib.parse import quote, quote_plus, urljoin
 import requests
 from requests import PreparedRequest, Response
 
-from .adapter import attempts, mount
+from ..adapter import attempts, mount
+from ..errors.bodies import read_error_body
+from ..errors.classify import classify, error_for
+from ..errors.parsing import parse_http_date, parse_iso8601
+from ..exceptions import AuthenticationError, TokenResponseError
+from ..patch import ORIGINAL_SESSION
+from ..urls import Prefix, origin, redact_url, safe_for_message
 from .auth import CachedTokenAuth
-from .bodies import read_error_body
-from .classify import classify, error_for
-from .exceptions import AuthenticationError, TokenResponseError
-from .parsing import parse_http_date, parse_iso8601
-from .patch import ORIGINAL_SESSION
-from .urls import Prefix, origin, redact_url, safe_for_message
 
 __all__ = ["BloxsHmacAuth", "BloxsTokenAuth", "ClientCredentialsAuth", "bloxs_signature"]
 

@@ -10,25 +10,23 @@ threads, and hooks that send requests of their own start calls of their own.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .classify import ErrorInfo
-from .events import Attempt, GiveUpEvent, Hooks, RetryEvent
+from ..clock import SYSTEM, Clock
+from ..errors.classify import ErrorInfo
+from ..events import Attempt, GiveUpEvent, Hooks, RetryEvent
+from ..urls import host_of, redact_url
 from .failures import Failure
 from .policy import Action, Context, Decision
 from .retry import body_is_replayable
-from .urls import host_of, redact_url
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from requests import PreparedRequest, Response
     from urllib3.util.retry import Retry
 
-    from .exceptions import BloxsError
-    from .steps import Step
-    from .table import Rule
+    from ..errors.table import Rule
+    from ..exceptions import BloxsError
+    from .steps import Pipeline
 
 __all__ = ["Call"]
 
@@ -40,19 +38,22 @@ class Call:
 
     :param request: the caller's request (never modified).
     :param retry: the adapter's policy; replaced by ``increment()`` results.
-    :param deadline: ``time.monotonic()`` value by which the call ends, or None.
+    :param deadline: ``clock.monotonic()`` value by which the call ends, or None.
     :param hooks: the adapter's hooks.
     :param signed: whether the request lies under the prefix and gets credentials.
     :param max_retry_after: the longest ``Retry-After`` to wait for, or None.
-    :param steps: the :class:`~requests_bloxs_errors.steps.Step` objects this call runs.
+    :param pipeline: the steps this call runs (a
+        :class:`~requests_bloxs_errors.pipeline.steps.Pipeline`).
     :param timeout: the caller's ``timeout`` (None, seconds, a pair, a urllib3 ``Timeout``).
     :param for_credential: the request is sent from inside a credential's fetch.
+    :param clock: where time comes from; ``deadline`` is a ``clock.monotonic()`` value.
     """
 
     __slots__ = (
         "_host",
         "_url",
         "body_position",
+        "clock",
         "deadline",
         "for_credential",
         "fresh_refused",
@@ -61,12 +62,12 @@ class Call:
         "max_retry_after",
         "outbox_id",
         "paced",
-        "probe",
+        "pipeline",
         "reauthed",
         "request",
         "retry",
         "signed",
-        "steps",
+        "state",
         "superseded",
         "timeout",
     )
@@ -80,9 +81,10 @@ class Call:
         hooks: Hooks,
         signed: bool,
         max_retry_after: float | None,
-        steps: Sequence[Step] = (),
+        pipeline: Pipeline | None = None,
         timeout: Any = None,
         for_credential: bool = False,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.request = request
         self.retry = retry
@@ -90,18 +92,20 @@ class Call:
         self.hooks = hooks
         self.signed = signed
         self.max_retry_after = max_retry_after
-        self.steps = steps
+        self.pipeline = pipeline
+        #: Per-call data of any step, keyed by the step (or a name of its own).
+        self.state: dict[Any, Any] = {}
         #: The caller's ``timeout`` for each attempt, as requests takes it.
         self.timeout = timeout
         #: Sent from inside a credential's own fetch (a token request): it carries
         #: a secret, so nothing keeps it for later.
         self.for_credential = for_credential
+        #: Where the call's time comes from (the adapter's clock).
+        self.clock = clock
         #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
         self.paced = 0.0
         #: The outbox entry that keeps this call's request, once one was queued.
         self.outbox_id: int | None = None
-        #: This call is the probe of a half-open circuit.
-        self.probe = False
         self.journal: list[Attempt] = []
         self.reauthed = False
         #: A fresh credential was refused for this request moments ago (no refresh).
@@ -162,7 +166,7 @@ class Call:
         """Seconds until the deadline (0 once passed), or None without one."""
         if self.deadline is None:
             return None
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self.deadline - self.clock.monotonic())
 
     def context(
         self,
@@ -175,7 +179,7 @@ class Call:
         hold: float | None = None,
         max_hold: float | None = None,
     ) -> Context:
-        """The read-only view :func:`~requests_bloxs_errors.policy.decide` gets."""
+        """The read-only view :func:`~requests_bloxs_errors.pipeline.policy.decide` gets."""
         return Context(
             method=self.method,
             url=self.url,

@@ -12,7 +12,7 @@ The rules, all from the error table:
 * a status the policy's ``status_forcelist`` lists is a candidate; the
   table's row says for which requests (:class:`~requests_bloxs_errors.Retryable`);
 * a transport failure is a candidate by its row of
-  :data:`~requests_bloxs_errors.table.TRANSPORT_RULES`;
+  :data:`~requests_bloxs_errors.errors.table.TRANSPORT_RULES`;
 * a body that cannot be rewound is never sent again;
 * the urllib3 ``Retry`` value counts the attempts (its ``increment()``);
 * the wait is the server's ``Retry-After`` when it gave one, else the
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from urllib3.exceptions import MaxRetryError
 from urllib3.util.retry import Retry
 
-from .table import QUOTA_RULE, Retryable, Rule, retry_allowed
+from ..errors.table import QUOTA_RULE, Retryable, Rule, retry_allowed
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse

@@ -28,15 +28,17 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, Union, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
 
+from ..events import logger
+from ..exceptions import AuthenticationError, DeadlineExceeded, TokenResponseError
 from . import signing
-from .events import logger
-from .exceptions import AuthenticationError, DeadlineExceeded, TokenResponseError
-from .tokencache import SharedTokens, shared_tokens
+
+if TYPE_CHECKING:
+    from .tokencache import SharedTokens
 
 __all__ = ["CachedTokenAuth", "Credential", "TokenAuth"]
 
@@ -99,6 +101,11 @@ class CachedTokenAuth(AuthBase):
 
     def _share(self, cache: object, *, secret: str, identity: str) -> None:
         """Use the shared token cache ``cache`` (a storage URL; None: this process only)."""
+        if cache is None or cache == "memory://":
+            self.cache = None
+            return
+        from .tokencache import shared_tokens  # noqa: PLC0415 - loaded when used
+
         self.cache = shared_tokens(cache, secret=secret, identity=identity)
 
     def _reset(self) -> None:
@@ -241,7 +248,7 @@ class CachedTokenAuth(AuthBase):
         prefix = f"{self.scheme} " if self.scheme else ""
         if refused is not None and refused.startswith(prefix):
             refused = refused[len(prefix) :]
-        return self.cache.obtain(lambda: _check_token(self.fetch()), refused, signing.deadline())
+        return self.cache.obtain(lambda: _check_token(self.fetch()), refused, signing.time_left())
 
 
 _PRIVATE = frozenset(

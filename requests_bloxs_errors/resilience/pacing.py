@@ -21,21 +21,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .bodies import read_error_body
-from .events import logger
-from .exceptions import RateLimitError
-from .parsing import parse_body, parse_iso8601
-from .steps import Step
-from .storage import store_timeout
-from .table import QUOTA_RULE
-from .windows import MAX_PAUSE
+from ..errors.bodies import read_error_body
+from ..errors.parsing import parse_body, parse_iso8601
+from ..errors.table import QUOTA_RULE
+from ..events import logger
+from ..exceptions import RateLimitError
+from ..pipeline.steps import Step
+from ..storage import store_timeout
+from ..storage.windows import MAX_PAUSE
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
-    from .call import Call
+    from ..errors.table import Rule
+    from ..pipeline.call import Call
     from .ratelimit import RateLimit
-    from .table import Rule
 
 __all__ = ["Pacing"]
 
@@ -44,7 +44,7 @@ MAX_RESET_HOLD = MAX_PAUSE
 
 
 class Pacing(Step):
-    """The :class:`~requests_bloxs_errors.steps.Step` that applies a :class:`RateLimit`.
+    """The :class:`~requests_bloxs_errors.pipeline.steps.Step` that applies a :class:`RateLimit`.
 
     Every store operation gets a share of the call's time left (see
     :func:`~requests_bloxs_errors.storage.store_timeout`): a store that cannot

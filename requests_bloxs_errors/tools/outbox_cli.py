@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
+from ..adapter import mount
+from ..resilience.outbox import Outbox, OutboxEntry
+from ..storage import parse
 from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
-from .adapter import mount
-from .outbox import Outbox, OutboxEntry
-from .storage import parse
 
 if TYPE_CHECKING:
-    from .auth import Credential
+    from ..credentials.auth import Credential
 
 __all__ = ["add_commands", "run_outbox"]
 

@@ -4,7 +4,7 @@ The adapter runs its own attempt loop and uses the policy for what a urllib3
 ``Retry`` is good at: the counters (``total``, ``connect``, ``read``,
 ``status``), their history, ``status_forcelist`` and the back-off
 arithmetic. Which outcomes are retried is decided by
-:func:`~requests_bloxs_errors.policy.decide`, from the error table. The value
+:func:`~requests_bloxs_errors.pipeline.policy.decide`, from the error table. The value
 is immutable and shared by every call; a call that needs retries gets its
 own copies from ``increment()``.
 
@@ -16,16 +16,14 @@ never raise.
 from __future__ import annotations
 
 import random
-import threading
-import time
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
 from urllib3.util.retry import Retry
 
-from .parsing import retry_after_from_headers
-from .policy import candidate
-from .table import (
+from ..clock import SYSTEM
+from ..errors.parsing import retry_after_from_headers
+from ..errors.table import (
     DEFAULT_RETRY_STATUSES,
     IDEMPOTENT_METHODS,
     Retryable,
@@ -33,6 +31,7 @@ from .table import (
     retry_allowed,
     rule_for,
 )
+from .policy import candidate
 
 if TYPE_CHECKING:
     from urllib3.response import BaseHTTPResponse
@@ -44,7 +43,6 @@ __all__ = [
     "DEFAULT_RETRIES",
     "BloxsRetry",
     "body_is_replayable",
-    "sleep_until",
 ]
 
 #: Retries per call when ``max_retries`` is not given.
@@ -55,23 +53,6 @@ DEFAULT_BACKOFF_FACTOR = 0.5
 DEFAULT_BACKOFF_MAX = 30.0
 #: The longest ``Retry-After`` the adapter sleeps on, in seconds.
 DEFAULT_MAX_RETRY_AFTER = 60.0
-
-#: The longest single ``time.sleep``: longer waits are slept in pieces, since
-#: ``time.sleep`` raises OverflowError for values past what the OS can represent.
-_SLEEP_PIECE = min(threading.TIMEOUT_MAX, 86400.0)
-
-
-def sleep_until(moment: float) -> None:
-    """Sleep until ``time.monotonic()`` reaches ``moment``; any finite or huge value works.
-
-    A ``Retry-After`` of 10**20 seconds, or a date in the year 9999, is a long
-    sleep, never an :class:`OverflowError`.
-    """
-    while True:
-        delay = moment - time.monotonic()
-        if not delay > 0:  # also stops on NaN
-            return
-        time.sleep(min(delay, _SLEEP_PIECE))
 
 
 def body_is_replayable(body: object) -> bool:
@@ -178,7 +159,7 @@ class BloxsRetry(Retry):
 
     def retry_rule(self, rule: Rule | None, status: int) -> Retryable | None:
         """When a response with this table ``rule`` may be retried; see
-        :func:`~requests_bloxs_errors.policy.candidate`."""
+        :func:`~requests_bloxs_errors.pipeline.policy.candidate`."""
         return candidate(self, rule, status)
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
@@ -210,4 +191,4 @@ class BloxsRetry(Retry):
             wait = self.get_backoff_time()
         elif self.max_retry_after is not None:
             wait = min(wait, self.max_retry_after)
-        sleep_until(time.monotonic() + wait)
+        SYSTEM.sleep(wait)

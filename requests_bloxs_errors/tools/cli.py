@@ -25,27 +25,11 @@ from urllib.parse import urlsplit
 
 import requests
 
-from . import __version__
-from . import _argtypes as argtypes
-from ._term import Terminal, safe_text, status_style
-from .adapter import attempts, mount
-from .auth import Credential
-from .classify import classify
-from .demo import run_demo
-from .envconfig import (
-    VARIABLES,
-    ConfigError,
-    config_from_env,
-    credential_from,
-    install_from_env,
-)
-from .exceptions import BloxsError
-from .failures import causes
-from .outbox_cli import OutboxUsageError, run_outbox
-from .outbox_cli import add_commands as add_outbox_commands
-from .retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
-from .simulator import ENDPOINTS, Simulator
-from .table import (
+from .. import __version__
+from ..adapter import attempts, mount
+from ..credentials.auth import Credential
+from ..errors.classify import classify
+from ..errors.table import (
     CLIENT_ERROR_RULE,
     QUOTA_RULE,
     RETRY_WORDS,
@@ -56,7 +40,23 @@ from .table import (
     rule_for,
     rules_text,
 )
-from .urls import origin, redact_url
+from ..exceptions import BloxsError
+from ..pipeline.failures import causes
+from ..pipeline.retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
+from ..simulator import ENDPOINTS, Simulator
+from ..urls import origin, redact_url
+from . import _argtypes as argtypes
+from ._term import Terminal, safe_text, status_style
+from .demo import run_demo
+from .envconfig import (
+    VARIABLES,
+    ConfigError,
+    config_from_env,
+    credential_from,
+    install_from_env,
+)
+from .outbox_cli import OutboxUsageError, run_outbox
+from .outbox_cli import add_commands as add_outbox_commands
 
 __all__ = ["main"]
 

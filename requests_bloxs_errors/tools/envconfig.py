@@ -16,20 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .auth import Credential
-from .breaker import CircuitBreaker
-from .outbox import Outbox
-from .patch import install
-from .providers import (
+from ..credentials.auth import Credential
+from ..credentials.providers import (
     DEALCLOUD_TOKEN_PATH,
     BloxsHmacAuth,
     BloxsTokenAuth,
     ClientCredentialsAuth,
     masked,
 )
-from .ratelimit import RateLimit
-from .storage import parse as parse_storage
-from .urls import Prefix, origin, redact_url, safe_for_message
+from ..patch import install
+from ..resilience.breaker import CircuitBreaker
+from ..resilience.outbox import Outbox
+from ..resilience.ratelimit import RateLimit
+from ..storage import PermitLog, TokenStore
+from ..storage import parse as parse_storage
+from ..urls import Prefix, origin, redact_url, safe_for_message
 
 __all__ = [
     "VARIABLES",
@@ -200,7 +201,7 @@ def credential_from(
     cache = get.get("RBE_TOKEN_CACHE")
     if cache:
         try:
-            parse_storage(cache, what="RBE_TOKEN_CACHE")
+            parse_storage(cache, what="RBE_TOKEN_CACHE", capability=TokenStore)
         except (ValueError, ImportError) as exc:
             raise ConfigError(str(exc)) from None
     credential, home = _credential(get, default_origin, cache)
@@ -300,7 +301,7 @@ def _rate_limit(get: Mapping[str, str]) -> RateLimit | None:
             raise ConfigError("RBE_STORAGE needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)")
         return None
     try:
-        parse_storage(storage, what="RBE_STORAGE")
+        parse_storage(storage, what="RBE_STORAGE", capability=PermitLog)
     except (ValueError, ImportError) as exc:
         raise ConfigError(str(exc)) from None
     if spec.lower() == "bloxs":

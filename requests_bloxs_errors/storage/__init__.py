@@ -1,0 +1,198 @@
+"""Where state shared between threads, processes and hosts lives: one layer for every feature.
+
+A store is named by a URL, and its scheme picks the backend, one class per
+kind of store:
+
+``memory://``
+    this process only (its threads share it): :mod:`.memory`.
+``sqlite:///path/to/file.db``
+    every process on one host; the file (and SQLite's side files) created
+    readable by their owner only: :mod:`.sqlite`.
+``redis://[:password@]host:port/db`` and ``rediss://...``
+    every process on every host that reaches the server; needs the
+    ``redis`` extra: :mod:`.redis`.
+
+Each feature asks for a capability (:mod:`.base`): the rate limit for a
+:class:`~.base.PermitLog`, the token cache for a :class:`~.base.TokenStore`,
+the outbox for an :class:`~.base.OutboxStore`. A URL is parsed, and an
+unknown scheme, one whose backend lacks the capability, or a malformed URL
+refused with a ``ValueError``, when the feature is configured: never at the
+first request. Connections are opened lazily, in the process that uses them
+(a forked child opens its own). :mod:`.fallback` keeps a feature working
+within its process while its store fails; :mod:`.sealing` seals what a
+store keeps; :mod:`.windows` is the sliding window's arithmetic.
+
+Your own backend plugs in by scheme, without touching the package::
+
+    >>> from requests_bloxs_errors import storage
+    >>> storage.register_backend("etcd", EtcdBackend)   # a class, or "module:Class"
+    >>> rbe.RateLimit({"*": "5/second"}, storage="etcd://etcd.internal:2379")
+
+The class is made as ``EtcdBackend(parsed_url, clock)``, may check a URL in a
+classmethod ``check(parsed_url, what) -> parsed_url`` (raising ``ValueError``),
+and offers the methods of the capabilities it has.
+
+May import: :mod:`..clock`, :mod:`..events`, :mod:`..urls`. Nothing here
+knows HTTP. Backends (and ``sqlite3``, ``redis``, ``cryptography``) load on
+first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any
+
+from ..clock import SYSTEM, Clock
+from ..urls import safe_for_message
+from .base import (
+    RETRY_STORE_AFTER,
+    STORE_MIN_TIME,
+    STORE_SHARE,
+    STORE_TIMEOUT,
+    Backend,
+    OutboxStore,
+    PermitLog,
+    ProcessLock,
+    StorageURL,
+    StoreBusy,
+    TokenStore,
+    check_private,
+    lease_owner,
+    missing_extra,
+    store_timeout,
+)
+
+__all__ = [
+    "RETRY_STORE_AFTER",
+    "STORE_MIN_TIME",
+    "STORE_SHARE",
+    "STORE_TIMEOUT",
+    "Backend",
+    "OutboxStore",
+    "PermitLog",
+    "ProcessLock",
+    "StorageURL",
+    "StoreBusy",
+    "TokenStore",
+    "backend_class",
+    "check_private",
+    "lease_owner",
+    "missing_extra",
+    "open_backend",
+    "parse",
+    "register_backend",
+    "schemes",
+    "store_timeout",
+]
+
+#: What each capability is called in messages.
+_CAPABILITY_NAMES: dict[type, str] = {
+    PermitLog: "rate-limit permits",
+    TokenStore: "shared tokens",
+    OutboxStore: "an outbox",
+}
+#: Scheme to backend: a class, or ``"module:Class"`` imported on first use.
+_BACKENDS: dict[str, Any] = {
+    "memory": f"{__name__}.memory:MemoryBackend",
+    "sqlite": f"{__name__}.sqlite:SQLiteBackend",
+    "redis": f"{__name__}.redis:RedisBackend",
+    "rediss": f"{__name__}.redis:RedisBackend",
+}
+#: How each built-in scheme is written in messages.
+_FORMS = {
+    "memory": "memory://",
+    "sqlite": "sqlite:///path",
+    "redis": "redis://host:port/db",
+    "rediss": "rediss://host:port/db",
+}
+_lock = threading.Lock()
+
+
+def register_backend(scheme: str, backend: Any) -> None:
+    """Serve URLs ``scheme://...`` with ``backend``: a class, or ``"module:Class"``.
+
+    The class is made as ``backend(parsed_url, clock)`` when a feature opens
+    the store, and offers the methods of the capabilities it has
+    (:class:`PermitLog`, :class:`TokenStore`, :class:`OutboxStore`). A
+    classmethod ``check(parsed_url, what)`` may refuse a malformed URL with a
+    ``ValueError``. Registering a scheme again replaces its backend.
+
+    :raises ValueError: for a scheme that is not a lower-case word.
+    """
+    if not isinstance(scheme, str) or not scheme.isidentifier() or scheme != scheme.lower():
+        raise ValueError(f"scheme must be a lower-case word such as 'etcd', not {scheme!r}")
+    with _lock:
+        _BACKENDS[scheme] = backend
+
+
+def backend_class(scheme: str) -> Any:
+    """The backend class registered for ``scheme`` (imported now, when it was a name).
+
+    :raises KeyError: for a scheme nobody registered.
+    """
+    found = _BACKENDS[scheme]
+    if isinstance(found, str):
+        module, _, name = found.partition(":")
+        found = getattr(importlib.import_module(module), name)
+        with _lock:
+            _BACKENDS[scheme] = found
+    return found
+
+
+def schemes(capability: type | None = None) -> list[str]:
+    """The schemes registered, or those whose backend has ``capability``, as messages
+    write them (``sqlite:///path``). Checking a capability imports the backends."""
+    found = []
+    for scheme in list(_BACKENDS):
+        if capability is None or _offers(backend_class(scheme), capability):
+            found.append(_FORMS.get(scheme, f"{scheme}://..."))
+    return found
+
+
+def _offers(cls: Any, capability: type) -> bool:
+    return all(callable(getattr(cls, name, None)) for name in _methods(capability))
+
+
+def _methods(capability: type) -> list[str]:
+    return [
+        name
+        for name, value in vars(capability).items()
+        if callable(value) and not name.startswith("_")
+    ]
+
+
+def parse(url: object, *, what: str = "storage", capability: type | None = None) -> StorageURL:
+    """Parse a storage URL; see the module docstring for the forms.
+
+    :param what: the argument's name, for the error message.
+    :param capability: what the store must offer (:class:`PermitLog`,
+        :class:`TokenStore`, :class:`OutboxStore`); None: anything.
+    :raises ValueError: for an unknown scheme, a backend without the
+        capability, or a malformed URL (the message never shows a password).
+    :raises ImportError: when the backend's optional package is missing.
+    """
+    if not isinstance(url, str):
+        raise TypeError(f"{what} must be a URL string such as {_accepted(capability)}, not {url!r}")
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _BACKENDS:
+        raise ValueError(f"{what} must be {_accepted(capability)}; got {safe_for_message(url)}")
+    cls = backend_class(scheme)
+    if capability is not None and not _offers(cls, capability):
+        raise ValueError(
+            f"{what} cannot keep {_CAPABILITY_NAMES.get(capability, capability.__name__)} in "
+            f"{scheme}://; it must be {_accepted(capability)}"
+        )
+    parsed = StorageURL(scheme, url)
+    check = getattr(cls, "check", None)
+    return check(parsed, what) if check is not None else parsed
+
+
+def _accepted(capability: type | None) -> str:
+    return " or ".join(f"'{form}'" for form in schemes(capability))
+
+
+def open_backend(storage: StorageURL, clock: Clock = SYSTEM) -> Any:
+    """The backend of a parsed URL (nothing connects until its first operation)."""
+    return backend_class(storage.scheme)(storage, clock)

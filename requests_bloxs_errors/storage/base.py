@@ -1,0 +1,295 @@
+"""What every store shares: parsed URLs, time budgets, locks, lease owners, and the
+protocols that say what each feature asks of a backend.
+
+A backend is one class per kind of store (``memory``, ``sqlite``, ``redis``,
+or one of your own, see :func:`~requests_bloxs_errors.storage.register_backend`);
+it offers any of three capabilities, each a protocol here:
+
+:class:`PermitLog`
+    the rate limit's sliding-window permit logs, pauses and learned rules;
+:class:`TokenStore`
+    the token cache's sealed entries and their locks;
+:class:`OutboxStore`
+    the outbox's durable queue of sealed writes.
+
+Every operation takes a ``timeout``: the seconds it may take, connecting and
+waiting for locks included (None: :data:`STORE_TIMEOUT`). A backend that
+cannot answer in time raises; the feature then falls back (see
+:mod:`.fallback`) or, for the outbox, logs that nothing was kept.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from ..urls import safe_for_message
+
+__all__ = [
+    "RETRY_STORE_AFTER",
+    "STORE_MIN_TIME",
+    "STORE_SHARE",
+    "STORE_TIMEOUT",
+    "Backend",
+    "OutboxRow",
+    "OutboxStore",
+    "PermitLog",
+    "ProcessLock",
+    "StorageURL",
+    "StoreBusy",
+    "TokenStore",
+    "budget",
+    "check_private",
+    "lease_owner",
+    "missing_extra",
+    "store_timeout",
+]
+
+#: Seconds a store may take before the caller gives up on it and falls back.
+STORE_TIMEOUT = 1.0
+#: The share of a call's time left that a store may take: the rest is the request's.
+STORE_SHARE = 0.5
+#: Below this many seconds a store is not asked at all: the caller falls back at once.
+STORE_MIN_TIME = 0.01
+#: Seconds between attempts to reach a failed store again.
+RETRY_STORE_AFTER = 5.0
+
+#: ``(limit, period_seconds)``
+RuleValue = tuple[int, float]
+
+
+@dataclass(frozen=True)
+class StorageURL:
+    """A parsed storage URL.
+
+    :ivar scheme: ``"memory"``, ``"sqlite"``, ``"redis"``, ``"rediss"`` or a
+        registered one.
+    :ivar url: the URL as given (it may hold a password: never print it;
+        print :attr:`shown`).
+    :ivar path: the SQLite file's path, else ``""``.
+    """
+
+    scheme: str
+    url: str
+    path: str = ""
+
+    @property
+    def shared(self) -> bool:
+        """Whether other processes see this store."""
+        return self.scheme != "memory"
+
+    @property
+    def shown(self) -> str:
+        """The URL fit for a log line: no password, no query string."""
+        return safe_for_message(self.url).strip("'\"")
+
+    def __repr__(self) -> str:
+        return f"StorageURL({self.shown!r})"
+
+
+def store_timeout(time_left: float | None) -> float:
+    """How long a store may take for a call with ``time_left`` seconds (None: no deadline).
+
+    At most :data:`STORE_TIMEOUT`, and at most :data:`STORE_SHARE` of the time
+    left, so that a store that hangs (a file another process keeps locked, a
+    Redis that accepts and never answers) costs the call a part of its time
+    and the request still goes with the rest.
+    """
+    if time_left is None:
+        return STORE_TIMEOUT
+    return min(STORE_TIMEOUT, time_left * STORE_SHARE)
+
+
+class StoreBusy(OSError):
+    """A store could not be had in the time given: this process's connection stayed
+    busy, or the call had too little time left to ask it."""
+
+
+def budget(timeout: float | None) -> float:
+    """The seconds a store operation may take; :class:`StoreBusy` when too few."""
+    if timeout is None:
+        return STORE_TIMEOUT
+    if timeout < STORE_MIN_TIME:
+        raise StoreBusy(f"{timeout:.3f}s left: too little to ask the store")
+    return min(timeout, STORE_TIMEOUT)
+
+
+def lease_owner() -> str:
+    """A name for one hold of a lock or lease: this process, and this hold only."""
+    return f"{os.getpid()}:{os.urandom(8).hex()}"
+
+
+def missing_extra(extra: str, package: str, feature: str) -> ImportError:
+    """The one-line error for a feature whose optional package is not installed."""
+    return ImportError(
+        f"{feature} needs the {package!r} package: pip install 'requests-bloxs-errors[{extra}]'"
+    )
+
+
+def check_private(fd: int, path: str) -> None:
+    """Refuse a file this user does not own, or that others may read or write:
+    someone else could read what is kept there, or have planted what is read."""
+    info = os.fstat(fd)
+    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} must belong to this user and be readable by it alone (mode 0600); "
+            f"it is mode {info.st_mode & 0o777:o}, owner uid {info.st_uid}"
+        )
+
+
+class ProcessLock:
+    """A ``threading.Lock`` that a forked child gets anew.
+
+    A child forked while another thread of its parent held the lock would
+    otherwise wait for it forever; here the first use in a new process
+    replaces it. ``acquire(timeout)`` as ``threading.Lock``'s.
+    """
+
+    __slots__ = ("_lock", "_pid")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = os.getpid()
+
+    def _current(self) -> threading.Lock:
+        if self._pid != os.getpid():
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        return self._lock
+
+    def acquire(self, timeout: float = -1) -> bool:
+        """Take the lock, waiting at most ``timeout`` seconds (-1: no limit)."""
+        return self._current().acquire(timeout=timeout)
+
+    def release(self) -> None:
+        """Release it."""
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._current().acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+# -- what the features ask of a backend -------------------------------------------------
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Every backend: made from its URL (and a clock), checked before it is made."""
+
+    def close(self) -> None:
+        """Release this process's connections (reopened on the next use)."""
+
+
+@runtime_checkable
+class PermitLog(Protocol):
+    """The rate limit's store. Every method is one atomic step.
+
+    Times are the store's own (the host's wall clock for SQLite, the Redis
+    server's ``TIME``, the process's monotonic clock in memory); callers
+    only ever see seconds.
+    """
+
+    def acquire(
+        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
+    ) -> tuple[float, Any]:
+        """Reserve the next permit for ``key`` if it comes within ``max_wait`` seconds.
+
+        :param rule: the configured rule; a learned one for ``key`` wins. With
+            neither, only pauses apply.
+        :return: ``(wait, stamp)``: seconds until the permit, and the
+            reservation's stamp for :meth:`cancel` (None when nothing was
+            reserved: the wait is over ``max_wait``, or there is no rule).
+        """
+
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        """Give back a reservation that will not be used."""
+
+    def pause(
+        self,
+        key: str,
+        seconds: float,
+        rule: RuleValue | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Send nothing for ``key`` for ``seconds`` (an existing longer pause stays); at
+        most :func:`~requests_bloxs_errors.storage.windows.longest_pause` of ``rule``."""
+
+    def paused_for(
+        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
+    ) -> float:
+        """Seconds left of ``key``'s pause (0 when none, or stale)."""
+
+    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
+        """Use ``limit`` per ``period`` for ``key`` from now on (the server said so)."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@runtime_checkable
+class TokenStore(Protocol):
+    """The token cache's store: sealed entries under opaque names, and their locks."""
+
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
+        """The sealed entry, or None."""
+
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        """Replace the entry; it disappears after ``ttl`` seconds."""
+
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
+        """Take the entry's lock for ``ttl`` seconds; False when someone holds it."""
+
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        """Release the lock if ``owner`` still holds it."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+#: One outbox entry as a store keeps it: ``(id, created, method, shown_url, host,
+#: sealed, kind, status, trace_id, uncertain, state, last_error, tries)``.
+OutboxRow = tuple[Any, ...]
+
+
+@runtime_checkable
+class OutboxStore(Protocol):
+    """The outbox's store: a durable queue whose entries are claimed under a lease."""
+
+    def add_entry(
+        self,
+        *,
+        created: float,
+        method: str,
+        shown_url: str,
+        host: str,
+        sealed: bytes,
+        kind: str,
+        status: int | None,
+        trace_id: str | None,
+        uncertain: bool,
+    ) -> int:
+        """Keep one entry, durably before it returns; its id."""
+
+    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
+        """Every entry's row, oldest first (or only ``entry_id``'s)."""
+
+    def queued(self) -> list[tuple[int, bool]]:
+        """``(id, uncertain)`` of the entries waiting for a replay, oldest first."""
+
+    def drop_entry(self, entry_id: int) -> bool:
+        """Remove an entry; False when there was none."""
+
+    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
+        """Lease a queued entry to ``owner`` until ``now + lease``; False when it is
+        leased to another or no longer queued."""
+
+    def settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
+        """Record a replay by the lease's ``owner``: None removes the entry (sent);
+        ``(error, dead)`` keeps it, dead or queued again, with the error."""
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,184 @@
+"""One fallback for every feature that shares state: a store that fails never fails a call.
+
+:class:`Fallback` stands in front of a shared backend. While the backend
+answers, every operation goes to it; when one fails (unreachable, locked,
+corrupt, slower than the call can wait), the feature keeps working within
+the process, on a :class:`~requests_bloxs_errors.storage.memory.MemoryBackend`
+of its own, and :class:`Outage` keeps the bookkeeping: one WARNING, a new
+try every :data:`~requests_bloxs_errors.storage.base.RETRY_STORE_AFTER`
+seconds by one caller, one INFO when the store answers again.
+
+The rate limit falls back to pacing within the process; the token cache to
+each process fetching its own token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..clock import SYSTEM, Clock
+from ..events import logger
+from .base import RETRY_STORE_AFTER, Backend, ProcessLock, RuleValue, StorageURL
+from .memory import MemoryBackend
+
+__all__ = ["Fallback", "Outage"]
+
+
+class Outage:
+    """The health of one shared store, as a feature that falls back sees it.
+
+    A store that fails (unreachable, locked, corrupt) never fails a call: the
+    feature works within the process instead. This keeps the bookkeeping:
+    one WARNING when the store fails, none while it stays down, a new try
+    every :data:`RETRY_STORE_AFTER` seconds, and one INFO when it answers.
+
+    :param feature: what uses the store, for the log lines ("Rate limit storage").
+    :param fallback: what happens meanwhile, for the WARNING.
+    :param clock: where time comes from.
+    """
+
+    def __init__(
+        self, feature: str, storage: StorageURL, fallback: str, clock: Clock = SYSTEM
+    ) -> None:
+        self.feature = feature
+        self.storage = storage
+        self.fallback = fallback
+        self._clock = clock
+        self._lock = ProcessLock()
+        self._failing = False
+        self._retry_at = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the store failed and has not answered since."""
+        return self._failing
+
+    def usable(self) -> bool:
+        """Whether to use the store now: it works, or it is time to try it again.
+
+        After an outage one caller tries it; the others keep to the fallback
+        until that one reports (a store that takes :data:`STORE_TIMEOUT` to fail
+        must not cost every concurrent call that long).
+        """
+        if not self._failing:
+            return True
+        with self._lock:
+            if self._clock.monotonic() < self._retry_at:
+                return False
+            self._retry_at = self._clock.monotonic() + RETRY_STORE_AFTER  # this caller tries it
+            return True
+
+    def failed(self, exc: BaseException) -> None:
+        """Record a failure (logs the first of an outage; never the exception's text,
+        which may quote a URL with its password)."""
+        with self._lock:
+            first = not self._failing
+            self._failing = True
+            self._retry_at = self._clock.monotonic() + RETRY_STORE_AFTER
+        if first:
+            logger.warning(
+                "%s %s failed (%s); %s until it answers again (tried every %gs)",
+                self.feature,
+                self.storage.shown,
+                type(exc).__name__,
+                self.fallback,
+                RETRY_STORE_AFTER,
+            )
+
+    def answered(self) -> None:
+        """Record a success; logs the end of an outage."""
+        if not self._failing:
+            return
+        with self._lock:
+            was, self._failing = self._failing, False
+        if was:
+            logger.info("%s %s answers again; sharing resumed", self.feature, self.storage.shown)
+
+
+class Fallback:
+    """A shared backend, or this process's memory while it fails; see the module docstring.
+
+    It offers what the rate limit (:class:`~requests_bloxs_errors.storage.base.PermitLog`)
+    and the token cache (:class:`~requests_bloxs_errors.storage.base.TokenStore`)
+    ask of a store, whichever of them the backend has.
+
+    :param primary: the configured backend (``memory://`` is used as it is).
+    :param feature: what uses it, for the log lines ("Rate limit storage").
+    :param meanwhile: what happens while it fails, for the WARNING.
+    :param clock: where time comes from.
+    """
+
+    def __init__(self, primary: Backend, *, feature: str, meanwhile: str, clock: Clock) -> None:
+        storage: StorageURL = getattr(primary, "storage", StorageURL("memory", "memory://"))
+        self.storage = storage
+        self._primary: Any = primary
+        self._memory: Any = MemoryBackend(clock=clock) if storage.shared else primary
+        self._outage = Outage(feature, storage, meanwhile, clock)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the shared backend failed and has not answered since."""
+        return self._outage.failing
+
+    def _use(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        if self._primary is not self._memory and self._outage.usable():
+            try:
+                result = getattr(self._primary, method)(*args, timeout=timeout)
+            except Exception as exc:
+                self._outage.failed(exc)
+                with contextlib.suppress(Exception):
+                    self._primary.close()
+            else:
+                self._outage.answered()
+                return result
+        return getattr(self._memory, method)(*args)
+
+    # -- permits ------------------------------------------------------------------
+
+    def acquire(
+        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
+    ) -> tuple[float, Any]:
+        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait, timeout=timeout)
+        return result
+
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        self._use("cancel", key, stamp, timeout=timeout)
+
+    def pause(
+        self,
+        key: str,
+        seconds: float,
+        rule: RuleValue | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self._use("pause", key, seconds, rule, timeout=timeout)
+
+    def paused_for(
+        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
+    ) -> float:
+        seconds: float = self._use("paused_for", key, rule, timeout=timeout)
+        return seconds
+
+    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
+        self._use("learn", key, limit, period, timeout=timeout)
+
+    # -- tokens -------------------------------------------------------------------
+
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
+        blob: bytes | None = self._use("read", name, timeout=timeout)
+        return blob
+
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        self._use("write", name, blob, ttl, timeout=timeout)
+
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
+        return bool(self._use("lock", name, owner, ttl, timeout=timeout))
+
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        self._use("unlock", name, owner, timeout=timeout)
+
+    def close(self) -> None:
+        """Close the shared backend's connections (reopened on the next use)."""
+        with contextlib.suppress(Exception):
+            self._primary.close()

@@ -1,0 +1,322 @@
+"""``redis://`` and ``rediss://``: state every host that reaches one Redis shares.
+
+:class:`RedisBackend` keeps the rate limit's permit logs (each permit one Lua
+script, one round trip, timed by the Redis server's clock, so hosts whose
+clocks differ still share one timeline) and the token cache's entries
+(``SET NX PX`` locks). Every key expires: nothing outlives its use. Needs
+the ``redis`` extra.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..clock import SYSTEM, Clock
+from ..urls import safe_for_message
+from .base import (
+    STORE_MIN_TIME,
+    STORE_TIMEOUT,
+    ProcessLock,
+    RuleValue,
+    StorageURL,
+    budget,
+    missing_extra,
+)
+from .windows import MAX_PAUSE, learned_ttl, longest_pause
+
+__all__ = ["RedisBackend", "RedisConnection", "open_redis", "redis_module"]
+
+#: The longest a key lives, in seconds (a token of 1e20 seconds is kept a week).
+MAX_TTL = 7 * 24 * 3600.0
+
+
+def redis_module() -> Any:
+    """The ``redis`` package, or the one-line error naming the extra."""
+    try:
+        import redis  # noqa: PLC0415 - an optional extra
+    except ImportError:
+        raise missing_extra("redis", "redis", "a redis:// storage URL") from None
+    return redis
+
+
+def open_redis(storage: StorageURL, *, timeout: float = STORE_TIMEOUT) -> Any:
+    """A Redis client for ``storage`` whose connecting and reading each take at most
+    ``timeout`` seconds, without redis-py's own retries (a store must not hang a call)."""
+    redis = redis_module()
+    from redis.backoff import NoBackoff  # noqa: PLC0415 - an optional extra
+    from redis.retry import Retry  # noqa: PLC0415
+
+    return redis.Redis.from_url(
+        storage.url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+#: Timeouts a Redis client is made for: an operation uses the longest that fits its
+#: time (socket timeouts belong to a connection, so each gets a pool of its own).
+_REDIS_TIMEOUTS = (1.0, 0.5, 0.25, 0.1, 0.05, 0.02, STORE_MIN_TIME)
+
+
+class RedisConnection:
+    """A Redis client per process, opened on first use, with Lua scripts registered.
+
+    Each operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`)
+    that bounds connecting, sending and reading: a server that accepts and
+    never answers costs no more. redis-py's own retries are off (a store that
+    fails is the caller's fallback to handle, at once).
+
+    :param scripts: name to Lua source; each runs with ``EVALSHA`` (one round trip).
+    """
+
+    def __init__(self, storage: StorageURL, scripts: dict[str, str]) -> None:
+        self._storage = storage
+        self._sources = scripts
+        self._lock = ProcessLock()
+        self._clients: dict[float, tuple[Any, dict[str, Any]]] = {}
+        self._pid = 0
+
+    def _for(self, timeout: float | None) -> tuple[Any, dict[str, Any]]:
+        seconds = budget(timeout)
+        bound = next(t for t in _REDIS_TIMEOUTS if t <= seconds + 1e-9)
+        found = self._clients.get(bound) if self._pid == os.getpid() else None
+        if found is None:
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._clients = {}  # a forked child opens its own
+                    self._pid = os.getpid()
+                found = self._clients.get(bound)
+                if found is None:
+                    client = open_redis(self._storage, timeout=bound)
+                    scripts = {
+                        name: client.register_script(text) for name, text in self._sources.items()
+                    }
+                    found = self._clients[bound] = (client, scripts)
+        return found
+
+    def client(self, timeout: float | None = None) -> Any:
+        """The client of this process whose socket timeouts fit ``timeout``."""
+        return self._for(timeout)[0]
+
+    def run(self, name: str, keys: list[str], args: list[Any], timeout: float | None = None) -> Any:
+        """Run the script ``name`` within ``timeout`` seconds."""
+        return self._for(timeout)[1][name](keys=keys, args=args)
+
+    def close(self) -> None:
+        """Close this process's clients."""
+        with self._lock:
+            if self._pid == os.getpid():
+                for client, _ in self._clients.values():
+                    client.close()
+            self._clients = {}
+
+
+# One round trip per permit: the whole decision runs inside Redis, on its clock.
+# KEYS: permit log (sorted set), pause, learned rule (hash).
+# ARGV: limit (0: none), period, max_wait, a unique suffix for the member, the
+# longest pause of the configured rule, MAX_PAUSE (permits further ahead are stale).
+_ACQUIRE = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local limit = tonumber(ARGV[1])
+local period = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local longest = tonumber(ARGV[5])
+local learned = redis.call('HMGET', KEYS[3], 'limit', 'period')
+if learned[1] then
+  limit = tonumber(learned[1])
+  period = tonumber(learned[2])
+end
+local start = now
+local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
+if paused > now + longest then
+  redis.call('DEL', KEYS[2])  -- stale
+elseif paused > start then
+  start = paused
+end
+if limit <= 0 then return {tostring(start - now), ''} end
+local extra = math.min(math.max(0.02 * period, 0.02), 1.0)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period - extra)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + period + extra + ARGV[6]), '+inf')
+local n = redis.call('ZCARD', KEYS[1])
+if n >= limit then
+  local kth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
+  start = math.max(start, tonumber(kth[2]) + period + extra)
+end
+if n > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  start = math.max(start, tonumber(last[2]))
+end
+local wait = start - now
+if wait > max_wait then return {tostring(wait), ''} end
+local member = string.format('%.6f', start) .. ':' .. ARGV[4]
+redis.call('ZADD', KEYS[1], start, member)
+redis.call('PEXPIRE', KEYS[1], math.ceil((wait + period + extra) * 1000) + 1000)
+return {tostring(wait), member}
+"""
+
+# KEYS: pause. ARGV: seconds (already at most the longest pause). The later end wins.
+_PAUSE = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local untl = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current > now + tonumber(ARGV[2]) then current = 0 end  -- stale
+if untl > current then
+  local ttl = math.ceil(tonumber(ARGV[1]) * 1000) + 1
+  redis.call('SET', KEYS[1], string.format('%.6f', untl), 'PX', ttl)
+end
+return 1
+"""
+
+# KEYS: pause. ARGV: the longest pause. Returns seconds left, as text.
+_PAUSED_FOR = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local untl = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > now + tonumber(ARGV[1]) then return '0' end  -- stale
+return tostring(math.max(0, untl - now))
+"""
+
+
+# KEYS: a token entry's lock. ARGV: its owner. Deletes it only if that owner holds it.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisBackend:
+    """Permit logs and token entries in Redis, shared by every host that reaches it
+    (``redis://``, ``rediss://``).
+
+    A permit is one Lua script (``EVALSHA``): one round trip, atomic on the
+    server, timed by its clock. Keys share a hash tag per limiter key (and per
+    token entry), so a Redis Cluster keeps them together.
+
+    :param storage: the parsed URL.
+    :param clock: unused: Redis keeps time by its own clock.
+    """
+
+    def __init__(self, storage: StorageURL, clock: Clock = SYSTEM) -> None:
+        self.storage = storage
+        self._redis = RedisConnection(
+            storage,
+            {"acquire": _ACQUIRE, "pause": _PAUSE, "paused_for": _PAUSED_FOR, "unlock": _UNLOCK},
+        )
+
+    @classmethod
+    def check(cls, storage: StorageURL, what: str) -> StorageURL:
+        """Refuse a URL without a host or with a database that is not a number, and
+        say now when the ``redis`` extra is missing."""
+        url = storage.url
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{what} is not a valid Redis URL: {safe_for_message(url)}") from None
+        if not parts.hostname:
+            raise ValueError(f"{what} must name the Redis host: {safe_for_message(url)}")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(
+                f"{what}: the Redis database must be a number, as in "
+                f"'redis://{parts.hostname}:{port or 6379}/0'; got {safe_for_message(url)}"
+            )
+        redis_module()  # a missing extra is a configuration error: say so now
+        return storage
+
+    @staticmethod
+    def _keys(key: str) -> list[str]:
+        tag = "rbe:{" + key.replace("}", ")") + "}"
+        return [f"{tag}:log", f"{tag}:pause", f"{tag}:rule"]
+
+    def acquire(
+        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
+    ) -> tuple[float, Any]:
+        limit, period = rule if rule is not None else (0, 0.0)
+        bound = min(float(max_wait), MAX_PAUSE)
+        suffix = os.urandom(6).hex()
+        wait, member = self._redis.run(
+            "acquire",
+            self._keys(key),
+            [
+                limit,
+                repr(float(period)),
+                repr(bound),
+                suffix,
+                repr(longest_pause(rule)),
+                repr(MAX_PAUSE),
+            ],
+            timeout,
+        )
+        return float(wait), (member.decode() if member else None)
+
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        self._redis.client(timeout).zrem(self._keys(key)[0], stamp)
+
+    def pause(
+        self,
+        key: str,
+        seconds: float,
+        rule: RuleValue | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        longest = longest_pause(rule)
+        self._redis.run(
+            "pause",
+            [self._keys(key)[1]],
+            [repr(float(min(seconds, longest))), repr(longest)],
+            timeout,
+        )
+
+    def paused_for(
+        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
+    ) -> float:
+        return float(
+            self._redis.run(
+                "paused_for", [self._keys(key)[1]], [repr(longest_pause(rule))], timeout
+            )
+        )
+
+    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
+        rule_key = self._keys(key)[2]
+        pipe = self._redis.client(timeout).pipeline(transaction=True)
+        pipe.hset(rule_key, mapping={"limit": limit, "period": repr(float(period))})
+        pipe.pexpire(rule_key, int(learned_ttl(period) * 1000))
+        pipe.execute()
+
+    # -- tokens -------------------------------------------------------------------
+
+    @staticmethod
+    def _token_key(name: str) -> str:
+        return "rbe:token:{" + name + "}"
+
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
+        value: bytes | None = self._redis.client(timeout).get(self._token_key(name))
+        return value
+
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        self._redis.client(timeout).set(self._token_key(name), blob, px=_milliseconds(ttl))
+
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
+        key = self._token_key(name) + ":lock"
+        return bool(self._redis.client(timeout).set(key, owner, nx=True, px=_milliseconds(ttl)))
+
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        self._redis.run("unlock", [self._token_key(name) + ":lock"], [owner], timeout)
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _milliseconds(ttl: float) -> int:
+    """A Redis expiry: at least 1 ms, and at most :data:`MAX_TTL`."""
+    return max(1, int(min(ttl, MAX_TTL) * 1000))

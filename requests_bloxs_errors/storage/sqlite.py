@@ -1,0 +1,526 @@
+"""``sqlite:///path``: state every process on one host shares, in one file.
+
+:class:`SQLiteBackend` keeps the rate limit's permit logs, the token cache's
+sealed entries and the outbox's queue; each feature's step is one
+``BEGIN IMMEDIATE`` transaction, which SQLite's write lock makes atomic
+across processes.
+
+The file and its side files (``-wal``, ``-shm``, ``-journal``) are created
+readable by their owner only, and refused when they exist and are not the
+user's own and private: SQLite would otherwise write into a file another
+local user planted. Times are the host's wall clock, which every process on
+the host shares; when it was stepped back (an NTP correction) the file
+notices and every time it keeps moves back with it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote
+
+from ..clock import SYSTEM, Clock
+from ..events import logger
+from ..urls import safe_for_message
+from .base import (
+    STORE_TIMEOUT,
+    OutboxRow,
+    ProcessLock,
+    RuleValue,
+    StorageURL,
+    StoreBusy,
+    budget,
+    check_private,
+)
+from .windows import CLOCK_STEP, SWEEP_EVERY, ahead_limit, learned_ttl, longest_pause, margin
+
+__all__ = ["SIDE_FILES", "SQLiteBackend", "SQLiteFile", "open_sqlite", "when_unlocked"]
+
+#: The files SQLite keeps beside a database in WAL mode (and the rollback journal).
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS rbe_permit_log (
+    key TEXT NOT NULL, at REAL NOT NULL, forget REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rbe_permit_log_key_at ON rbe_permit_log (key, at);
+CREATE TABLE IF NOT EXISTS rbe_pauses (key TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rbe_rules (
+    key TEXT PRIMARY KEY, max_calls INTEGER NOT NULL, period REAL NOT NULL,
+    expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rbe_clock (id INTEGER PRIMARY KEY CHECK (id = 0), seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS rbe_tokens (
+    name TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rbe_token_locks (
+    name TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rbe_outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    method TEXT NOT NULL,
+    shown_url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    sealed BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    status INTEGER,
+    trace_id TEXT,
+    uncertain INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    last_error TEXT,
+    tries INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_until REAL
+);
+"""
+_OUTBOX_COLUMNS = (
+    "id, created, method, shown_url, host, sealed, kind, status, trace_id, uncertain, "
+    "state, last_error, tries"
+)
+#: Seconds a replayer retries recording what it sent while the file is busy: a sent
+#: entry that stayed queued would be sent again by the next replay.
+SETTLE_FOR = 30.0
+
+
+def check_url(storage: StorageURL, what: str) -> StorageURL:
+    """``sqlite:///`` then the absolute path of the file."""
+    path = unquote(storage.url.partition("://")[2].partition("?")[0])
+    if not path.startswith("/") or path.endswith("/") or "\0" in path:
+        raise ValueError(
+            f"{what} must name a file by its absolute path, such as "
+            f"'sqlite:////var/lib/app/rbe.db' or 'sqlite:///tmp/rbe.db'; "
+            f"got {safe_for_message(storage.url)}"
+        )
+    return StorageURL("sqlite", storage.url, path=path)
+
+
+class SQLiteFile:
+    """One SQLite file: a connection per process, shared by its threads under a
+    lock, and write transactions that are atomic across processes.
+
+    Every operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`):
+    waiting for this process's other threads and for another process's lock on
+    the file together stay within it (see
+    :func:`~requests_bloxs_errors.storage.store_timeout`).
+
+    :param schema: ``CREATE ... IF NOT EXISTS`` statements, applied on opening.
+    """
+
+    def __init__(self, storage: StorageURL, schema: str) -> None:
+        self._storage = storage
+        self._schema = schema
+        self._lock = ProcessLock()
+        self._connection: sqlite3.Connection | None = None
+        self._pid = 0
+        self._busy_ms = 0  # the busy timeout the connection has now
+
+    @property
+    def shown(self) -> str:
+        """The file's URL, fit for a log line."""
+        return self._storage.shown
+
+    def _db(self, seconds: float) -> sqlite3.Connection:
+        if self._connection is None or self._pid != os.getpid():
+            # a forked child opens its own: a connection must not cross a fork
+            self._connection = open_sqlite(self._storage, self._schema, timeout=seconds)
+            self._pid = os.getpid()
+            self._busy_ms = int(seconds * 1000)
+        return self._connection
+
+    @contextmanager
+    def _held(self, timeout: float | None) -> Iterator[sqlite3.Connection]:
+        """This process's connection, to one thread at a time, within ``timeout``.
+
+        A thread waits for the others no longer than that (then
+        :class:`StoreBusy`): behind a file that another process keeps locked,
+        threads would otherwise queue here and each wait out SQLite's own busy
+        timeout in turn. What is left of it becomes SQLite's busy timeout.
+        """
+        seconds = budget(timeout)
+        give_up = time.monotonic() + seconds
+        if not self._lock.acquire(timeout=seconds):
+            raise StoreBusy(f"{self._storage.shown} stayed busy for {seconds:g}s")
+        try:
+            db = self._db(seconds)
+            if timeout is None:  # the usual case: no deadline, no PRAGMA
+                busy_ms = int(STORE_TIMEOUT * 1000)
+            else:
+                busy_ms = max(1, int((give_up - time.monotonic()) * 1000))
+            if busy_ms != self._busy_ms:
+                db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
+            yield db
+        finally:
+            self._lock.release()
+
+    @contextmanager
+    def transaction(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: SQLite's write lock makes the block
+        atomic across processes (a waiting writer gives up after ``timeout``)."""
+        with self._held(timeout) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def read(self, sql: str, parameters: tuple[Any, ...], timeout: float | None = None) -> Any:
+        """The first row of a query, outside any transaction (or None)."""
+        with self._held(timeout) as db:
+            return db.execute(sql, parameters).fetchone()
+
+    def read_all(
+        self, sql: str, parameters: tuple[Any, ...] = (), timeout: float | None = None
+    ) -> list[Any]:
+        """Every row of a query, outside any transaction."""
+        with self._held(timeout) as db:
+            return db.execute(sql, parameters).fetchall()
+
+    def close(self) -> None:
+        """Close this process's connection."""
+        with self._lock:
+            if self._connection is not None and self._pid == os.getpid():
+                self._connection.close()
+            self._connection = None
+
+
+def open_sqlite(
+    storage: StorageURL, schema: str, *, timeout: float = STORE_TIMEOUT
+) -> sqlite3.Connection:
+    """A connection to the SQLite file of ``storage``, created 0600, with ``schema`` applied.
+
+    The connection runs in autocommit mode (callers open their own ``BEGIN
+    IMMEDIATE`` transactions) and may be used from any thread that holds the
+    caller's lock. Processes that open the file at the same moment wait for
+    each other (up to ``timeout``), whichever creates the tables.
+    """
+    path = storage.path
+    # create it owner-only before SQLite does; then its side files, or refuse the
+    # ones another user planted: SQLite would write what it keeps into them
+    _private_file(path, create=True)
+    for suffix in SIDE_FILES:
+        _private_file(path + suffix, create=suffix != "-journal")  # a journal means data
+    connection = sqlite3.connect(
+        path, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"), give_up_after=timeout)
+        connection.execute("PRAGMA synchronous=NORMAL")
+        when_unlocked(lambda: _apply(connection, schema), give_up_after=timeout)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def _private_file(path: str, *, create: bool) -> None:
+    """Open ``path`` without following a symlink (creating it 0600 when ``create``)
+    and refuse it unless it is this user's own and private; absent is fine when
+    it is not to be created."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileNotFoundError:
+        if create:
+            raise
+        return
+    try:
+        check_private(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _apply(connection: sqlite3.Connection, schema: str) -> None:
+    """Run ``schema`` in one write transaction (a schema check that upgrades to a
+    write outside one may fail at once with "database is locked")."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in schema.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def when_unlocked(
+    step: Callable[[], object], *, give_up_after: float = STORE_TIMEOUT, pause: float = 0.01
+) -> None:
+    """Run ``step``, again while the file is locked by another process or busy in
+    this one (:class:`StoreBusy`), until ``give_up_after`` seconds have passed.
+
+    SQLite returns "locked" at once, without its busy wait, for a journal-mode
+    change or a schema check that turns into a write.
+    """
+    give_up = time.monotonic() + give_up_after
+    while True:
+        try:
+            step()
+            return
+        except (sqlite3.OperationalError, StoreBusy) as exc:
+            busy = isinstance(exc, StoreBusy) or "locked" in str(exc)
+            if not busy or time.monotonic() >= give_up:
+                raise
+            time.sleep(pause)
+
+
+class SQLiteBackend:
+    """Permit logs, token entries and the outbox in one SQLite file (``sqlite:///``).
+
+    :param storage: the parsed URL.
+    :param clock: where time comes from (its ``time()``: the host's wall clock).
+    """
+
+    def __init__(self, storage: StorageURL, clock: Clock = SYSTEM) -> None:
+        self.storage = storage
+        self._file = SQLiteFile(storage, SCHEMA)
+        self._clock = clock
+        self._sweep_at = 0.0  # (this process's monotonic clock)
+        self._step_warned = False
+
+    @classmethod
+    def check(cls, storage: StorageURL, what: str) -> StorageURL:
+        """Refuse a URL that does not name a file by its absolute path."""
+        return check_url(storage, what)
+
+    def close(self) -> None:
+        self._file.close()
+
+    # -- permits ------------------------------------------------------------------
+
+    def _now(self, db: sqlite3.Connection) -> float:
+        """The wall clock, inside a write transaction: when it went back since the
+        file last saw it, every time kept goes back with it; ended rows go when a
+        sweep is due."""
+        now = self._clock.time()
+        row = db.execute("SELECT seen FROM rbe_clock WHERE id = 0").fetchone()
+        if row is None:
+            db.execute("INSERT INTO rbe_clock (id, seen) VALUES (0, ?)", (now,))
+        elif now < row[0] - CLOCK_STEP:
+            self._stepped_back(db, row[0] - now)
+            db.execute("UPDATE rbe_clock SET seen = ? WHERE id = 0", (now,))
+        elif now > row[0] + CLOCK_STEP / 2:  # (kept roughly: one write a second at most)
+            db.execute("UPDATE rbe_clock SET seen = ? WHERE id = 0", (now,))
+        if self._clock.monotonic() >= self._sweep_at:
+            self._sweep_at = self._clock.monotonic() + SWEEP_EVERY
+            db.execute("DELETE FROM rbe_permit_log WHERE forget <= ?", (now,))
+            db.execute("DELETE FROM rbe_pauses WHERE until <= ?", (now,))
+            db.execute("DELETE FROM rbe_rules WHERE expires <= ?", (now,))
+        return now
+
+    def _stepped_back(self, db: sqlite3.Connection, step: float) -> None:
+        db.execute("UPDATE rbe_permit_log SET at = at - ?, forget = forget - ?", (step, step))
+        db.execute("UPDATE rbe_pauses SET until = until - ?", (step,))
+        db.execute("UPDATE rbe_rules SET expires = expires - ?", (step,))
+        if not self._step_warned:
+            self._step_warned = True
+            logger.warning(
+                "The wall clock went back %.1fs; the rate limit's permits and pauses in %s "
+                "moved back with it",
+                step,
+                self._file.shown,
+            )
+
+    @staticmethod
+    def _pause_until(
+        db: sqlite3.Connection, key: str, now: float, configured: RuleValue | None
+    ) -> float:
+        row = db.execute("SELECT until FROM rbe_pauses WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return 0.0
+        if row[0] > now + longest_pause(configured):
+            db.execute("DELETE FROM rbe_pauses WHERE key = ?", (key,))  # stale
+            return 0.0
+        return float(row[0])
+
+    def acquire(
+        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
+    ) -> tuple[float, Any]:
+        with self._file.transaction(timeout) as db:
+            now = self._now(db)
+            configured = rule
+            row = db.execute(
+                "SELECT max_calls, period FROM rbe_rules WHERE key = ? AND expires > ?", (key, now)
+            ).fetchone()
+            if row is not None:
+                rule = (int(row[0]), float(row[1]))
+            start = max(now, self._pause_until(db, key, now, configured))
+            if rule is None:
+                return start - now, None
+            limit, period = rule
+            extra = margin(period)
+            db.execute(
+                "DELETE FROM rbe_permit_log WHERE key = ? AND (at <= ? OR at > ?)",
+                (key, now - period - extra, now + ahead_limit(period)),
+            )
+            row = db.execute(
+                "SELECT at FROM rbe_permit_log WHERE key = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
+                (key, limit - 1),
+            ).fetchone()
+            if row is not None:
+                start = max(start, row[0] + period + extra)
+            (last,) = db.execute(
+                "SELECT max(at) FROM rbe_permit_log WHERE key = ?", (key,)
+            ).fetchone()
+            if last is not None:
+                start = max(start, last)
+            wait = start - now
+            if wait > max_wait:
+                return wait, None
+            cursor = db.execute(
+                "INSERT INTO rbe_permit_log (key, at, forget) VALUES (?, ?, ?)",
+                (key, start, start + period + extra),
+            )
+            return wait, cursor.lastrowid
+
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
+            db.execute("DELETE FROM rbe_permit_log WHERE rowid = ? AND key = ?", (stamp, key))
+
+    def pause(
+        self,
+        key: str,
+        seconds: float,
+        rule: RuleValue | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        with self._file.transaction(timeout) as db:
+            now = self._now(db)
+            current = self._pause_until(db, key, now, rule)
+            until = now + min(seconds, longest_pause(rule))
+            if until > current:
+                db.execute(
+                    "INSERT OR REPLACE INTO rbe_pauses (key, until) VALUES (?, ?)", (key, until)
+                )
+
+    def paused_for(
+        self, key: str, rule: RuleValue | None = None, timeout: float | None = None
+    ) -> float:
+        row = self._file.read("SELECT until FROM rbe_pauses WHERE key = ?", (key,), timeout)
+        if row is None:
+            return 0.0
+        left = row[0] - self._clock.time()
+        return 0.0 if left > longest_pause(rule) else max(0.0, left)  # (stale: none)
+
+    def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
+            now = self._now(db)
+            db.execute(
+                "INSERT OR REPLACE INTO rbe_rules (key, max_calls, period, expires) "
+                "VALUES (?, ?, ?, ?)",
+                (key, limit, period, now + learned_ttl(period)),
+            )
+
+    # -- tokens -------------------------------------------------------------------
+
+    def read(self, name: str, timeout: float | None = None) -> bytes | None:
+        row = self._file.read(
+            "SELECT value FROM rbe_tokens WHERE name = ? AND expires > ?",
+            (name, self._clock.time()),
+            timeout,
+        )
+        return bytes(row[0]) if row else None
+
+    def write(self, name: str, blob: bytes, ttl: float, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
+            now = self._clock.time()
+            db.execute("DELETE FROM rbe_tokens WHERE expires <= ?", (now,))
+            db.execute(
+                "INSERT OR REPLACE INTO rbe_tokens (name, value, expires) VALUES (?, ?, ?)",
+                (name, blob, now + ttl),
+            )
+
+    def lock(self, name: str, owner: str, ttl: float, timeout: float | None = None) -> bool:
+        with self._file.transaction(timeout) as db:
+            now = self._clock.time()
+            row = db.execute(
+                "SELECT owner FROM rbe_token_locks WHERE name = ? AND until > ?", (name, now)
+            ).fetchone()
+            if row is not None:
+                return False
+            db.execute(
+                "INSERT OR REPLACE INTO rbe_token_locks (name, owner, until) VALUES (?, ?, ?)",
+                (name, owner, now + ttl),
+            )
+            return True
+
+    def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
+        with self._file.transaction(timeout) as db:
+            db.execute("DELETE FROM rbe_token_locks WHERE name = ? AND owner = ?", (name, owner))
+
+    # -- the outbox ---------------------------------------------------------------
+
+    def add_entry(
+        self,
+        *,
+        created: float,
+        method: str,
+        shown_url: str,
+        host: str,
+        sealed: bytes,
+        kind: str,
+        status: int | None,
+        trace_id: str | None,
+        uncertain: bool,
+    ) -> int:
+        with self._file.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO rbe_outbox (created, method, shown_url, host, sealed, kind, status, "
+                "trace_id, uncertain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (created, method, shown_url, host, sealed, kind, status, trace_id, uncertain),
+            )
+            entry_id = cursor.lastrowid
+        assert entry_id is not None
+        return entry_id
+
+    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
+        if entry_id is None:
+            return self._file.read_all(f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox ORDER BY id")
+        return self._file.read_all(
+            f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox WHERE id = ?", (entry_id,)
+        )
+
+    def queued(self) -> list[tuple[int, bool]]:
+        rows = self._file.read_all(
+            "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
+        )
+        return [(row[0], bool(row[1])) for row in rows]
+
+    def drop_entry(self, entry_id: int) -> bool:
+        with self._file.transaction() as db:
+            return db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,)).rowcount == 1
+
+    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
+        with self._file.transaction() as db:
+            claimed = db.execute(
+                "UPDATE rbe_outbox SET lease_owner = ?, lease_until = ? WHERE id = ? AND "
+                "state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
+                (owner, now + lease, entry_id, now),
+            ).rowcount
+        return claimed == 1
+
+    def settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
+        def record() -> None:
+            with self._file.transaction() as db:
+                if outcome is None:
+                    db.execute(
+                        "DELETE FROM rbe_outbox WHERE id = ? AND lease_owner = ?",
+                        (entry_id, owner),
+                    )
+                    return
+                error, dead = outcome
+                db.execute(
+                    "UPDATE rbe_outbox SET state = ?, last_error = ?, tries = tries + 1, "
+                    "lease_owner = NULL, lease_until = NULL WHERE id = ? AND lease_owner = ?",
+                    ("dead" if dead else "queued", error[:500], entry_id, owner),
+                )
+
+        when_unlocked(record, give_up_after=SETTLE_FOR, pause=0.2)
