@@ -27,9 +27,11 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Union
 
+import urllib3
 from requests import PreparedRequest, Response, Session
 from requests.adapters import DEFAULT_POOLBLOCK, DEFAULT_POOLSIZE, HTTPAdapter
 from requests.exceptions import ConnectionError, RequestException
+from requests.structures import CaseInsensitiveDict
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
@@ -183,7 +185,7 @@ _ONE_ATTEMPT_CLASSES: dict[type, type] = {}
 
 
 def _one_attempt(adapter: BloxsAdapter) -> HTTPAdapter:
-    """The adapter as ``HTTPAdapter.send`` sees it during one attempt.
+    """The adapter as ``HTTPAdapter.send`` sees it for one attempt (made once per adapter).
 
     ``HTTPAdapter.send`` hands ``self.max_retries`` to urllib3. This view is
     an instance of a subclass of the adapter's own class whose
@@ -386,7 +388,13 @@ class BloxsAdapter(HTTPAdapter):
 
     def _init_runtime(self) -> None:
         """State that is rebuilt, never pickled."""
-        self._fresh_refusals = FreshRefusals()
+        self._fresh_refusals = FreshRefusals(self._clock)
+        #: The adapter as ``HTTPAdapter.send`` sees it for one attempt (see _one_attempt).
+        self._view = _one_attempt(self)
+        #: What a credential signing for a call without a deadline sees (made once).
+        self._scope = signing.Scope(
+            frozenset({id(self._auth)}), None, self._rate_limit, self._clock
+        )
         self._pipeline = Pipeline(
             steps_in_order(
                 circuit_breaker=self._breaker,
@@ -474,34 +482,41 @@ class BloxsAdapter(HTTPAdapter):
             raises them.
         """
         call = self._start(request, timeout)
-        pipeline = call.pipeline
-        assert pipeline is not None
-        options: dict[str, Any] = {"stream": stream, "verify": verify, "cert": cert}
-        options["proxies"] = proxies  # (one dict literal would be typed too narrowly)
-        try:
-            pipeline.before_call(call)
-        except BloxsError as refusal:  # not sent: an open circuit
-            self._refused(call, refusal)
-            raise
-        while True:
+        # (a plain adapter has no step: the places are skipped, not called empty)
+        steps = call.pipeline if call.pipeline is not None and call.pipeline.steps else None
+        if steps is not None:
             try:
-                pipeline.before_attempt(call)
-            except BloxsError as refusal:  # not sent: no permit in time
+                steps.before_call(call)
+            except BloxsError as refusal:  # not sent: an open circuit
                 self._refused(call, refusal)
                 raise
-            try:
-                outgoing = self._sign(call)
-            except Exception as unsigned:  # no credentials to be had: the token endpoint
-                self._refused(call, unsigned)  # failed or refused, a deadline passed
-                raise
-            left = call.time_left()
-            attempt_timeout: Any = timeout if left is None else _attempt_timeout(timeout, left)
+        view = self._view
+        while True:
+            if steps is not None:
+                try:
+                    steps.before_attempt(call)
+                except BloxsError as refusal:  # not sent: no permit in time
+                    self._refused(call, refusal)
+                    raise
+            outgoing = request
+            if call.signed:
+                try:
+                    outgoing = self._sign(call)
+                except Exception as unsigned:  # no credentials to be had: the token
+                    self._refused(call, unsigned)  # endpoint failed or refused, a deadline
+                    raise
+            attempt_timeout: Any = timeout
+            if call.deadline is not None:
+                attempt_timeout = _attempt_timeout(timeout, call.time_left() or 0.0)
             try:
                 response = HTTPAdapter.send(
-                    _one_attempt(self),
+                    view,
                     outgoing,
+                    stream=stream,
                     timeout=attempt_timeout,
-                    **options,
+                    verify=verify,
+                    cert=cert,
+                    proxies=proxies,
                 )
             except RequestException as exc:
                 if self._after_failure(call, exc):
@@ -511,12 +526,15 @@ class BloxsAdapter(HTTPAdapter):
                 if self._after_failure(call, exc):
                     continue
                 raise ConnectionError(exc, request=outgoing) from exc
-            if not 400 <= response.status_code < 600:  # 600 on: no HTTP error to requests
+            status = response.status_code
+            if status < 400 or status >= 600:  # 600 on: no HTTP error to requests
+                if steps is None and not (call.journal or call.paced or call.superseded):
+                    return response  # the usual case: at once, untouched
                 return self._success(call, response)
             decision, rule = self._decide(call, response)
             if decision.action is Action.RETRY:
-                drain_error_body(response, call.deadline)
-                self._wait(call, decision, response.status_code, rule.kind, None)
+                drain_error_body(response, call.deadline, call.clock)
+                self._wait(call, decision, status, rule.kind, None)
                 continue
             if decision.action is Action.REAUTH and self._reauth(call, outgoing, response, rule):
                 continue
@@ -524,9 +542,23 @@ class BloxsAdapter(HTTPAdapter):
 
     def _start(self, request: PreparedRequest, timeout: Any = None) -> Call:
         clock = self._clock
-        deadline = None if self._deadline is None else clock.monotonic() + self._deadline
         auth = self._auth
         scope = signing.current()
+        if scope is None and self._deadline is None:  # the usual case, kept short
+            return Call(
+                request,
+                retry=self._policy,
+                deadline=None,
+                hooks=self._hooks,
+                signed=auth is not None
+                and self._prefix is not None
+                and self._prefix.matches(request.url),
+                max_retry_after=self._policy.max_retry_after,
+                pipeline=self._pipeline,
+                timeout=timeout,
+                clock=clock,
+            )
+        deadline = None if self._deadline is None else clock.monotonic() + self._deadline
         pipeline = self._pipeline
         if scope is not None:  # a token request, sent from inside a credential
             # it inherits the deadline of the call that needs the token
@@ -565,19 +597,33 @@ class BloxsAdapter(HTTPAdapter):
         """
         if not call.signed:
             return call.request
-        assert self._auth is not None
+        auth = self._auth
+        assert auth is not None
         request = call.request
         signed = object.__new__(type(request))  # copy.copy, without its generic machinery
         signed.__dict__.update(request.__dict__)
-        signed.headers = request.headers.copy()
-        with signing.signing(self._auth, call.deadline, self._rate_limit, self._clock):
-            self._auth.sign(signed)
+        headers = request.headers
+        if type(headers) is CaseInsensitiveDict:  # its own store of the same pairs: what
+            copy = object.__new__(CaseInsensitiveDict)  # copy() makes, without lower-casing
+            copy._store = headers._store.copy()  # type: ignore[attr-defined]  # every name again
+            signed.headers = copy
+        else:
+            signed.headers = headers.copy()
+        if call.deadline is None and signing.current() is None:  # the usual case
+            token = signing.enter(self._scope)
+            try:
+                auth.sign(signed)
+            finally:
+                signing.leave(token)
+        else:
+            with signing.signing(auth, call.deadline, self._rate_limit, self._clock):
+                auth.sign(signed)
         return signed
 
     def _decide(self, call: Call, response: Response) -> tuple[Decision, Rule]:
         """What follows an error response (status 400 to 599)."""
         status = response.status_code
-        retry_after = retry_after_from_headers(response.headers)
+        retry_after = retry_after_from_headers(response.headers, now=call.clock.time())
         rule = rule_for(status, retry_after is not None)
         assert rule is not None  # send() only asks about 400 to 599
         assert call.pipeline is not None
@@ -657,7 +703,7 @@ class BloxsAdapter(HTTPAdapter):
         auth = self._auth
         assert auth is not None
         # its first 64 KiB stay readable in response.history; the connection is freed
-        read_error_body(response, deadline=call.deadline, keep_rest=False)
+        read_error_body(response, deadline=call.deadline, keep_rest=False, clock=call.clock)
         response.close()
         call.reauthed = True
         call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))
@@ -666,13 +712,13 @@ class BloxsAdapter(HTTPAdapter):
         if not resend:
             return False
         call.record(response.status_code, rule.kind, 0.0, "reauth")
-        call.superseded.append(response)
+        call.supersede(response)
         call.rewind()
         return True
 
     def _final(self, call: Call, response: Response, decision: Decision) -> Response:
         """Classify the last response, record the call, raise or return it."""
-        info = classify(response, deadline=call.deadline)
+        info = classify(response, deadline=call.deadline, clock=call.clock)
         if info is None:  # pragma: no cover - rule_for already vouched for the status
             return response
         if info.reauth:
@@ -708,11 +754,13 @@ class BloxsAdapter(HTTPAdapter):
         if call.retry is not self._policy and raw is not None and hasattr(raw, "retries"):
             raw.retries = call.retry
 
-    def build_response(self, req: PreparedRequest, resp: Any) -> Response:
-        """As requests builds it, but a body shorter than its ``Content-Length``
-        raises instead of passing silently (urllib3 1.26's default; 2.x already does)."""
-        resp.enforce_content_length = True
-        return super().build_response(req, resp)
+    if urllib3.__version__.startswith("1."):  # type: ignore[attr-defined]  # (2.x enforces it)
+
+        def build_response(self, req: PreparedRequest, resp: Any) -> Response:
+            """As requests builds it, but a body shorter than its ``Content-Length``
+            raises instead of passing silently (urllib3 1.26's default is to let it)."""
+            resp.enforce_content_length = True
+            return super().build_response(req, resp)
 
 
 #: What a string argument stands for, made once per process: every adapter

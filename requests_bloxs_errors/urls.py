@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -149,6 +149,9 @@ class Prefix:
     host: str | None
     port: int | None
     path: str
+    #: ``scheme://host[:port]`` as requests writes a prepared URL of this origin:
+    #: a URL that starts with it (then ``/``) needs no parsing to be matched.
+    origin: str = field(default="", repr=False, compare=False)
 
     @classmethod
     def parse(cls, prefix: str) -> Prefix:
@@ -182,12 +185,16 @@ class Prefix:
         if parts.query or parts.fragment:
             raise ValueError("prefix must not contain a query string or a fragment")
         host = parts.hostname.lower() if parts.hostname else None
+        port = (port or _DEFAULT_PORTS[scheme]) if host else None
+        written = f"[{host}]" if host and ":" in host else host
+        default = port == _DEFAULT_PORTS[scheme]
         return cls(
             raw=prefix,
             scheme=scheme,
             host=host,
-            port=(port or _DEFAULT_PORTS[scheme]) if host else None,
+            port=port,
             path=normalized_path(parts.path).rstrip("/") if parts.path else "",
+            origin=f"{scheme}://{written}{'' if default else f':{port}'}" if host else "",
         )
 
     @property
@@ -199,6 +206,17 @@ class Prefix:
         """Tell whether ``url`` lies under this prefix (scheme, host, port, path)."""
         if not url:
             return False
+        origin = self.origin
+        if origin and url.startswith(origin) and url[len(origin) : len(origin) + 1] == "/":
+            # the usual case, a URL requests prepared for this origin: only the path
+            # is left to compare, and only a path with dots, escapes or backslashes
+            # needs normalizing
+            if not self.path:
+                return True
+            path = url[len(origin) :].partition("?")[0].partition("#")[0]
+            if "." in path or "%" in path or "\\" in path:
+                path = normalized_path(path)
+            return path == self.path or path.startswith(self.path + "/")
         try:
             parts = urlsplit(url)
             port = parts.port

@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union, runtime_checkable
 from requests import PreparedRequest, Response
 from requests.auth import AuthBase
 
+from ..clock import SYSTEM, Clock
 from ..events import logger
 from ..exceptions import AuthenticationError, DeadlineExceeded, TokenResponseError
 from . import signing
@@ -83,6 +83,7 @@ class CachedTokenAuth(AuthBase):
 
     :param header: the header to set.
     :param scheme: the word before the token; ``""`` sends the bare token.
+    :param clock: where time comes from (expiry, renewal, remembered refusals).
     """
 
     #: Seconds a refusal of the credentials is remembered (0: not at all).
@@ -90,11 +91,14 @@ class CachedTokenAuth(AuthBase):
     #: Seconds between renewal attempts while the current token is still valid.
     RENEWAL_RETRY = 5.0
 
-    def __init__(self, *, header: str = "Authorization", scheme: str = "Bearer") -> None:
+    def __init__(
+        self, *, header: str = "Authorization", scheme: str = "Bearer", clock: Clock = SYSTEM
+    ) -> None:
         if not isinstance(header, str) or not header or not isinstance(scheme, str):
             raise TypeError("header must be a non-empty string and scheme a string")
         self.header = header
         self.scheme = scheme
+        self.clock = clock
         #: The token cache shared with other processes, or None (this process only).
         self.cache: SharedTokens | None = None
         self._reset()
@@ -106,7 +110,7 @@ class CachedTokenAuth(AuthBase):
             return
         from .tokencache import shared_tokens  # noqa: PLC0415 - loaded when used
 
-        self.cache = shared_tokens(cache, secret=secret, identity=identity)
+        self.cache = shared_tokens(cache, secret=secret, identity=identity, clock=self.clock)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
@@ -147,10 +151,10 @@ class CachedTokenAuth(AuthBase):
         :raises RuntimeError: when called from inside this credential's own fetch.
         """
         value = self._value
-        if value is None or time.monotonic() >= self._renew_at:
+        if value is None or self.clock.monotonic() >= self._renew_at:
             seen = self._fetches
             with self._locked():
-                if self._value is None or time.monotonic() >= self._renew_at:
+                if self._value is None or self.clock.monotonic() >= self._renew_at:
                     self._renew(seen)
                 value = self._value
         assert value is not None
@@ -198,7 +202,7 @@ class CachedTokenAuth(AuthBase):
         try:
             self._fetch_once(seen)
         except Exception as exc:
-            left = self._expires_at - time.monotonic()
+            left = self._expires_at - self.clock.monotonic()
             if self._value is None or left <= 0:
                 raise
             if not self._renewal_warned:
@@ -210,13 +214,13 @@ class CachedTokenAuth(AuthBase):
                     type(exc).__name__,
                     left,
                 )
-            self._renew_at = time.monotonic() + min(self.RENEWAL_RETRY, left / 2)
+            self._renew_at = self.clock.monotonic() + min(self.RENEWAL_RETRY, left / 2)
 
     def _fetch_once(self, seen: int, refused: str | None = None) -> None:
         """Fetch under the lock, unless a fetch this thread waited for just failed,
         or the credentials were refused moments ago (then raise a fresh copy of that error)."""
         if self._error is not None and (
-            self._fetches != seen or time.monotonic() < self._refused_until
+            self._fetches != seen or self.clock.monotonic() < self._refused_until
         ):
             raise _fresh(self._error)
         self._fetches += 1
@@ -226,7 +230,7 @@ class CachedTokenAuth(AuthBase):
         except BaseException as exc:
             self._error = exc
             if isinstance(exc, (AuthenticationError, TokenResponseError)):
-                self._refused_until = time.monotonic() + self.REFUSAL_TTL
+                self._refused_until = self.clock.monotonic() + self.REFUSAL_TTL
             raise
         finally:
             self._owner = None
@@ -234,7 +238,7 @@ class CachedTokenAuth(AuthBase):
         self._refused_until = -math.inf
         self._renewal_warned = False
         self._value = f"{self.scheme} {token}" if self.scheme else token
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if lifetime is None:
             self._renew_at = self._expires_at = math.inf
         else:
@@ -305,6 +309,7 @@ class TokenAuth(CachedTokenAuth):
         do not, such as the API secret (it is never stored).
     :param header: the header to set.
     :param scheme: the word before the token; ``""`` sends the bare token.
+    :param clock: where time comes from.
     :raises TypeError: if ``fetch_token`` is not callable.
     :raises ValueError: for a shared ``cache`` without ``cache_key``.
     """
@@ -317,12 +322,13 @@ class TokenAuth(CachedTokenAuth):
         cache_key: str | None = None,
         header: str = "Authorization",
         scheme: str = "Bearer",
+        clock: Clock = SYSTEM,
     ) -> None:
         if not callable(fetch_token):
             kind = type(fetch_token).__name__
             raise TypeError(f"fetch_token must be a callable returning a token, not {kind}")
         self.fetch_token = fetch_token
-        super().__init__(header=header, scheme=scheme)
+        super().__init__(header=header, scheme=scheme, clock=clock)
         if cache is not None and cache != "memory://":
             if not isinstance(cache_key, str) or not cache_key:
                 raise ValueError(

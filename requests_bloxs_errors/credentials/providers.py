@@ -23,7 +23,6 @@ import hashlib
 import hmac
 import json
 import math
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote, quote_plus, urljoin
@@ -32,6 +31,7 @@ import requests
 from requests import PreparedRequest, Response
 
 from ..adapter import attempts, mount
+from ..clock import SYSTEM, Clock
 from ..errors.bodies import read_error_body
 from ..errors.classify import classify, error_for
 from ..errors.parsing import parse_http_date, parse_iso8601
@@ -60,14 +60,16 @@ class _EndpointTokenAuth(CachedTokenAuth):
     #: Names the credentials to check in the refusal message.
     check_hint = "the credentials"
 
-    def __init__(self, token_url: str, *, timeout: float, max_retries: int) -> None:
+    def __init__(
+        self, token_url: str, *, timeout: float, max_retries: int, clock: Clock = SYSTEM
+    ) -> None:
         prefix = Prefix.parse(token_url)  # validates: http(s) URL with a host
         if not prefix.names_host:
             raise ValueError(f"the token URL must name a host, got {safe_for_message(token_url)}")
         self.token_url = token_url
         self.timeout = timeout
         self.max_retries = max_retries
-        super().__init__()
+        super().__init__(clock=clock)
 
     def _reset(self) -> None:
         super()._reset()
@@ -160,6 +162,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         ``api_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
+    :param clock: where time comes from (the token's expiry and renewal).
     """
 
     def __init__(
@@ -171,6 +174,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         cache: str | None = None,
         timeout: float = DEFAULT_TOKEN_TIMEOUT,
         max_retries: int = 3,
+        clock: Clock = SYSTEM,
     ) -> None:
         if (
             not isinstance(api_key, str)
@@ -188,7 +192,9 @@ class BloxsTokenAuth(_EndpointTokenAuth):
             f"api_key ({masked(api_key)}, the user's personal key) and api_secret "
             "(the client environment's key)"
         )
-        super().__init__(f"{self.base_url}/Authorization", timeout=timeout, max_retries=max_retries)
+        super().__init__(
+            f"{self.base_url}/Authorization", timeout=timeout, max_retries=max_retries, clock=clock
+        )
         self._share(cache, secret=api_secret, identity=f"bloxs|{self.token_url}|{api_key}")
 
     def __repr__(self) -> str:
@@ -207,7 +213,7 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         expires = parse_iso8601(document.get("expiration"))
         if expires is None:
             return token, None
-        return token, max(0.0, expires - _reference_time(response))
+        return token, max(0.0, expires - _reference_time(response, self.clock.time()))
 
 
 class ClientCredentialsAuth(_EndpointTokenAuth):
@@ -230,6 +236,7 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         ``client_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
+    :param clock: where time comes from (the token's expiry and renewal).
     """
 
     def __init__(
@@ -242,6 +249,7 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         cache: str | None = None,
         timeout: float = DEFAULT_TOKEN_TIMEOUT,
         max_retries: int = 3,
+        clock: Clock = SYSTEM,
     ) -> None:
         if not isinstance(client_id, str) or not client_id:
             raise ValueError("client_id must be a non-empty string")
@@ -255,7 +263,7 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         self.check_hint = f"client_id ({client_id}) and client_secret" + (
             f", and that the scope {scope!r} is granted" if scope else ""
         )
-        super().__init__(token_url, timeout=timeout, max_retries=max_retries)
+        super().__init__(token_url, timeout=timeout, max_retries=max_retries, clock=clock)
         self._share(
             cache, secret=client_secret, identity=f"oauth|{token_url}|{client_id}|{scope or ''}"
         )
@@ -342,7 +350,7 @@ def _redact_response(response: Response, secrets: list[str]) -> None:
         response.request.body = b"*** (the token request, withheld)"
 
 
-def _reference_time(response: Response) -> float:
+def _reference_time(response: Response, local: float) -> float:
     """ "Now" for an expiry the server stated: the later of its ``Date`` and our clock.
 
     A server clock ahead of ours would otherwise make the token outlive its
@@ -352,7 +360,6 @@ def _reference_time(response: Response) -> float:
     """
     date = response.headers.get("Date")
     server = parse_http_date(date) if date else None
-    local = time.time()
     return local if server is None else max(server, local)
 
 
@@ -381,11 +388,13 @@ class BloxsHmacAuth:
 
     :param api_key: the API key.
     :param api_secret: the secret the signature is keyed with.
-    :param clock: returns Unix time; for tests.
+    :param clock: where the timestamp comes from: a
+        :class:`~requests_bloxs_errors.clock.Clock` (its ``time()``), or a
+        callable returning Unix time.
     """
 
     def __init__(
-        self, api_key: str, api_secret: str, *, clock: Callable[[], float] = time.time
+        self, api_key: str, api_secret: str, *, clock: Clock | Callable[[], float] = SYSTEM
     ) -> None:
         if not isinstance(api_key, str) or not api_key or ":" in api_key:
             raise ValueError("api_key must be a non-empty string without ':'")
@@ -394,6 +403,7 @@ class BloxsHmacAuth:
         self.api_key = api_key
         self.api_secret = api_secret
         self.clock = clock
+        self._now: Callable[[], float] = clock.time if isinstance(clock, Clock) else clock
 
     def __repr__(self) -> str:
         return f"<BloxsHmacAuth api_key={masked(self.api_key)!r}>"
@@ -404,7 +414,7 @@ class BloxsHmacAuth:
 
     def sign(self, request: PreparedRequest) -> None:
         """Sign ``request`` with the current time."""
-        timestamp = int(self.clock())
+        timestamp = int(self._now())
         size = _payload_size(request)
         signature = bloxs_signature(self.api_key, self.api_secret, timestamp, size)
         request.headers["Authorization"] = f"bloxs {self.api_key}:{signature}"

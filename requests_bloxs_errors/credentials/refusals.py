@@ -12,28 +12,33 @@ role granted meanwhile is picked up.
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
+
+from ..clock import SYSTEM, Clock
 
 __all__ = ["FreshRefusals"]
 
 
 class FreshRefusals:
-    """Thread-safe, bounded, expiring set of ``(method, url)`` keys."""
+    """Thread-safe, bounded, expiring set of ``(method, url)`` keys.
+
+    :param clock: where time comes from.
+    """
 
     #: Seconds a refusal of fresh credentials is remembered.
     TTL = 30.0
     #: The most keys kept; the oldest go first.
     SIZE = 1024
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._until: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def add(self, method: str, url: str) -> None:
         """Remember that fresh credentials were refused for ``method url``."""
         with self._lock:
-            self._until[(method, url)] = time.monotonic() + self.TTL
+            self._until[(method, url)] = self._clock.monotonic() + self.TTL
             self._until.move_to_end((method, url))
             while len(self._until) > self.SIZE:
                 self._until.popitem(last=False)
@@ -43,7 +48,7 @@ class FreshRefusals:
             until = self._until.get(key)
             if until is None:
                 return False
-            if time.monotonic() < until:
+            if self._clock.monotonic() < until:
                 return True
             del self._until[key]
             return False

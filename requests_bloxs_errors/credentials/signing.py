@@ -24,7 +24,7 @@ from typing import Any
 
 from ..clock import SYSTEM, Clock
 
-__all__ = ["Scope", "current", "deadline", "earliest", "signing", "time_left"]
+__all__ = ["Scope", "current", "deadline", "earliest", "enter", "leave", "signing", "time_left"]
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ _scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
 )
 
 
-def current() -> Scope | None:
-    """The scope of the credential calls running in this context, or None."""
-    return _scope.get()
+#: The scope of the credential calls running in this context, or None (the
+#: context variable's own ``get``: it is read for every request).
+current = _scope.get
 
 
 class signing:
@@ -89,6 +89,14 @@ class signing:
 
     def __exit__(self, *exc: object) -> None:
         _scope.reset(self._token)
+
+
+#: Put a ready :class:`Scope` in force (when :func:`current` is None) for a caller
+#: that keeps one for its most frequent case (no outer scope, no deadline);
+#: :func:`leave`, with what it returned, undoes it. (The context variable's own
+#: ``set`` and ``reset``: they run for every signed request.)
+enter = _scope.set
+leave = _scope.reset
 
 
 def deadline() -> float | None:

@@ -19,11 +19,12 @@ closes the connection under a long one.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from requests import Response
+
+from ..clock import SYSTEM, Clock
 
 __all__ = ["BODY_CAP", "PeekedRaw", "drain_error_body", "read_error_body"]
 
@@ -39,14 +40,16 @@ def read_error_body(
     *,
     deadline: float | None = None,
     keep_rest: bool = True,
+    clock: Clock = SYSTEM,
 ) -> tuple[bytes, bool]:
     """Read the first ``cap`` bytes of ``response``'s body for classification.
 
-    :param deadline: a ``time.monotonic()`` value: reading stops there, what
+    :param deadline: a ``clock.monotonic()`` value: reading stops there, what
         arrived is kept, and the connection is closed (a server that trickles
         a byte at a time cannot hold the call past it).
     :param keep_rest: for a body longer than ``cap``, leave the rest readable
         (see the module docstring); False closes the connection instead.
+    :param clock: the clock ``deadline`` is read on.
     :return: ``(first bytes, truncated)``; ``truncated`` is True when the body
         goes on past them. Never raises: a body that breaks off midway gives
         what arrived; one already streamed away gives ``b""``.
@@ -65,7 +68,7 @@ def read_error_body(
     buffer = bytearray()
     try:
         while len(buffer) <= cap:
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and clock.monotonic() >= deadline:
                 return _cut(response, raw, bytes(buffer[:cap]))
             chunk = next(chunks, None)
             if chunk is None:  # the whole body: kept as requests keeps it
@@ -93,14 +96,16 @@ def _cut(response: Response, raw: Any, body: bytes) -> tuple[bytes, bool]:
     return body, True
 
 
-def drain_error_body(response: Response, deadline: float | None = None) -> None:
+def drain_error_body(
+    response: Response, deadline: float | None = None, clock: Clock = SYSTEM
+) -> None:
     """Finish with an intermediate error response before the next attempt.
 
     A body of at most :data:`BODY_CAP` bytes is read, so its connection goes
     back to the pool; a longer one (or one still arriving at ``deadline``)
     is not downloaded only to be thrown away: its connection is closed.
     """
-    _, truncated = read_error_body(response, deadline=deadline, keep_rest=False)
+    _, truncated = read_error_body(response, deadline=deadline, keep_rest=False, clock=clock)
     raw = response.raw
     if not truncated and raw is not None and hasattr(raw, "release_conn"):
         raw.release_conn()  # read to the end: the connection serves the next attempt

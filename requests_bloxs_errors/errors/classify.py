@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from requests import Response
 
+from ..clock import SYSTEM, Clock
 from ..urls import redact_url
 from .bodies import BODY_CAP, read_error_body
 from .parsing import (
@@ -95,7 +96,9 @@ def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) ->
     return rule.allows_retry(request.method, has_key, retry_after)
 
 
-def classify(response: Response, *, deadline: float | None = None) -> ErrorInfo | None:
+def classify(
+    response: Response, *, deadline: float | None = None, clock: Clock = SYSTEM
+) -> ErrorInfo | None:
     """Classify ``response`` by the error table.
 
     Usage::
@@ -105,7 +108,8 @@ def classify(response: Response, *, deadline: float | None = None) -> ErrorInfo 
         ...     for field, messages in info.errors.items(): ...
 
     :param response: any :class:`requests.Response`.
-    :param deadline: a ``time.monotonic()`` value by which reading the body stops.
+    :param deadline: a ``clock.monotonic()`` value by which reading the body stops.
+    :param clock: the clock ``deadline`` is read on.
     :return: None for a status below 400 (the body is not touched), else a
         frozen :class:`ErrorInfo`. Never raises.
     """
@@ -119,11 +123,11 @@ def classify(response: Response, *, deadline: float | None = None) -> ErrorInfo 
     if isinstance(cached, ErrorInfo):
         return cached
     headers = response.headers
-    retry_after = retry_after_from_headers(headers)
+    retry_after = retry_after_from_headers(headers, now=clock.time())
     rule = rule_for(status, retry_after is not None)
     if rule is None:  # 600 and above: not HTTP errors to requests either
         return None
-    body, truncated = read_error_body(response, deadline=deadline)
+    body, truncated = read_error_body(response, deadline=deadline, clock=clock)
     parsed = parse_body(body, headers.get("Content-Type")) if body else ParsedBody()
     # the reason phrase is the server's text too: one clean, capped line
     reason = clean_line(response.reason) if isinstance(response.reason, str) else ""

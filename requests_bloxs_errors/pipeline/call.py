@@ -10,6 +10,7 @@ threads, and hooks that send requests of their own start calls of their own.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock import SYSTEM, Clock
@@ -49,28 +50,30 @@ class Call:
     :param clock: where time comes from; ``deadline`` is a ``clock.monotonic()`` value.
     """
 
-    __slots__ = (
-        "_host",
-        "_url",
-        "body_position",
-        "clock",
-        "deadline",
-        "for_credential",
-        "fresh_refused",
-        "hooks",
-        "journal",
-        "max_retry_after",
-        "outbox_id",
-        "paced",
-        "pipeline",
-        "reauthed",
-        "request",
-        "retry",
-        "signed",
-        "state",
-        "superseded",
-        "timeout",
-    )
+    # Defaults live on the class: a call that goes through at once sets only what
+    # its constructor is given (a call is made for every request sent).
+    #: The caller's ``timeout`` for each attempt, as requests takes it.
+    timeout: Any = None
+    #: Sent from inside a credential's own fetch (a token request): it carries a
+    #: secret, so nothing keeps it for later.
+    for_credential = False
+    #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
+    paced = 0.0
+    #: The outbox entry that keeps this call's request, once one was queued.
+    outbox_id: int | None = None
+    #: The attempts made so far (:class:`~requests_bloxs_errors.Attempt`).
+    journal: Sequence[Attempt] = ()
+    #: The request was re-authenticated and resent.
+    reauthed = False
+    #: A fresh credential was refused for this request moments ago (no refresh).
+    fresh_refused = False
+    #: Responses a re-authentication replaced; they go into ``response.history``.
+    superseded: Sequence[Response] = ()
+    #: The body's position before the first attempt (files are rewound to it).
+    body_position: int | None = None
+    _state: dict[Any, Any] | None = None
+    _url: str | None = None
+    _host: str | None = None
 
     def __init__(
         self,
@@ -93,29 +96,21 @@ class Call:
         self.signed = signed
         self.max_retry_after = max_retry_after
         self.pipeline = pipeline
-        #: Per-call data of any step, keyed by the step (or a name of its own).
-        self.state: dict[Any, Any] = {}
-        #: The caller's ``timeout`` for each attempt, as requests takes it.
-        self.timeout = timeout
-        #: Sent from inside a credential's own fetch (a token request): it carries
-        #: a secret, so nothing keeps it for later.
-        self.for_credential = for_credential
-        #: Where the call's time comes from (the adapter's clock).
         self.clock = clock
-        #: Seconds the next attempt waited for rate-limit permits (reset per attempt).
-        self.paced = 0.0
-        #: The outbox entry that keeps this call's request, once one was queued.
-        self.outbox_id: int | None = None
-        self.journal: list[Attempt] = []
-        self.reauthed = False
-        #: A fresh credential was refused for this request moments ago (no refresh).
-        self.fresh_refused = False
-        #: Responses a re-authentication replaced; they go into ``response.history``.
-        self.superseded: list[Response] = []
-        #: The body's position before the first attempt (files are rewound to it).
-        self.body_position = _body_position(request.body)
-        self._url: str | None = None
-        self._host: str | None = None
+        if timeout is not None:
+            self.timeout = timeout
+        if for_credential:
+            self.for_credential = True
+        body = request.body
+        if body is not None and not isinstance(body, (bytes, str)):
+            self.body_position = _body_position(body)
+
+    @property
+    def state(self) -> dict[Any, Any]:
+        """Per-call data of any step, keyed by the step (or a name of its own)."""
+        if self._state is None:
+            self._state = {}
+        return self._state
 
     # what only a failed attempt needs to know is worked out when one fails
 
@@ -236,10 +231,18 @@ class Call:
 
     def record(self, status: int | None, kind: str, wait: float, decision: str) -> Attempt:
         """Add one attempt to the journal and return it."""
-        attempt = Attempt(len(self.journal) + 1, status, kind, wait, decision, self.paced)
-        self.journal.append(attempt)
+        journal = self.journal
+        attempt = Attempt(len(journal) + 1, status, kind, wait, decision, self.paced)
+        if isinstance(journal, list):
+            journal.append(attempt)
+        else:  # the first: the class's empty default gives way to a list of its own
+            self.journal = [attempt]
         self.paced = 0.0
         return attempt
+
+    def supersede(self, response: Response) -> None:
+        """Keep ``response``, which a re-authentication replaced, for ``response.history``."""
+        self.superseded = [*self.superseded, response]
 
     def retrying(
         self,

@@ -312,7 +312,7 @@ class Circuits(Step):
     @staticmethod
     def _announced(call: Call, response: Response) -> float | None:
         """The wait a 503 announces, when longer than the adapter waits for (maintenance)."""
-        retry_after = retry_after_from_headers(response.headers)
+        retry_after = retry_after_from_headers(response.headers, now=call.clock.time())
         limit = call.max_retry_after
         if retry_after is None or limit is None or retry_after <= limit:
             return None

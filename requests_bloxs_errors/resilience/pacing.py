@@ -102,7 +102,7 @@ class Pacing(Step):
         category, key = where
         if response.status_code != 429 and rule is not QUOTA_RULE:
             return self._reset_hold(call, category, key, response)
-        body, _ = read_error_body(response, deadline=call.deadline)
+        body, _ = read_error_body(response, deadline=call.deadline, clock=call.clock)
         quota = parse_body(body, response.headers.get("Content-Type")).quota if body else None
         limit = self.limit
         store = limit.store
