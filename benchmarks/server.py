@@ -197,7 +197,7 @@ class Servers:
 
 class RedisServer:
     """A ``redis-server`` on a free loopback port, without persistence: the tests'
-    own (``tests/redisserver.py``), reporting why it cannot run instead of raising.
+    own (``tests/helpers/redisserver.py``), reporting why it cannot run instead of raising.
 
     ``start()`` starts it, ``close()`` stops it.
 
@@ -211,8 +211,8 @@ class RedisServer:
         self._server: Any = None
 
     def start(self) -> None:
-        from tests.redisserver import RedisServer as Real
-        from tests.redisserver import find_redis_server
+        from tests.helpers.redisserver import RedisServer as Real
+        from tests.helpers.redisserver import find_redis_server
 
         self.missing = ""
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -10,7 +11,7 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import Simulator
 
-from .server import ScriptServer
+from .helpers.server import ScriptServer
 
 
 @pytest.fixture
@@ -27,6 +28,12 @@ def other_server() -> Iterator[ScriptServer]:
     srv.host = "localhost"
     yield srv
     srv.close()
+
+
+@pytest.fixture
+def outbox_url(tmp_path: Path) -> str:
+    """An outbox file of this test's own."""
+    return f"sqlite://{tmp_path}/outbox.db"
 
 
 @pytest.fixture
@@ -117,7 +124,7 @@ def redis_server() -> Iterator[str]:
     Without the program the tests that need it are skipped, except under
     ``CI=true``, where a missing server fails them: CI installs it.
     """
-    from .redisserver import RedisServer, find_redis_server
+    from .helpers.redisserver import RedisServer, find_redis_server
 
     program = find_redis_server()
     if program is None:

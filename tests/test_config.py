@@ -10,7 +10,7 @@ from urllib3.util.retry import Retry
 
 import requests_bloxs_errors as rbe
 
-from .server import Reply
+from .helpers.server import Reply
 
 
 def fetch_token() -> str:  # module level, so it pickles

@@ -8,7 +8,7 @@ import requests.sessions
 
 import requests_bloxs_errors as rbe
 
-from .server import Reply
+from .helpers.server import Reply
 
 ISE = Reply(500, '{"error": "internal_server_error"}', {"Content-Type": "application/json"})
 

@@ -25,8 +25,8 @@ from requests_bloxs_errors.credentials.refusals import FreshRefusals
 from requests_bloxs_errors.simulator import COMPLEXES
 from requests_bloxs_errors.urls import Prefix
 
-from .rawserver import RawServer, respond
-from .server import Reply, json_reply
+from .helpers.rawserver import RawServer, respond
+from .helpers.server import Reply, json_reply
 
 SECRET = "S3CR3T-do-not-show-7f3a9c"
 
@@ -475,7 +475,7 @@ def test_16_a_failed_early_renewal_keeps_the_valid_token(server, session, rbe_lo
 
 
 def test_13_the_cli_prints_no_terminal_escapes_from_the_server():
-    from .test_cli import run
+    from .helpers.cli import run
 
     body = b"\x1b]0;pwned\x07\x1b[2J<h1>\x1b[31mdown\x1b[0m</h1>\r\nline two\x85\xe2\x80\xae"
     server = RawServer(respond(b"500 \x1b[5mBlink", body, (b"Content-Type: text/html",)))
@@ -490,7 +490,7 @@ def test_13_the_cli_prints_no_terminal_escapes_from_the_server():
 
 
 def test_14_the_cli_does_not_echo_a_password_in_a_bad_url():
-    from .test_cli import assert_one_line_error, run
+    from .helpers.cli import assert_one_line_error, run
 
     result = run("request", "GET", "https://user:PASSW0RD@host:99999/x")
     assert_one_line_error(result)

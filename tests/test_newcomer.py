@@ -17,9 +17,8 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import COMPLEXES, ENDPOINTS, Simulator
 
-from .server import Reply, json_reply
-from .test_cli import CLI, assert_one_line_error, run
-from .test_simulator import assert_users_suite_passes
+from .helpers.cli import CLI, assert_one_line_error, assert_users_suite_passes, run
+from .helpers.server import Reply, json_reply
 
 README = (Path(__file__).parent.parent / "README.rst").read_text()
 

@@ -11,7 +11,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 
-from .server import Recorded, Reply
+from .helpers.server import Recorded, Reply
 
 TOKEN = "s3cr3t-T0KEN-value"
 SECRET_QUERY = "api_secret=hunter2"

@@ -14,7 +14,7 @@ import trustme
 
 import requests_bloxs_errors as rbe
 
-from .tlsserver import TLSServer
+from .helpers.tlsserver import TLSServer
 
 
 @pytest.fixture

@@ -33,10 +33,10 @@ from requests_bloxs_errors.storage.memory import MemoryBackend
 from requests_bloxs_errors.storage.windows import margin
 from requests_bloxs_errors.tools import envconfig
 
-from .redisserver import free_port
-from .server import Reply
+from ..helpers.redisserver import free_port
+from ..helpers.server import Reply
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
 
 
@@ -401,7 +401,7 @@ def test_processes_sharing_a_store_keep_the_quota_together(server, tmp_path, req
         else request.getfixturevalue("redis_url")
     )
     server.route("GET", "/fleet", Reply(200, "ok"))
-    command = [sys.executable, "-m", "tests.paced_client", server.url("/fleet"), storage]
+    command = [sys.executable, "-m", "tests.helpers.paced_client", server.url("/fleet"), storage]
     fleet = [
         subprocess.Popen(
             [*command, "6", "1.0", "3", "4"], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -580,3 +580,10 @@ def test_an_explicit_default_port_is_the_same_api():
     explicit = limit.key(prepared("GET", "https://acme.bloxs.io:443/b"), "*")
     assert plain == explicit == "https://acme.bloxs.io:443|*"
     assert limit.key(prepared("GET", "http://acme.bloxs.io/a"), "*") == "http://acme.bloxs.io:80|*"
+
+
+def test_the_vendor_shorthands_share_one_limit_per_process(session):
+    with requests.Session() as other:
+        first = rbe.mount(session, "http://", rate_limit="bloxs").rate_limit
+        second = rbe.mount(other, "https://", rate_limit="bloxs").rate_limit
+    assert first is second

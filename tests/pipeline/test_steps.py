@@ -1,30 +1,22 @@
-"""The open pipeline and the package's seams (issue 18): ``rbe.Step`` and ``steps=``,
-``adapter.steps``, ``call.state``, a user's refusal, one storage layer with backends
-a user registers, and an import that loads only what it needs.
+"""The open pipeline: ``rbe.Step``, ``steps=``, ``adapter.steps``, ``call.state``, a step's
+refusal.
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import requests
 
 import requests_bloxs_errors as rbe
-from requests_bloxs_errors import storage
-from requests_bloxs_errors.clock import FakeClock
 from requests_bloxs_errors.pipeline.steps import steps_in_order
 from requests_bloxs_errors.resilience.breaker import Circuits
 from requests_bloxs_errors.resilience.outbox import Queueing
 from requests_bloxs_errors.resilience.pacing import Pacing
-from requests_bloxs_errors.storage.memory import MemoryBackend
-from requests_bloxs_errors.storage.windows import margin
 
-from .server import Reply
+from ..helpers.server import Reply
 
 
 class Journal(rbe.Step):
@@ -179,111 +171,3 @@ def test_user_steps_survive_a_pickle_round_trip():
     adapter = rbe.BloxsAdapter(steps=[Journal()])
     copy = pickle.loads(pickle.dumps(adapter))
     assert [type(step) for step in copy.steps] == [Journal]
-
-
-# -- one storage layer ---------------------------------------------------------------
-
-
-class DictBackend(MemoryBackend):
-    """A user's backend: memory under another scheme, counting what it is asked."""
-
-    made: ClassVar[list[storage.StorageURL]] = []
-
-    def __init__(self, url: storage.StorageURL, clock: rbe.clock.Clock) -> None:
-        super().__init__(url, clock)
-        DictBackend.made.append(url)
-
-    @classmethod
-    def check(cls, url: storage.StorageURL, what: str) -> storage.StorageURL:
-        if not url.url.endswith("/bucket"):
-            raise ValueError(f"{what} must name the bucket: dict://host/bucket")
-        return url
-
-
-@pytest.fixture
-def dict_scheme() -> Iterator[None]:
-    storage.register_backend("dict", DictBackend)
-    yield
-    storage._BACKENDS.pop("dict")
-
-
-def test_a_registered_backend_serves_the_rate_limit_by_its_scheme(server, session, dict_scheme):
-    server.route("GET", "/x", Reply(200, "ok"))
-    clock = FakeClock()
-    limit = rbe.RateLimit({"*": (2, 1.0)}, storage="dict://anywhere/bucket", clock=clock)
-    rbe.mount(session, "http://", rate_limit=limit)
-    responses = [session.get(server.url("/x")) for _ in range(3)]
-    assert [r.status_code for r in responses] == [200] * 3
-    paced = [rbe.attempts(r)[0].paced for r in responses]
-    assert paced[:2] == [0, 0]
-    assert paced[2] == pytest.approx(1.0 + margin(1.0))  # the third waited on the fake clock
-    assert DictBackend.made[-1].url == "dict://anywhere/bucket"
-    assert "dict://..." in storage.schemes()
-    with pytest.raises(ValueError, match="bucket"):
-        rbe.RateLimit({"*": "1/second"}, storage="dict://anywhere/")
-
-
-def test_a_feature_names_the_schemes_that_can_keep_it(dict_scheme):
-    with pytest.raises(ValueError, match="cannot keep an outbox in dict://") as caught:
-        rbe.Outbox("dict://anywhere/bucket")  # a memory-like backend keeps no outbox
-    message = str(caught.value)
-    assert "'sqlite:///path'" in message
-    assert "redis" not in message
-    with pytest.raises(ValueError, match="must be 'memory://' or 'sqlite:///path'"):
-        rbe.RateLimit({"*": "1/second"}, storage="mongo://x")
-
-
-@pytest.mark.parametrize("scheme", ["", "Upper", "two words", 3])
-def test_a_scheme_must_be_a_lower_case_word(scheme):
-    with pytest.raises(ValueError, match="scheme"):
-        storage.register_backend(scheme, DictBackend)  # type: ignore[arg-type]
-
-
-def test_one_sealer_and_one_lease_owner_serve_every_feature():
-    from requests_bloxs_errors.storage.sealing import Sealer
-
-    sealer = Sealer(b"k" * 32, "a test")
-    blob = sealer.seal(b"plain", b"label")
-    assert sealer.open(blob, b"label") == b"plain"
-    with pytest.raises(ValueError, match="does not open"):
-        sealer.open(blob, b"another label")
-    owners = {storage.lease_owner() for _ in range(100)}
-    assert len(owners) == 100
-
-
-# -- import cost -----------------------------------------------------------------------
-
-HEAVY = ("sqlite3", "redis", "cryptography", "opentelemetry", "argparse", "http.server")
-
-
-def test_the_import_loads_no_optional_part():
-    script = (
-        "import sys, requests_bloxs_errors as rbe\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-        "print(sorted(m for m in sys.modules if m.startswith('requests_bloxs_errors.')))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert out[0] == "[]"
-    loaded = eval(out[1])
-    assert not [m for m in loaded if m.split(".")[1] in ("resilience", "tools", "simulator")]
-    assert "requests_bloxs_errors.storage" not in loaded
-
-
-def test_lazy_names_load_on_first_use_and_are_listed():
-    script = (
-        "import sys, requests_bloxs_errors as rbe\n"
-        "assert 'sqlite3' not in sys.modules\n"
-        "rbe.RateLimit, rbe.Outbox, rbe.CircuitBreaker, rbe.install_from_env, rbe.ConfigError\n"
-        "assert {'RateLimit', 'Outbox', 'install_from_env'} <= set(dir(rbe))\n"
-        "try:\n"
-        "    rbe.NoSuchThing\n"
-        "except AttributeError as exc:\n"
-        "    print(exc)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True
-    ).stdout
-    assert "has no attribute 'NoSuchThing'" in out
-    assert set(rbe.__all__) <= set(dir(rbe))

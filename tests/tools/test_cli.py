@@ -7,7 +7,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
@@ -15,24 +14,7 @@ import requests
 
 from requests_bloxs_errors.simulator import COMPLEXES
 
-CLI = [sys.executable, "-m", "requests_bloxs_errors"]
-
-
-def run(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=timeout, env=full_env, check=False
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1
-    assert lines[0].startswith("requests-bloxs-errors: error:")
+from ..helpers.cli import CLI, assert_one_line_error, run
 
 
 @pytest.mark.parametrize("status", ["429", "503"])

@@ -32,8 +32,8 @@ from requests_bloxs_errors.storage.sqlite import SQLiteBackend
 from requests_bloxs_errors.storage.windows import margin
 from requests_bloxs_errors.tools.envconfig import ConfigError, config_from_env
 
-from .server import Reply, json_reply
-from .test_cli import run
+from ..helpers.cli import run
+from ..helpers.server import Reply, json_reply
 
 SECRET = "s3cr3t-api-secret-value"
 KEY = "key-0123456789"
@@ -52,11 +52,6 @@ NO_CREDENTIALS = dict.fromkeys(
     ),
     "",
 )
-
-
-@pytest.fixture
-def outbox_url(tmp_path: Path) -> str:
-    return f"sqlite://{tmp_path}/outbox.db"
 
 
 def origin(server) -> str:

@@ -14,10 +14,10 @@ import pytest
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import COMPLEXES
 
-from .test_cli import CLI, assert_one_line_error
+from ..helpers.cli import CLI, assert_one_line_error
 
-SCRIPT = str(Path(__file__).parent / "legacy_sync.py")
-ROOT = str(Path(__file__).parent.parent)
+SCRIPT = str(Path(__file__).parent.parent / "helpers" / "legacy_sync.py")
+ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def env_for(sim, **extra: str) -> dict[str, str]:
@@ -62,7 +62,7 @@ def test_a_legacy_script_survives_faults_through_run_unchanged(sim):
 
 def test_the_module_form_and_the_scripts_own_exit_status(sim):
     env = env_for(sim)
-    result = launch([*CLI, "run", "-m", "tests.legacy_sync", sim.url, "a"], env)
+    result = launch([*CLI, "run", "-m", "tests.helpers.legacy_sync", sim.url, "a"], env)
     assert result.returncode == 0, result.stderr
     assert "| argv: a | name: __main__" in result.stdout
     sim.fail(404, path=COMPLEXES + "/1", times=1)

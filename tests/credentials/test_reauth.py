@@ -13,7 +13,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 
-from .server import Recorded, Reply
+from ..helpers.server import Recorded, Reply
 
 
 class TokenEndpoint:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 import time
 
@@ -13,6 +11,8 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.errors import parsing
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
+
+from ..helpers.cli import assert_users_suite_passes
 
 ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
 
@@ -177,20 +177,6 @@ def test_the_adapter_against_a_scripted_maintenance(sim):
     response = session.get(sim.url + COMPLEXES)
     assert response.status_code == 200
     assert [a.status for a in rbe.attempts(response)] == [503, 200]
-
-
-def assert_users_suite_passes(folder) -> None:
-    """Run pytest on another project's test folder, as its owner would; one test must pass."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=folder,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 passed" in result.stdout
 
 
 def test_fixture_in_a_users_suite(tmp_path):

@@ -9,7 +9,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 
-from .server import Reply, json_reply
+from ..helpers.server import Reply, json_reply
 
 CASES = [
     (

@@ -12,8 +12,8 @@ from requests.adapters import HTTPAdapter
 
 import requests_bloxs_errors as rbe
 
-from .proxy import ForwardProxy
-from .server import Reply
+from ..helpers.proxy import ForwardProxy
+from ..helpers.server import Reply
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ from requests_bloxs_errors.simulator import Simulator
 from requests_bloxs_errors.storage import fallback as storage_module
 from requests_bloxs_errors.tools import envconfig
 
-from .redisserver import RedisServer, find_redis_server, free_port
+from ..helpers.redisserver import RedisServer, find_redis_server, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -68,7 +68,16 @@ def test_a_fleet_fetches_one_token_at_start_and_one_after_a_revocation(cache):
     with Simulator() as sim:
         key, secret = sim.bloxs_credentials
         start_at = time.time() + 2.0  # every process starts its threads at this moment
-        command = [sys.executable, "-m", "tests.token_client", sim.url, key, secret, cache, "4"]
+        command = [
+            sys.executable,
+            "-m",
+            "tests.helpers.token_client",
+            sim.url,
+            key,
+            secret,
+            cache,
+            "4",
+        ]
         fleet = [
             subprocess.Popen(
                 [*command, str(start_at)],
@@ -101,7 +110,7 @@ def test_a_fleet_fetches_one_token_at_start_and_one_after_a_revocation(cache):
 
 def test_a_dead_lock_holder_blocks_nobody_past_the_lock_timeout(cache, monkeypatch):
     holder = subprocess.Popen(
-        [sys.executable, "-m", "tests.token_client", "--hold", cache, "k3y-shared", "1.5"],
+        [sys.executable, "-m", "tests.helpers.token_client", "--hold", cache, "k3y-shared", "1.5"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

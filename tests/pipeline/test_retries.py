@@ -13,7 +13,7 @@ from urllib3.util.retry import Retry
 
 import requests_bloxs_errors as rbe
 
-from .server import Reply, ScriptServer, json_reply
+from ..helpers.server import Reply, ScriptServer, json_reply
 
 ISE = json_reply(500, '{"error": "internal_server_error"}')
 

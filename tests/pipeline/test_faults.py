@@ -18,7 +18,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 
-from .rawserver import RawServer, reset, respond, trickle
+from ..helpers.rawserver import RawServer, reset, respond, trickle
 
 HANG = 15.0  # seconds: anything slower is a hang
 

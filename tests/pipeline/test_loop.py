@@ -13,8 +13,8 @@ from requests.adapters import HTTPAdapter
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.pipeline.steps import Step
 
-from .proxy import ForwardProxy
-from .server import Reply
+from ..helpers.proxy import ForwardProxy
+from ..helpers.server import Reply
 
 
 @pytest.fixture

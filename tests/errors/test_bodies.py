@@ -8,7 +8,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 
-from .server import Reply
+from ..helpers.server import Reply
 
 
 def test_file_body_is_rewound_before_each_attempt(server, session, fast, tmp_path):

@@ -1,0 +1,130 @@
+"""One storage layer: backends by scheme (a user's own too), their timeouts and passwords,
+one sealer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+import requests
+
+import requests_bloxs_errors as rbe
+from requests_bloxs_errors import storage
+from requests_bloxs_errors.clock import FakeClock
+from requests_bloxs_errors.storage.memory import MemoryBackend
+from requests_bloxs_errors.storage.windows import margin
+from requests_bloxs_errors.tools import envconfig
+
+from ..helpers.server import Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_threads_behind_a_locked_store_do_not_queue_for_seconds(tmp_path):
+    path = tmp_path / "locked.db"
+    limit = rbe.RateLimit({"*": "1000/second"}, storage=f"sqlite://{path}")
+    request = requests.Request("GET", "http://127.0.0.1/").prepare()
+    key = limit.key(request, "*")
+    limit.store.acquire(key, (1000, 1.0), 1)  # creates the file
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    waits: list[float] = []
+
+    def permit() -> None:
+        started = time.monotonic()
+        limit.store.acquire(key, (1000, 1.0), 1)
+        waits.append(time.monotonic() - started)
+
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda _: permit(), range(16)))
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    # one busy timeout, not sixteen in turn (a loose bound, for a busy machine)
+    assert max(waits) < 5
+
+
+def test_a_redis_password_with_a_slash_never_reaches_an_error(monkeypatch):
+    with pytest.raises(rbe.ConfigError) as caught:
+        envconfig.config_from_env(
+            {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": "redis://:hun/ter2@127.0.0.1:6399/x"}
+        )
+    assert "ter2" not in str(caught.value)
+    assert "hun" not in str(caught.value)
+    with pytest.raises(ValueError, match="not a valid Redis URL") as invalid:
+        rbe.RateLimit({"*": "1/second"}, storage="redis://:hun/ter2@h:1/0")
+    assert "ter2" not in str(invalid.value)
+
+
+class DictBackend(MemoryBackend):
+    """A user's backend: memory under another scheme, counting what it is asked."""
+
+    made: ClassVar[list[storage.StorageURL]] = []
+
+    def __init__(self, url: storage.StorageURL, clock: rbe.clock.Clock) -> None:
+        super().__init__(url, clock)
+        DictBackend.made.append(url)
+
+    @classmethod
+    def check(cls, url: storage.StorageURL, what: str) -> storage.StorageURL:
+        if not url.url.endswith("/bucket"):
+            raise ValueError(f"{what} must name the bucket: dict://host/bucket")
+        return url
+
+
+@pytest.fixture
+def dict_scheme() -> Iterator[None]:
+    storage.register_backend("dict", DictBackend)
+    yield
+    storage._BACKENDS.pop("dict")
+
+
+def test_a_registered_backend_serves_the_rate_limit_by_its_scheme(server, session, dict_scheme):
+    server.route("GET", "/x", Reply(200, "ok"))
+    clock = FakeClock()
+    limit = rbe.RateLimit({"*": (2, 1.0)}, storage="dict://anywhere/bucket", clock=clock)
+    rbe.mount(session, "http://", rate_limit=limit)
+    responses = [session.get(server.url("/x")) for _ in range(3)]
+    assert [r.status_code for r in responses] == [200] * 3
+    paced = [rbe.attempts(r)[0].paced for r in responses]
+    assert paced[:2] == [0, 0]
+    assert paced[2] == pytest.approx(1.0 + margin(1.0))  # the third waited on the fake clock
+    assert DictBackend.made[-1].url == "dict://anywhere/bucket"
+    assert "dict://..." in storage.schemes()
+    with pytest.raises(ValueError, match="bucket"):
+        rbe.RateLimit({"*": "1/second"}, storage="dict://anywhere/")
+
+
+def test_a_feature_names_the_schemes_that_can_keep_it(dict_scheme):
+    with pytest.raises(ValueError, match="cannot keep an outbox in dict://") as caught:
+        rbe.Outbox("dict://anywhere/bucket")  # a memory-like backend keeps no outbox
+    message = str(caught.value)
+    assert "'sqlite:///path'" in message
+    assert "redis" not in message
+    with pytest.raises(ValueError, match="must be 'memory://' or 'sqlite:///path'"):
+        rbe.RateLimit({"*": "1/second"}, storage="mongo://x")
+
+
+@pytest.mark.parametrize("scheme", ["", "Upper", "two words", 3])
+def test_a_scheme_must_be_a_lower_case_word(scheme):
+    with pytest.raises(ValueError, match="scheme"):
+        storage.register_backend(scheme, DictBackend)  # type: ignore[arg-type]
+
+
+def test_one_sealer_and_one_lease_owner_serve_every_feature():
+    from requests_bloxs_errors.storage.sealing import Sealer
+
+    sealer = Sealer(b"k" * 32, "a test")
+    blob = sealer.seal(b"plain", b"label")
+    assert sealer.open(blob, b"label") == b"plain"
+    with pytest.raises(ValueError, match="does not open"):
+        sealer.open(blob, b"another label")
+    owners = {storage.lease_owner() for _ in range(100)}
+    assert len(owners) == 100

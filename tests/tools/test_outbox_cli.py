@@ -1,0 +1,74 @@
+"""The ``outbox`` command: list, show, replay and drop, exit statuses, one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import requests_bloxs_errors as rbe
+
+from ..helpers.cli import run
+from ..helpers.server import Reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_outbox_command_lists_shows_replays_and_drops(server, session, outbox_url):
+    server.route("POST", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.post(
+        server.url("/r?token=cli-secret"), data=b"one", headers={"X-Api-Key": "hdr-secret"}
+    )
+    session.post(server.url("/r"), data=b"two", headers={"Idempotency-Key": "2"})
+    listed = run("outbox", "list", "--db", outbox_url)
+    assert listed.returncode == 0
+    assert "/r" in listed.stdout
+    assert "cli-secret" not in listed.stdout
+    shown = run("outbox", "show", "1", "--db", outbox_url)
+    assert shown.returncode == 0
+    assert "X-Api-Key: ***" in shown.stdout
+    assert "hdr-secret" not in shown.stdout
+    assert "cli-secret" not in shown.stdout
+    assert "uncertain:  yes" in shown.stdout
+    server.route("POST", "/r", Reply(201, "ok"))
+    replayed = run("outbox", "replay", "--db", outbox_url)
+    assert replayed.returncode == 0
+    assert "1 sent, 0 failed, 1 skipped" in replayed.stdout
+    assert run("outbox", "drop", "1", "--db", outbox_url).returncode == 0
+    assert rbe.Outbox(outbox_url).entries() == []
+
+
+def test_the_outbox_command_exits_1_when_a_replay_fails(server, session, outbox_url):
+    server.route("PUT", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.put(server.url("/r"), data=b"x")
+    assert run("outbox", "replay", "--db", outbox_url, "--max-retries", "0").returncode == 2
+    finished = run("outbox", "replay", "--db", outbox_url)
+    assert finished.returncode == 1
+    assert "0 sent, 1 failed" in finished.stdout
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ("outbox", "list", "--db", "sqlite:///nonexistent/dir/outbox.db"),
+        ("outbox", "show", "abc", "--db", "sqlite:///tmp/x.db"),
+        ("outbox", "drop", "99", "--db", "mongo://x"),
+        ("outbox", "list"),
+    ],
+)
+def test_bad_outbox_input_is_one_line_and_exit_2(arguments):
+    finished = run(*arguments)
+    assert finished.returncode == 2
+    assert len(finished.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in finished.stderr
+
+
+def test_dropping_an_entry_that_is_not_there_is_exit_2(server, session, outbox_url):
+    server.route("POST", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.post(server.url("/r"), data=b"x")
+    finished = run("outbox", "drop", "42", "--db", outbox_url)
+    assert finished.returncode == 2
+    assert "no entry 42" in finished.stderr
