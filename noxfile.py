@@ -16,6 +16,9 @@ nox.options.error_on_missing_interpreters = True
 # pytest exits 5 when it collected no test. That is a broken suite, not a
 # pass, so only 0 counts as success (nox's default, stated here on purpose).
 PYTEST_OK = [0]
+#: Test processes (pytest-xdist): most tests wait on loopback servers, not the CPU,
+#: so twice the cores of a small machine keeps both cores busy.
+WORKERS = ["-n", "4"]
 SHOW_VERSIONS = (
     "import requests, urllib3; print('requests', requests.__version__, urllib3.__version__)"
 )
@@ -46,7 +49,7 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]", "urllib3>=2,<3")
     _show_versions(session)
     _ensure_redis_server(session)
-    session.run("pytest", *session.posargs, success_codes=PYTEST_OK)
+    session.run("pytest", *WORKERS, *session.posargs, success_codes=PYTEST_OK)
 
 
 @nox.session
@@ -55,7 +58,7 @@ def tests_legacy(session: nox.Session) -> None:
     session.install("-e", ".[test]", "requests==2.31.0", "urllib3==1.26.20")
     _show_versions(session)
     _ensure_redis_server(session)
-    session.run("pytest", *session.posargs, success_codes=PYTEST_OK)
+    session.run("pytest", *WORKERS, *session.posargs, success_codes=PYTEST_OK)
 
 
 #: Unpacks the requests sdist in a folder (argv: folder, version).

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.clock import FakeClock
 from requests_bloxs_errors.simulator import Simulator
 
 from .helpers.server import ScriptServer
@@ -28,6 +30,13 @@ def other_server() -> Iterator[ScriptServer]:
     srv.host = "localhost"
     yield srv
     srv.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock that starts at the real readings (so a server's real dates and
+    the clock's agree) and then moves only when a test or a wait moves it."""
+    return FakeClock(start=time.monotonic(), wall=time.time())
 
 
 @pytest.fixture

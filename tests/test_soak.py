@@ -22,6 +22,8 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import BLOXS_TOKEN_PATH, COMPLEXES, Simulator
 
+pytestmark = pytest.mark.slow  # the soak
+
 DEADLINE = 5.0
 TIMEOUT = 1.0
 REFUSED_UNPROCESSED = {401, 429}  # turned away before anything was done (so is a 503 + Retry-After)

@@ -34,13 +34,13 @@ import math
 import re
 import secrets
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qs
 
+from ..clock import SYSTEM, Clock
 from ..credentials.providers import DEALCLOUD_TOKEN_PATH
 from ._http import Answer, LoopbackServer, Request
 
@@ -186,6 +186,9 @@ class Simulator:
     :param bloxs_token_lifetime: seconds a Bloxs token lives (24 h).
     :param dealcloud_token_lifetime: seconds a DealCloud token lives (900).
     :param hmac_skew: seconds a v1 signature's timestamp may be off.
+    :param clock: where its time comes from: rate-limit windows, token
+        lifetimes, maintenance, signature timestamps (a ``FakeClock`` in tests
+        turns a window over without waiting for it).
     """
 
     def __init__(
@@ -200,6 +203,7 @@ class Simulator:
         bloxs_token_lifetime: float = 24 * 3600.0,
         dealcloud_token_lifetime: float = 900.0,
         hmac_skew: float = 300.0,
+        clock: Clock = SYSTEM,
     ) -> None:
         if not isinstance(window, (int, float)) or isinstance(window, bool) or not window > 0:
             raise ValueError(f"window must be a number of seconds above 0, not {window!r}")
@@ -212,6 +216,7 @@ class Simulator:
         self.bloxs_token_lifetime = bloxs_token_lifetime
         self.dealcloud_token_lifetime = dealcloud_token_lifetime
         self.hmac_skew = hmac_skew
+        self.clock = clock
         #: Bloxs API keys and their secrets.
         self.bloxs_keys: dict[str, str] = {"demo-key": "demo-secret"}
         #: DealCloud client ids, their secrets and granted scopes.
@@ -232,7 +237,7 @@ class Simulator:
         self._entries: dict[str, list[dict[str, Any]]] = {
             "deal": [{"EntryId": n, "DealName": f"Deal {n}"} for n in range(1, 11)]
         }
-        self._started = time.monotonic()
+        self._started = self.clock.monotonic()
         self._server = LoopbackServer(self._respond, host, port)
 
     # -- life cycle -------------------------------------------------------------
@@ -346,7 +351,7 @@ class Simulator:
             "maintenance",
             status=503,
             times=None,
-            until=time.monotonic() + seconds,
+            until=self.clock.monotonic() + seconds,
             headers={"Content-Type": content_type},
             body=body,
             retry_after_until=retry_after,
@@ -415,7 +420,7 @@ class Simulator:
     def _respond(self, request: Request) -> Answer:
         category = _category(request)
         with self._lock:
-            now = time.monotonic()
+            now = self.clock.monotonic()
             fault = self._fault(request, now)
             answer = None if fault is None else _fault_answer(fault, now)
             if answer is None:
@@ -531,7 +536,7 @@ class Simulator:
         token = header[7:] if header[:7].lower() == "bearer " else ""
         with self._lock:
             grant = self._tokens.get(token)
-        if grant is None or grant.vendor != vendor or time.monotonic() >= grant.expires:
+        if grant is None or grant.vendor != vendor or self.clock.monotonic() >= grant.expires:
             if vendor == "dealcloud":
                 return Answer.json(401, {"error": "invalid_client"})
             return Answer(401, "", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -543,7 +548,11 @@ class Simulator:
         key, _, signature = header[6:].partition(":")
         secret = self.bloxs_keys.get(key)
         stamp = request.headers.get("x-timestamp", "")
-        if secret is None or not stamp.isdigit() or abs(time.time() - int(stamp)) > self.hmac_skew:
+        if (
+            secret is None
+            or not stamp.isdigit()
+            or abs(self.clock.time() - int(stamp)) > self.hmac_skew
+        ):
             return False
         message = f"{key}:{stamp}:{len(request.body)}".encode()
         expected = hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
@@ -552,7 +561,7 @@ class Simulator:
     def _issue(self, vendor: str, lifetime: float, scopes: frozenset[str] = frozenset()) -> str:
         token = f"{vendor[:2]}-{secrets.token_urlsafe(24)}"
         with self._lock:
-            self._tokens[token] = _Token(vendor, time.monotonic() + lifetime, scopes)
+            self._tokens[token] = _Token(vendor, self.clock.monotonic() + lifetime, scopes)
             self._issued.append(token)
         return token
 
@@ -576,7 +585,7 @@ class Simulator:
             )
         lifetime = self.bloxs_token_lifetime
         token = self._issue("bloxs", lifetime)
-        expiration = datetime.fromtimestamp(time.time() + lifetime, timezone.utc)
+        expiration = datetime.fromtimestamp(self.clock.time() + lifetime, timezone.utc)
         return Answer.json(
             200, {"token": token, "expiration": expiration.isoformat().replace("+00:00", "Z")}
         )

@@ -47,13 +47,14 @@ def test_bloxs_token_is_fetched_once_and_used(sim):
     assert data[0].headers["Authorization"].startswith("Bearer bl-")
 
 
-def test_bloxs_token_lifetime_comes_from_expiration(sim):
+def test_bloxs_token_lifetime_comes_from_expiration(sim, clock):
     sim.bloxs_token_lifetime = 1.0  # renewal margin: 10 % of the lifetime
-    session = bloxs_session(sim)
+    session = bloxs_session(sim, clock=clock)
     session.get(sim.url + COMPLEXES)
-    import time
-
-    time.sleep(0.95)
+    clock.advance(0.85)  # not yet inside the margin
+    session.get(sim.url + COMPLEXES)
+    assert len(sim.token_requests()) == 1
+    clock.advance(0.1)  # inside it: renewed before it expires
     assert session.get(sim.url + COMPLEXES).status_code == 200
     assert len(sim.token_requests()) == 2
     assert all(r.status == 200 for r in sim.seen("GET", COMPLEXES))  # renewed before expiring
@@ -133,9 +134,13 @@ def test_token_endpoint_answering_garbage_is_a_clear_error(sim):
 # -- OAuth2 client credentials (DealCloud) --------------------------------------
 
 
-def dealcloud_session(sim: Simulator, scope: str | None = "data", secret: str | None = None):
+def dealcloud_session(
+    sim: Simulator, scope: str | None = "data", secret: str | None = None, **auth_kwargs
+):
     token_url, client_id, client_secret = sim.dealcloud_credentials
-    auth = rbe.ClientCredentialsAuth(token_url, client_id, secret or client_secret, scope=scope)
+    auth = rbe.ClientCredentialsAuth(
+        token_url, client_id, secret or client_secret, scope=scope, **auth_kwargs
+    )
     session = requests.Session()
     rbe.mount(session, sim.url + "/api/rest/", auth=auth)
     return session, auth
@@ -156,13 +161,14 @@ def test_client_credentials_grant(sim):
     }
 
 
-def test_client_credentials_use_expires_in(sim):
+def test_client_credentials_use_expires_in(sim, clock):
     sim.dealcloud_token_lifetime = 1
-    session, _ = dealcloud_session(sim)
+    session, _ = dealcloud_session(sim, clock=clock)
     session.get(sim.url + ENTRIES)
-    import time
-
-    time.sleep(0.95)
+    clock.advance(0.85)
+    session.get(sim.url + ENTRIES)
+    assert len(sim.token_requests()) == 1
+    clock.advance(0.1)  # inside the renewal margin (10 % of expires_in)
     session.get(sim.url + ENTRIES)
     assert len(sim.token_requests()) == 2
 

@@ -144,13 +144,14 @@ def test_refresh_storm_fetches_one_token(server, session):
     assert tokens.calls == 2  # the first token, and exactly one refresh
 
 
-def test_expired_token_storm_fetches_one_token(server, session):
+def test_expired_token_storm_fetches_one_token(server, session, clock):
     """32 threads find the token expired (by its lifetime) together: one fetch."""
     tokens = TokenEndpoint(lifetime=0.5, delay=0.05)
-    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(tokens), pool_maxsize=32)
+    auth = rbe.TokenAuth(tokens, clock=clock)
+    rbe.mount(session, server.url("/"), auth=auth, pool_maxsize=32)
     server.route("GET", "/a", Reply(200, "ok"))
     session.get(server.url("/a"))
-    time.sleep(0.5)
+    clock.advance(0.5)
     barrier = threading.Barrier(32)
 
     def call(_: int) -> int:
@@ -163,14 +164,20 @@ def test_expired_token_storm_fetches_one_token(server, session):
     assert {r.headers["Authorization"] for r in server.seen()[1:]} == {"Bearer t2"}
 
 
-def test_token_is_renewed_before_its_known_expiry(server, session):
+def test_token_is_renewed_before_its_known_expiry(server, session, clock):
     tokens = TokenEndpoint(lifetime=1.0)
-    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(tokens))
+    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(tokens, clock=clock))
     server.route("GET", "/a", Reply(200, "ok"))
     session.get(server.url("/a"))
-    time.sleep(0.95)  # inside the renewal margin (10 % of the lifetime), not yet expired
+    clock.advance(0.89)  # not yet inside the renewal margin (10 % of the lifetime)
     session.get(server.url("/a"))
-    assert [r.headers["Authorization"] for r in server.seen()] == ["Bearer t1", "Bearer t2"]
+    clock.advance(0.02)  # inside it, not yet expired
+    session.get(server.url("/a"))
+    assert [r.headers["Authorization"] for r in server.seen()] == [
+        "Bearer t1",
+        "Bearer t1",
+        "Bearer t2",
+    ]
     assert tokens.calls == 2
 
 

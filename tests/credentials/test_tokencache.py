@@ -25,7 +25,7 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.credentials import tokencache
 from requests_bloxs_errors.simulator import Simulator
-from requests_bloxs_errors.storage import fallback as storage_module
+from requests_bloxs_errors.storage import RETRY_STORE_AFTER
 from requests_bloxs_errors.tools import envconfig
 
 from ..helpers.redisserver import RedisServer, find_redis_server, free_port
@@ -64,6 +64,7 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- a fleet of processes --------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a fleet of processes
 def test_a_fleet_fetches_one_token_at_start_and_one_after_a_revocation(cache):
     with Simulator() as sim:
         key, secret = sim.bloxs_credentials
@@ -108,6 +109,7 @@ def test_a_fleet_fetches_one_token_at_start_and_one_after_a_revocation(cache):
                 process.stdout.close()
 
 
+@pytest.mark.slow  # processes, and a lock that must expire
 def test_a_dead_lock_holder_blocks_nobody_past_the_lock_timeout(cache, monkeypatch):
     holder = subprocess.Popen(
         [sys.executable, "-m", "tests.helpers.token_client", "--hold", cache, "k3y-shared", "1.5"],
@@ -238,13 +240,16 @@ def test_another_secret_never_uses_the_entry_and_a_refused_secret_still_raises(c
         assert len(sim.token_requests()) == 2
 
 
-def test_an_expiring_entry_is_never_used(cache):
+def test_an_expiring_entry_is_never_used(cache, clock):
     fetch, calls = _counting(lifetime=1.0)  # renewed 0.1 s before it expires
-    rbe.TokenAuth(fetch, cache=cache, cache_key="k")(
+    rbe.TokenAuth(fetch, cache=cache, cache_key="k", clock=clock)(
         requests.Request("GET", "http://127.0.0.1/").prepare()
     )
-    time.sleep(0.95)
-    fresh = rbe.TokenAuth(fetch, cache=cache, cache_key="k")
+    clock.advance(0.85)
+    before = rbe.TokenAuth(fetch, cache=cache, cache_key="k", clock=clock)
+    assert _signed(before) == f"Bearer {calls[0]}"  # not yet inside the renewal margin
+    clock.advance(0.1)
+    fresh = rbe.TokenAuth(fetch, cache=cache, cache_key="k", clock=clock)
     assert _signed(fresh) == f"Bearer {calls[1]}"
 
 
@@ -263,19 +268,19 @@ def test_a_corrupt_sqlite_file_leaves_each_process_its_own_token(tmp_path, caplo
     assert "DatabaseError" in warning
 
 
-def test_an_unreachable_redis_never_fails_a_call_and_sharing_resumes(
-    redis_server, caplog, monkeypatch
-):
-    monkeypatch.setattr(storage_module, "RETRY_STORE_AFTER", 0.2)
+def test_an_unreachable_redis_never_fails_a_call_and_sharing_resumes(redis_server, caplog, clock):
     port = free_port()
     url = f"redis://:hunter2-pw@127.0.0.1:{port}/0"
     fetch, calls = _counting()
-    auth = rbe.TokenAuth(fetch, cache=url, cache_key="k")
+    auth = rbe.TokenAuth(fetch, cache=url, cache_key="k", clock=clock)
     assert _signed(auth) == f"Bearer {calls[0]}"  # nobody listens there yet
     (warning,) = [w for w in _warnings(caplog) if "Token cache" in w]
     assert "hunter2" not in warning
     with RedisServer(find_redis_server() or "redis-server", port=port, password="hunter2-pw"):
-        time.sleep(0.3)
+        auth.invalidate()
+        assert _signed(auth) == f"Bearer {calls[0]}"  # the store is not tried again yet:
+        assert len(calls) == 1  # the process keeps the token it holds meanwhile...
+        clock.advance(RETRY_STORE_AFTER)  # ...until the store's retry is due
         auth.invalidate()
         assert _signed(auth) == f"Bearer {calls[1]}"  # fetched, and now stored
         other = rbe.TokenAuth(fetch, cache=url, cache_key="k")

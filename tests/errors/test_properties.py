@@ -7,6 +7,7 @@ import json
 import math
 from email.utils import formatdate
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -24,6 +25,8 @@ from requests_bloxs_errors.errors.parsing import (
     retry_after_from_headers,
     trace_id_from_headers,
 )
+
+pytestmark = pytest.mark.slow  # hypothesis-heavy
 
 MANY = settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SOME = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -13,6 +13,7 @@ from urllib3.util.retry import Retry
 
 import requests_bloxs_errors as rbe
 
+from ..helpers import wait_until
 from ..helpers.server import Reply, ScriptServer, json_reply
 
 ISE = json_reply(500, '{"error": "internal_server_error"}')
@@ -131,7 +132,8 @@ def test_post_read_timeout_is_not_retried(server, session, fast):
     server.route("POST", "/w", Reply(200, "late", delay=0.5), Reply(201, "made"))
     with pytest.raises(requests.exceptions.ReadTimeout):
         session.post(server.url("/w"), data=b"x", timeout=(2, 0.2))
-    time.sleep(0.4)  # let the slow handler finish recording
+    # a retry would have reached the server while the slow handler finished
+    assert not wait_until(lambda: len(server.seen()) > 1, timeout=0.4)
     assert len(server.seen()) == 1
 
 
@@ -184,17 +186,27 @@ def test_connection_refused_is_retried_then_raised_as_connection_error(session, 
         ({"x-ms-retry-after-ms": "300"}, 0.3),
     ],
 )
-def test_retry_after_forms_are_honoured(server, session, headers, expected):
-    rbe.mount(session, "http://", backoff_factor=0.0)
+def test_retry_after_forms_are_honoured(server, session, clock, headers, expected):
+    rbe.mount(session, "http://", backoff_factor=0.0, clock=clock)
     server.route("GET", "/r", Reply(429, "wait", headers), Reply(200, "ok"))
+    response = session.get(server.url("/r"))
+    assert response.status_code == 200
+    assert clock.sleeps == [pytest.approx(expected)]  # exactly what the server asked
+    assert rbe.attempts(response)[0].wait == pytest.approx(expected)
+
+
+def test_a_retry_after_is_never_early_on_the_wall_clock(server, session):
+    """End to end, on the real clock: as the server sees it, never early, not much late."""
+    rbe.mount(session, "http://", backoff_factor=0.0)
+    server.route("GET", "/r", Reply(429, "wait", {"Retry-After": "0.4"}), Reply(200, "ok"))
     assert session.get(server.url("/r")).status_code == 200
     (gap,) = gaps(server.seen())
-    assert gap >= expected  # never early
-    assert gap < expected + 0.5  # and not much late (loose: a noisy machine)
+    assert gap >= 0.4  # never early
+    assert gap < 0.4 + 0.5  # and not much late (loose: a noisy machine)
 
 
-def test_retry_after_http_date_is_honoured(server, session):
-    rbe.mount(session, "http://", backoff_factor=0.0)
+def test_retry_after_http_date_is_honoured(server, session, clock):
+    rbe.mount(session, "http://", backoff_factor=0.0, clock=clock)
 
     def dated(_):
         now = time.time()
@@ -211,8 +223,8 @@ def test_retry_after_http_date_is_honoured(server, session):
     replies = iter([dated, lambda _: Reply(200, "ok")])
     server.route_fn("GET", "/r", lambda request: next(replies)(request))  # noqa: PLW0108
     assert session.get(server.url("/r")).status_code == 200
-    (gap,) = gaps(server.seen())
-    assert 1.5 <= gap < 3.0
+    (wait,) = clock.sleeps
+    assert 1.5 <= wait < 3.0
 
 
 @pytest.mark.parametrize("value", ["-1", "", "soon", "1e3", "Mon, 99 Foo"])
@@ -283,37 +295,35 @@ def test_403_quota_beyond_cap_raises_rate_limit_error(server, session):
 # -- back-off and the deadline -----------------------------------------------------
 
 
-def test_backoff_grows_and_is_capped(server, session):
-    rbe.mount(session, "http://", max_retries=4, backoff_factor=0.1, backoff_max=0.25)
+def test_backoff_grows_and_is_capped(server, session, clock):
+    rbe.mount(session, "http://", max_retries=4, backoff_factor=0.1, backoff_max=0.25, clock=clock)
     server.route("GET", "/r", ISE, ISE, ISE, ISE, Reply(200, "ok"))
     assert session.get(server.url("/r")).status_code == 200
-    waits = gaps(server.seen())
+    waits = clock.sleeps
     # 0.1, 0.2, then capped at 0.25 twice (jitter adds up to 0.1 before the cap)
-    assert waits[0] >= 0.1
-    assert waits[1] >= 0.2
-    assert all(w >= 0.25 for w in waits[2:])
-    assert all(w < 0.25 + 0.3 for w in waits[2:])
+    assert len(waits) == 4
+    assert 0.1 <= waits[0] <= 0.2
+    assert 0.2 <= waits[1] <= 0.25
+    assert waits[2:] == [0.25, 0.25]
 
 
-def test_deadline_stops_retries_and_returns_the_last_response(server, session):
-    rbe.mount(session, "http://", max_retries=10, backoff_factor=0.2, deadline=1.0)
+def test_deadline_stops_retries_and_returns_the_last_response(server, session, clock):
+    rbe.mount(session, "http://", max_retries=10, backoff_factor=0.2, deadline=1.0, clock=clock)
     server.route("GET", "/r", ISE)
-    started = time.monotonic()
+    started = clock.monotonic()
     response = session.get(server.url("/r"))
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.0  # no sleep crosses the deadline
+    assert clock.monotonic() - started < 1.0  # no sleep crosses the deadline
     assert response.status_code == 500
     error = pytest.raises(rbe.ServerError, response.raise_for_status).value
     assert "deadline" in error.history[-1].decision
     assert 2 <= error.attempts < 10
 
 
-def test_deadline_also_stops_retry_after_waits(server, session):
-    rbe.mount(session, "http://", deadline=0.5)
+def test_deadline_also_stops_retry_after_waits(server, session, clock):
+    rbe.mount(session, "http://", deadline=0.5, clock=clock)
     server.route("GET", "/r", Reply(503, "down", {"Retry-After": "2"}), Reply(200, "ok"))
-    started = time.monotonic()
     assert session.get(server.url("/r")).status_code == 503
-    assert time.monotonic() - started < 0.5
+    assert clock.sleeps == []  # a wait that would cross the deadline is not begun
 
 
 def test_deadline_clamps_the_read_timeout(server, session):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.clock import FakeClock
 
 from ..helpers.redisserver import free_port
 from ..helpers.server import Reply, json_reply
@@ -69,13 +71,21 @@ def test_connection_failures_count_but_a_bad_url_does_not(session):
 
 
 def test_after_open_for_exactly_one_probe_goes_while_the_others_fail_fast(server, session):
+    clock = FakeClock()
     server.route("GET", "/x", Reply(500, "down"))
-    breaker = rbe.CircuitBreaker(failures=2, open_for=0.3)
+    breaker = rbe.CircuitBreaker(failures=2, open_for=0.3, clock=clock)
     rbe.mount(session, "http://", circuit_breaker=breaker, max_retries=0, pool_maxsize=8)
     for _ in range(2):
         session.get(server.url("/x"))
-    server.route("GET", "/x", Reply(200, "back", delay=2.0))  # the probe takes a while
-    time.sleep(0.35)
+    probing, release = threading.Event(), threading.Event()
+
+    def slow_probe(request) -> Reply:  # the probe takes a while: until the others ran
+        probing.set()
+        release.wait(10)
+        return Reply(200, "back")
+
+    server.route_fn("GET", "/x", slow_probe)
+    clock.advance(0.3)
     before = len(server.seen())
 
     def call(_: int) -> str:
@@ -85,7 +95,11 @@ def test_after_open_for_exactly_one_probe_goes_while_the_others_fail_fast(server
             return "fast"
 
     with ThreadPoolExecutor(8) as pool:
-        outcomes = list(pool.map(call, range(8)))
+        probe = pool.submit(call, 0)
+        assert probing.wait(10)
+        others = list(pool.map(call, range(7)))
+        release.set()
+        outcomes = [probe.result(), *others]
     assert sorted(outcomes) == ["200"] + ["fast"] * 7
     assert len(server.seen()) - before == 1
     assert breaker.state(f"http://127.0.0.1:{server.port}") == "closed"
@@ -94,18 +108,19 @@ def test_after_open_for_exactly_one_probe_goes_while_the_others_fail_fast(server
 
 def test_a_failed_probe_opens_the_circuit_again_for_longer(server, session):
     server.route("GET", "/x", Reply(500, "down"))
+    clock = FakeClock()
     rbe.mount(
         session,
         "http://",
-        circuit_breaker=rbe.CircuitBreaker(failures=1, open_for=1.0),
+        circuit_breaker=rbe.CircuitBreaker(failures=1, open_for=1.0, clock=clock),
         max_retries=0,
     )
     session.get(server.url("/x"))
-    time.sleep(1.05)
+    clock.advance(1.0)
     assert session.get(server.url("/x")).status_code == 500  # the probe, failed
     with pytest.raises(rbe.CircuitOpenError) as caught:
         session.get(server.url("/x"))
-    assert 1.5 < caught.value.retry_after <= 2.0  # twice open_for
+    assert caught.value.retry_after == 2.0  # twice open_for
 
 
 def test_an_announced_maintenance_opens_the_circuit_for_its_length(server, session):
@@ -119,12 +134,13 @@ def test_an_announced_maintenance_opens_the_circuit_for_its_length(server, sessi
 
 
 def test_alerts_come_once_per_transition(server, session, caplog):
+    clock = FakeClock()
     alerts: list[rbe.AlertEvent] = []
     server.route("GET", "/x", json_reply(500, '{"traceId": "00-trace-7"}'))
     rbe.mount(
         session,
         "http://",
-        circuit_breaker=rbe.CircuitBreaker(failures=3, open_for=3.0),
+        circuit_breaker=rbe.CircuitBreaker(failures=3, open_for=3.0, clock=clock),
         on_alert=alerts.append,
         max_retries=0,
     )
@@ -139,14 +155,14 @@ def test_alerts_come_once_per_transition(server, session, caplog):
     assert opened.failures == 3
     assert opened.trace_id == "00-trace-7"
     assert opened.until is not None
-    assert opened.until > opened.at
+    assert opened.until == opened.at + 3.0
     errors = [
         r for r in caplog.records if r.levelno == logging.ERROR and "circuit_open" in r.getMessage()
     ]
     assert len(errors) == 1
     assert "00-trace-7" in errors[0].getMessage()
     server.route("GET", "/x", Reply(200, "ok"))
-    time.sleep(max(0.0, opened.until - time.time()) + 0.05)
+    clock.advance(opened.until - clock.time())
     assert session.get(server.url("/x")).ok
     assert [a.kind for a in alerts] == ["circuit_open", "circuit_closed"]
     assert alerts[1].rejected == 1000
@@ -243,10 +259,11 @@ def test_announced_maintenance_wins_over_the_failure_count_and_the_probe(server,
 
 
 def test_only_the_probe_reopens_a_half_open_circuit():
-    breaker = rbe.CircuitBreaker(failures=1, open_for=0.05)
+    clock = FakeClock()
+    breaker = rbe.CircuitBreaker(failures=1, open_for=0.05, clock=clock)
     host = "https://api.example:443"
     breaker.record(host, True)
-    time.sleep(0.06)
+    clock.advance(0.05)
     assert breaker.admit(host) == (True, 0.0, True)  # the probe goes
     breaker.record(host, True, probe=False)  # a call admitted earlier fails its retries
     assert breaker.state(host) == "half-open"

@@ -212,6 +212,7 @@ def test_replay_sends_with_fresh_credentials_and_keeps_what_fails(server, sessio
     assert outbox.replay(requests.Session(), include_uncertain=True).skipped == ()
 
 
+@pytest.mark.slow  # two replayers in processes of their own
 def test_two_replayers_at_once_send_each_entry_exactly_once(server, session, outbox_url):
     server.route("POST", "/w", Reply(500, "down"))
     rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)

@@ -27,12 +27,12 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.pipeline.steps import Step
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
-from requests_bloxs_errors.storage import fallback as storage_module
-from requests_bloxs_errors.storage import parse
+from requests_bloxs_errors.storage import RETRY_STORE_AFTER, parse
 from requests_bloxs_errors.storage.memory import MemoryBackend
 from requests_bloxs_errors.storage.windows import margin
 from requests_bloxs_errors.tools import envconfig
 
+from ..helpers import wait_until
 from ..helpers.redisserver import free_port
 from ..helpers.server import Reply
 
@@ -226,13 +226,13 @@ def test_the_deadline_bounds_the_wait_for_a_permit(server, session):
     assert len(server.seen()) == 1
 
 
-def test_a_paced_response_tells_how_long_it_waited(server, session):
+def test_a_paced_response_tells_how_long_it_waited(server, session, clock):
     server.route("GET", "/p", Reply(200, "ok"))
-    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (1, 0.3)}))
+    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (1, 0.3)}, clock=clock))
     session.get(server.url("/p"))
     second = session.get(server.url("/p"))
     (attempt,) = rbe.attempts(second)
-    assert 0 < attempt.paced <= 0.3 + margin(0.3)
+    assert attempt.paced == pytest.approx(0.3 + margin(0.3))  # the fake clock did not move
 
 
 def test_keys_are_namespaced_by_origin_unless_a_namespace_is_given(server, other_server, session):
@@ -269,9 +269,7 @@ def test_a_429_with_retry_after_pauses_the_category_for_every_thread(server, ses
     with ThreadPoolExecutor(4) as pool:
         leader = pool.submit(session.get, server.url("/q"))
         assert first.wait(5)
-        limit_at = time.monotonic() + 5
-        while limit.store.paused_for(key) == 0 and time.monotonic() < limit_at:
-            time.sleep(0.005)  # until the leader has read its 429
+        assert wait_until(lambda: limit.store.paused_for(key) > 0)  # the leader read its 429
         others = [pool.submit(session.get, server.url("/q")) for _ in range(3)]
         assert leader.result().status_code == 200
         assert [f.result().status_code for f in others] == [200] * 3
@@ -282,18 +280,24 @@ def test_a_429_with_retry_after_pauses_the_category_for_every_thread(server, ses
     assert min(after) >= 0.95  # nothing went out during the pause
 
 
-def test_a_429_without_retry_after_pauses_for_the_rules_period(server, session):
+def test_a_429_without_retry_after_pauses_for_the_rules_period(server, session, clock):
     count = iter(range(100))
-    server.route_fn("GET", "/q", lambda r: Reply(429, "") if next(count) == 1 else Reply(200, "ok"))
-    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (100, 1.5)}))
+    arrivals: list[float] = []  # on the fake clock, as the server saw them
+
+    def answer(request) -> Reply:
+        arrivals.append(clock.monotonic())
+        return Reply(429, "") if next(count) == 1 else Reply(200, "ok")
+
+    server.route_fn("GET", "/q", answer)
+    limit = rbe.RateLimit({"*": (100, 1.5)}, clock=clock)
+    rbe.mount(session, "http://", rate_limit=limit, clock=clock)
     assert session.get(server.url("/q")).ok
     response = session.get(server.url("/q"))
     assert response.status_code == 200
     first, _ = rbe.attempts(response)
     assert (first.status, first.decision) == (429, "retry")
     assert first.wait == pytest.approx(1.5, abs=0.05)
-    seen = server.seen()
-    assert seen[2].at - seen[1].at >= 1.45
+    assert arrivals[2] - arrivals[1] >= 1.45
 
 
 def test_a_hold_longer_than_max_wait_returns_the_429_at_once(server, session):
@@ -394,6 +398,7 @@ def test_token_requests_count_against_authorization(session):
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.slow  # a fleet of processes
 def test_processes_sharing_a_store_keep_the_quota_together(server, tmp_path, request, kind):
     storage = (
         f"sqlite://{tmp_path}/fleet.db"
@@ -427,16 +432,16 @@ def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
-def test_an_unreachable_redis_paces_in_process_with_one_warning(server, session, caplog):
+def test_an_unreachable_redis_paces_in_process_with_one_warning(server, session, caplog, clock):
     server.route("GET", "/f", Reply(200, "ok"))
     url = f"redis://:hunter2-redis-pw@127.0.0.1:{free_port()}/0"
-    limit = rbe.RateLimit({"*": (2, 0.3)}, storage=url)
+    limit = rbe.RateLimit({"*": (2, 0.3)}, storage=url, clock=clock)
     assert "hunter2" not in repr(limit)
     rbe.mount(session, "http://", rate_limit=limit)
-    started = time.monotonic()
+    started = clock.monotonic()
     statuses = [session.get(server.url("/f")).status_code for _ in range(5)]
     assert statuses == [200] * 5
-    assert time.monotonic() - started >= 0.6  # still paced, within the process
+    assert clock.monotonic() - started >= 0.6  # still paced, within the process
     (warning,) = _warnings(caplog)
     assert "hunter2" not in warning
     assert "ConnectionError" in warning
@@ -455,12 +460,11 @@ def test_a_corrupt_sqlite_file_never_fails_a_call(server, session, tmp_path, cap
 
 
 def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
-    server, session, tmp_path, caplog, monkeypatch
+    server, session, tmp_path, caplog, clock
 ):
-    monkeypatch.setattr(storage_module, "RETRY_STORE_AFTER", 0.3)
     path = tmp_path / "locked.db"
     server.route("GET", "/f", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite://{path}")
+    limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite://{path}", clock=clock)
     rbe.mount(session, "http://", rate_limit=limit)
     assert session.get(server.url("/f")).ok  # creates the file and its tables
     holder = sqlite3.connect(path, isolation_level=None)
@@ -473,7 +477,7 @@ def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
         holder.execute("ROLLBACK")
         holder.close()
     assert len(_warnings(caplog)) == 1
-    time.sleep(0.4)
+    clock.advance(RETRY_STORE_AFTER)  # the store's retry is due
     assert session.get(server.url("/f")).ok
     assert any("answers again" in r.getMessage() for r in caplog.records)
     with sqlite3.connect(path) as check:

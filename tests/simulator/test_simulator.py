@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import textwrap
 import time
+from collections.abc import Iterator
 
 import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.clock import FakeClock
 from requests_bloxs_errors.errors import parsing
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
 
@@ -17,8 +19,7 @@ from ..helpers.cli import assert_users_suite_passes
 ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
 
 
-@pytest.fixture
-def raw(sim: Simulator) -> requests.Session:
+def _raw(sim: Simulator) -> requests.Session:
     """A plain session (no adapter) with a valid Bloxs token: sees exactly what the server sends."""
     token = requests.post(
         sim.url + "/Authorization",
@@ -28,6 +29,19 @@ def raw(sim: Simulator) -> requests.Session:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {token}"
     return session
+
+
+@pytest.fixture
+def raw(sim: Simulator) -> requests.Session:
+    """:func:`_raw` for the ``sim`` fixture's simulator."""
+    return _raw(sim)
+
+
+@pytest.fixture
+def clocked(clock: FakeClock) -> Iterator[tuple[Simulator, requests.Session]]:
+    """A simulator on the test's fake clock, and a plain session for it."""
+    with Simulator(window=1.0, clock=clock) as simulator:
+        yield simulator, _raw(simulator)
 
 
 def test_bloxs_token_answer_shape(sim):
@@ -47,14 +61,15 @@ def test_bloxs_token_refusal_is_a_validation_400(sim):
     assert rbe.classify(answer).errors == {"apiSecret": ("The apiSecret field is required.",)}
 
 
-def test_rate_limit_window_per_type(sim, raw):
+def test_rate_limit_window_per_type(clocked, clock):
+    sim, raw = clocked
     sim.limits["get"] = 3
     statuses = [raw.get(sim.url + COMPLEXES).status_code for _ in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
     limited = raw.get(sim.url + COMPLEXES)
     assert "Retry-After" not in limited.headers  # Bloxs documents none
     assert raw.post(sim.url + COMPLEXES + "/filter", json={}).status_code == 200  # another type
-    time.sleep(1.05)  # the next window
+    clock.advance(1.0)  # the next window
     assert raw.get(sim.url + COMPLEXES).status_code == 200
 
 
@@ -89,7 +104,8 @@ def test_dealcloud_quota_message(sim):
     assert info.trace_id == "appId=cid-v1:simulated-dealcloud"
 
 
-def test_expired_and_revoked_tokens_get_401(sim, raw):
+def test_expired_and_revoked_tokens_get_401(clocked, clock):
+    sim, raw = clocked
     assert raw.get(sim.url + COMPLEXES).status_code == 200
     sim.revoke_tokens()
     assert raw.get(sim.url + COMPLEXES).status_code == 401
@@ -98,13 +114,11 @@ def test_expired_and_revoked_tokens_get_401(sim, raw):
     token = requests.post(
         sim.url + "/Authorization", json={"apiKey": key, "apiSecret": secret}, timeout=5
     ).json()["token"]
-    time.sleep(0.25)
-    assert (
-        requests.get(
-            sim.url + COMPLEXES, headers={"Authorization": f"Bearer {token}"}, timeout=5
-        ).status_code
-        == 401
-    )
+    bearer = {"Authorization": f"Bearer {token}"}
+    clock.advance(0.19)
+    assert requests.get(sim.url + COMPLEXES, headers=bearer, timeout=5).status_code == 200
+    clock.advance(0.01)  # its lifetime is over
+    assert requests.get(sim.url + COMPLEXES, headers=bearer, timeout=5).status_code == 401
 
 
 def test_error_shapes(sim, raw):
@@ -143,12 +157,15 @@ def test_fault_filters_by_method_and_path(sim, raw):
     assert raw.get(sim.url + "/Test").status_code == 200
 
 
-def test_maintenance_window(sim, raw):
+def test_maintenance_window(clocked, clock):
+    sim, raw = clocked
     sim.maintenance(0.5)
     down = raw.get(sim.url + COMPLEXES)
     assert down.status_code == 503
     assert down.headers["Retry-After"] == "1"
-    time.sleep(0.55)
+    clock.advance(0.49)
+    assert raw.get(sim.url + COMPLEXES).status_code == 503
+    clock.advance(0.01)
     assert raw.get(sim.url + COMPLEXES).status_code == 200
 
 

@@ -14,6 +14,7 @@ import requests
 
 from requests_bloxs_errors.simulator import COMPLEXES
 
+from ..helpers import wait_until
 from ..helpers.cli import CLI, assert_one_line_error, run
 
 
@@ -153,20 +154,20 @@ def test_simulate_serves_until_interrupted():
         text=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
+
+    def token_status() -> int | None:
+        try:
+            return requests.post(
+                f"http://127.0.0.1:{port}/Authorization",
+                json={"apiKey": "demo-key", "apiSecret": "demo-secret"},
+                timeout=2,
+            ).status_code
+        except requests.ConnectionError:
+            return None  # not listening yet
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = requests.post(
-                    f"http://127.0.0.1:{port}/Authorization",
-                    json={"apiKey": "demo-key", "apiSecret": "demo-secret"},
-                    timeout=2,
-                )
-                break
-            except requests.ConnectionError:
-                assert time.monotonic() < deadline, "the simulator did not come up"
-                time.sleep(0.1)
-        assert answer.status_code == 200
+        assert wait_until(token_status, timeout=30), "the simulator did not come up"
+        assert token_status() == 200
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=30)
@@ -180,6 +181,7 @@ def test_simulate_on_a_busy_port_is_one_line(sim):
     assert_one_line_error(run("simulate", "--port", port))
 
 
+@pytest.mark.slow  # the demo
 def test_demo_end_to_end():
     started = time.monotonic()
     result = run("demo", timeout=120)

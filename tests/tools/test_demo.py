@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ..helpers.cli import run
+
+pytestmark = pytest.mark.slow  # the demo
 
 ROOT = Path(__file__).resolve().parents[2]
 

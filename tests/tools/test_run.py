@@ -44,6 +44,7 @@ def faults(sim) -> None:
     sim.fail(429, path=COMPLEXES + "/3", times=1, retry_after=0)
 
 
+@pytest.mark.slow  # a script in processes of its own, twice
 def test_a_legacy_script_survives_faults_through_run_unchanged(sim):
     env = env_for(sim, RBE_MAX_RETRIES="4")
     clean = launch([*CLI, "run", SCRIPT, sim.url, "--flag", "x"], env)
