@@ -58,8 +58,8 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 9, "a new README example needs a case here"
-    quick_start, legacy, _, _, _, bloxs, dealcloud, _, simulator_test = blocks
+    assert len(blocks) == 10, "a new README example needs a case here"
+    quick_start, legacy, _, _, _, bloxs, dealcloud, _, simulator_test, _ = blocks
     key, secret = sim.bloxs_credentials
     token_url = sim.dealcloud_credentials[0]
     _credentials_in_env(monkeypatch, sim, sim)
@@ -89,6 +89,28 @@ def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
 
     (tmp_path / "test_readme_example.py").write_text(simulator_test)
     assert_users_suite_passes(tmp_path)
+
+
+def test_the_readme_step_example_logs_a_slow_call(sim, caplog):
+    """"Your own steps": the example's step sees a call that waited and says so."""
+    (block,) = [b for b in _code_blocks() if "class SlowCalls" in b]
+    scope: dict[str, object] = {}
+    exec(_on(sim, block), scope)
+    session = scope["session"]
+    assert isinstance(session, requests.Session)
+    key, secret = sim.bloxs_credentials
+    token = requests.post(
+        sim.url + "/Authorization", json={"apiKey": key, "apiSecret": secret}, timeout=5
+    ).json()["token"]
+    session.headers["Authorization"] = f"Bearer {token}"  # (the example's own concern)
+    sim.fail(503, path=COMPLEXES, times=1, retry_after=1.2)
+    quick = session.get(sim.url + "/Test")
+    slow = session.get(sim.url + COMPLEXES)
+    assert (quick.status_code, slow.status_code) == (200, 200)
+    (record,) = [r for r in caplog.records if r.name == "sync_job"]
+    assert f"GET {sim.url}{COMPLEXES} took" in record.getMessage()
+    assert "(2 attempts)" in record.getMessage()
+    assert [type(step).__name__ for step in scope["adapter"].steps] == ["SlowCalls"]
 
 
 def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, redis_url):
