@@ -92,7 +92,7 @@ def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
 
 
 def test_the_readme_step_example_logs_a_slow_call(sim, caplog):
-    """"Your own steps": the example's step sees a call that waited and says so."""
+    """ "Your own steps": the example's step sees a call that waited and says so."""
     (block,) = [b for b in _code_blocks() if "class SlowCalls" in b]
     scope: dict[str, object] = {}
     exec(_on(sim, block), scope)
