@@ -19,12 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from .adapter import AdapterOptions, BloxsAdapter, BloxsResponse, attempts, mount
 from .credentials.auth import CachedTokenAuth, Credential, TokenAuth
-from .credentials.providers import (
-    BloxsHmacAuth,
-    BloxsTokenAuth,
-    ClientCredentialsAuth,
-    bloxs_signature,
-)
 from .errors.classify import BODY_CAP, ErrorInfo, classify, error_for
 from .errors.table import RULES, Retryable, Rule, rule_for
 from .events import AlertEvent, Attempt, GiveUpEvent, ReauthEvent, RetryEvent
@@ -49,6 +43,12 @@ from .pipeline.retry import BloxsRetry
 from .pipeline.steps import Step
 
 if TYPE_CHECKING:  # loaded on first use: see __getattr__
+    from .credentials.providers import (
+        BloxsHmacAuth,
+        BloxsTokenAuth,
+        ClientCredentialsAuth,
+        bloxs_signature,
+    )
     from .resilience.breaker import CircuitBreaker
     from .resilience.outbox import Outbox, OutboxEntry, ReplayReport
     from .resilience.ratelimit import RateLimit
@@ -110,15 +110,20 @@ __all__ = [
     "uninstall",
 ]
 
-#: Public names whose modules load on first use (``sqlite3``, the outbox and the
-#: environment's configuration stay out of a plain ``import requests_bloxs_errors``).
+#: Public names whose modules load on first use (the vendors' credentials, ``sqlite3``,
+#: the outbox and the environment's configuration stay out of a plain
+#: ``import requests_bloxs_errors``).
 _LAZY = {
+    "BloxsHmacAuth": "credentials.providers",
+    "BloxsTokenAuth": "credentials.providers",
     "CircuitBreaker": "resilience.breaker",
+    "ClientCredentialsAuth": "credentials.providers",
     "ConfigError": "tools.envconfig",
     "Outbox": "resilience.outbox",
     "OutboxEntry": "resilience.outbox",
     "RateLimit": "resilience.ratelimit",
     "ReplayReport": "resilience.outbox",
+    "bloxs_signature": "credentials.providers",
     "install_from_env": "tools.envconfig",
 }
 
