@@ -41,10 +41,11 @@ from .credentials import signing
 from .credentials.auth import Credential
 from .credentials.refusals import FreshRefusals
 from .errors.bodies import drain_error_body, read_error_body
-from .errors.classify import ErrorInfo, classify, error_for
+from .errors.classify import classify, error_for
 from .errors.parsing import retry_after_from_headers
+from .errors.responses import BloxsResponse, attempts, local_reply
 from .errors.table import Rule, advice, rule_for
-from .events import Attempt, Hooks, ReauthEvent, logger
+from .events import Hooks, ReauthEvent, logger
 from .exceptions import BloxsError
 from .pipeline.call import Call
 from .pipeline.failures import Failure, failure_of, release
@@ -73,45 +74,6 @@ TimeoutArg = Union[None, float, "tuple[float | None, float | None]", "Timeout"]
 #: What urllib3 gets for each attempt: no retries of its own, and read errors
 #: raised as themselves, exactly as a plain ``HTTPAdapter`` sends.
 _ONE_ATTEMPT = Retry(0, read=False)
-
-
-class BloxsResponse(Response):
-    """An error response that went through a :class:`BloxsAdapter`.
-
-    It is a :class:`requests.Response` in every way, except that
-    :meth:`raise_for_status` raises the typed
-    :class:`~requests_bloxs_errors.BloxsError` (still a
-    :class:`requests.HTTPError`). Success responses keep their own class.
-    """
-
-    __attrs__ = [  # noqa: RUF012
-        *Response.__attrs__,
-        "_bloxs_info",
-        "_bloxs_history",
-        "_bloxs_outbox_id",
-    ]
-
-    _bloxs_info: ErrorInfo | None = None
-    _bloxs_history: tuple[Attempt, ...] = ()
-    _bloxs_outbox_id: int | None = None
-
-    @property
-    def error_info(self) -> ErrorInfo | None:
-        """The classification of this response."""
-        return classify(self)
-
-    @property
-    def attempts(self) -> tuple[Attempt, ...]:
-        """Every request sent to get this response; see :func:`attempts`."""
-        return attempts(self)
-
-    def raise_for_status(self) -> None:
-        """Raise the typed exception for this error response."""
-        info = classify(self)
-        if info is None:
-            super().raise_for_status()
-            return
-        raise error_for(self, info, self._bloxs_history)
 
 
 def _number(
@@ -397,6 +359,7 @@ class BloxsAdapter(HTTPAdapter):
         )
         self._pipeline = Pipeline(
             steps_in_order(
+                credential=self._auth,
                 circuit_breaker=self._breaker,
                 rate_limit=self._rate_limit,
                 outbox=self._outbox,
@@ -486,24 +449,25 @@ class BloxsAdapter(HTTPAdapter):
         steps = call.pipeline if call.pipeline is not None and call.pipeline.steps else None
         if steps is not None:
             try:
-                steps.before_call(call)
+                answer = steps.before_call(call)
             except BloxsError as refusal:  # not sent: an open circuit
-                self._refused(call, refusal)
-                raise
+                return self._refused(call, refusal)
+            if answer is not None:  # answered without sending: a script's token request
+                steps.on_outcome(call, answer, None)
+                return answer
         view = self._view
         while True:
             if steps is not None:
                 try:
                     steps.before_attempt(call)
                 except BloxsError as refusal:  # not sent: no permit in time
-                    self._refused(call, refusal)
-                    raise
+                    return self._refused(call, refusal)
             outgoing = request
             if call.signed:
                 try:
                     outgoing = self._sign(call)
                 except Exception as unsigned:  # no credentials to be had: the token
-                    self._refused(call, unsigned)  # endpoint failed or refused, a deadline
+                    self._not_signed(call, unsigned)  # endpoint failed or refused, a deadline
                     raise
             attempt_timeout: Any = timeout
             if call.deadline is not None:
@@ -677,7 +641,17 @@ class BloxsAdapter(HTTPAdapter):
             exc.outbox_id = call.outbox_id  # type: ignore[union-attr]
         return False
 
-    def _refused(self, call: Call, refusal: Exception) -> None:
+    def _refused(self, call: Call, refusal: BloxsError) -> Response:
+        """A step refused to send the call (an open circuit, no permit in time): the
+        steps see it, then the caller gets the typed error when errors are raised,
+        else a local reply that says the same (see
+        :func:`~requests_bloxs_errors.errors.responses.local_reply`)."""
+        self._not_signed(call, refusal)  # (on_refused: the steps' one word on this call)
+        if self._raise_errors:
+            raise refusal
+        return local_reply(call.request, refusal, call.outbox_id)
+
+    def _not_signed(self, call: Call, refusal: BaseException) -> None:
         """The call ends unsent (a step refused it, or it could not be signed): let the
         steps see it (an outbox keeps the write, a breaker counts a host that is down)."""
         assert call.pipeline is not None
@@ -820,30 +794,6 @@ def _outbox(value: object) -> Outbox | None:
             f"outbox must be an rbe.Outbox, 'sqlite:///path' or None, not {type(value).__name__}"
         )
     return value
-
-
-def attempts(response: Response | BaseException) -> tuple[Attempt, ...]:
-    """Every request the adapter sent to get ``response``, oldest first.
-
-    For a response that came back at the first try this is one synthesized
-    entry; for one that was not sent through a :class:`BloxsAdapter`, too.
-    Given the exception of a call that got no response at all (a
-    ``requests.ConnectionError``, say), it returns that call's attempts, or
-    ``()`` when the exception did not come from a :class:`BloxsAdapter`.
-
-    Usage::
-
-        >>> for attempt in rbe.attempts(response):
-        ...     print(attempt.number, attempt.status, attempt.decision, attempt.wait)
-    """
-    if isinstance(response, BloxsError):
-        return response.history
-    history: tuple[Attempt, ...] = getattr(response, "_bloxs_history", ())
-    if history or isinstance(response, BaseException):
-        return history
-    info = classify(response)
-    kind = info.kind if info is not None else "ok"
-    return (Attempt(1, response.status_code, kind, 0.0, "returned"),)
 
 
 _plain_http_warned: set[str] = set()

@@ -122,8 +122,8 @@ class BloxsError(HTTPError):
     def attempts(self) -> int:
         """How many requests were sent, retries and re-authentication included
         (0 for an error raised before sending, such as an open circuit)."""
-        if self.response is None:
-            return len(self.history)
+        if self.response is None or getattr(self.response, "local", False):
+            return len(self.history)  # (a local reply: the adapter's own, nothing sent)
         return len(self.history) or 1
 
 

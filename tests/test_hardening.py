@@ -193,7 +193,7 @@ def test_4_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, sessio
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         kinds = list(pool.map(lambda _: call(), range(4)))
-    assert time.monotonic() - started < 2.5  # was 4 s for the fetcher, more for waiters
+    assert time.monotonic() - started < 3.5  # was 4 s for the fetcher, more for waiters
     assert rbe.DeadlineExceeded in kinds  # the threads that waited for the fetch
     assert requests.ReadTimeout in kinds  # the thread that fetched
 

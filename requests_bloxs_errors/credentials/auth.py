@@ -150,6 +150,11 @@ class CachedTokenAuth(AuthBase):
             thread fetches the token.
         :raises RuntimeError: when called from inside this credential's own fetch.
         """
+        request.headers[self.header] = self._header_value()
+
+    def _header_value(self) -> str:
+        """The header's value, fetching a token first when there is none or it is
+        about to expire."""
         value = self._value
         if value is None or self.clock.monotonic() >= self._renew_at:
             seen = self._fetches
@@ -158,7 +163,18 @@ class CachedTokenAuth(AuthBase):
                     self._renew(seen)
                 value = self._value
         assert value is not None
-        request.headers[self.header] = value
+        return value
+
+    def current(self) -> tuple[str, float | None]:
+        """The token in use (fetched first, as for :meth:`sign`) and its seconds left
+        (None: unknown). What the adapter answers a script's own token request with.
+        """
+        value = self._header_value()
+        prefix = f"{self.scheme} " if self.scheme else ""
+        token = value[len(prefix) :] if value.startswith(prefix) else value
+        expires = self._expires_at
+        left = None if math.isinf(expires) else max(0.0, expires - self.clock.monotonic())
+        return token, left
 
     def refresh(self, request: PreparedRequest, response: Response) -> bool:
         """Fetch a new token unless another thread (or, with a shared cache,

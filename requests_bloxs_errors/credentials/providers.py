@@ -24,8 +24,9 @@ import hmac
 import json
 import math
 from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, quote_plus, urljoin
+from urllib.parse import parse_qs, quote, quote_plus, urljoin
 
 import requests
 from requests import PreparedRequest, Response
@@ -37,7 +38,7 @@ from ..errors.classify import classify, error_for
 from ..errors.parsing import parse_http_date, parse_iso8601
 from ..exceptions import AuthenticationError, TokenResponseError
 from ..patch import ORIGINAL_SESSION
-from ..urls import Prefix, origin, redact_url, safe_for_message
+from ..urls import Prefix, host_of, origin, redact_url, safe_for_message
 from .auth import CachedTokenAuth
 
 __all__ = ["BloxsHmacAuth", "BloxsTokenAuth", "ClientCredentialsAuth", "bloxs_signature"]
@@ -82,6 +83,24 @@ class _EndpointTokenAuth(CachedTokenAuth):
 
     def _secrets(self) -> Iterable[str]:
         return ()
+
+    # -- a script's own token requests (see TokenRequests) ------------------------
+
+    def is_token_request(self, request: PreparedRequest) -> bool:
+        """Whether ``request`` is a POST to this credential's token endpoint."""
+        if (request.method or "").upper() != "POST" or not request.url:
+            return False
+        return _endpoint_key(request.url) == _endpoint_key(self.token_url)
+
+    def asks_for_these_credentials(self, request: PreparedRequest) -> bool:
+        """Whether a token request asks for exactly this credential's token (its key
+        and secret, its scope): then the adapter answers it with this credential's."""
+        return False
+
+    def token_answer(self) -> dict[str, Any]:
+        """The token endpoint's answer, in the vendor's own format, with this
+        credential's token (fetched first when it has none, or its shared cache's)."""
+        raise NotImplementedError
 
     def _post(self, **kwargs: Any) -> Response:
         if self._session is None:
@@ -203,6 +222,24 @@ class BloxsTokenAuth(_EndpointTokenAuth):
     def _secrets(self) -> Iterable[str]:
         return (self.api_secret,)
 
+    def asks_for_these_credentials(self, request: PreparedRequest) -> bool:
+        """``{"apiKey": ..., "apiSecret": ...}`` with this credential's key and secret."""
+        document = _json_body(request.body)
+        return (
+            isinstance(document, dict)
+            and _same(document.get("apiKey"), self.api_key)
+            and _same(document.get("apiSecret"), self.api_secret)
+        )
+
+    def token_answer(self) -> dict[str, Any]:
+        """``{"token": ..., "expiration": ...}``, as ``/Authorization`` answers."""
+        token, left = self.current()
+        answer: dict[str, Any] = {"token": token}
+        if left is not None:
+            expires = datetime.fromtimestamp(self.clock.time() + left, timezone.utc)
+            answer["expiration"] = expires.isoformat().replace("+00:00", "Z")
+        return answer
+
     def fetch(self) -> tuple[str, float | None]:
         """Ask ``/Authorization`` for a token; its lifetime comes from ``expiration``."""
         response = self._post(json={"apiKey": self.api_key, "apiSecret": self.api_secret})
@@ -277,6 +314,27 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
     def _secrets(self) -> Iterable[str]:
         return (self.client_secret,)
 
+    def asks_for_these_credentials(self, request: PreparedRequest) -> bool:
+        """The client-credentials grant for this client id and secret, and this scope."""
+        form = _form_body(request.body)
+        if form is None:
+            return False
+        asked = set((form.get("scope") or "").split())
+        return (
+            form.get("grant_type") == "client_credentials"
+            and _same(form.get("client_id"), self.client_id)
+            and _same(form.get("client_secret"), self.client_secret)
+            and asked == set((self.scope or "").split())
+        )
+
+    def token_answer(self) -> dict[str, Any]:
+        """``{"access_token": ..., "token_type": "bearer", "expires_in": ...}``."""
+        token, left = self.current()
+        answer: dict[str, Any] = {"access_token": token, "token_type": "bearer"}
+        if left is not None:
+            answer["expires_in"] = int(left)
+        return answer
+
     def fetch(self) -> tuple[str, float | None]:
         """Run the client-credentials grant; the lifetime is ``expires_in``."""
         form = {
@@ -299,6 +357,44 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         if seconds is not None and not math.isfinite(seconds):
             seconds = None  # "NaN", "Infinity": an unknown lifetime, like other garbage
         return token, seconds
+
+
+def _endpoint_key(url: str) -> str:
+    """A URL as an endpoint: origin (default port written out) and path, no query,
+    case-folded (the vendors' token paths match in any case)."""
+    path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0].partition("#")[0]
+    return f"{host_of(url)}/{path.rstrip('/')}".lower()
+
+
+def _same(given: object, held: str) -> bool:
+    """Whether a credential in a request equals the one held (in constant time)."""
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), held.encode())
+
+
+def _body_text(body: object) -> str | None:
+    if isinstance(body, bytes):
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return body if isinstance(body, str) else None
+
+
+def _json_body(body: object) -> object:
+    text = _body_text(body)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _form_body(body: object) -> dict[str, str] | None:
+    text = _body_text(body)
+    if text is None:
+        return None
+    return {name: values[-1] for name, values in parse_qs(text).items()}
 
 
 def _location_origin(location: str | None, base: str) -> str:

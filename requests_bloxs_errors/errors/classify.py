@@ -26,7 +26,7 @@ from .parsing import (
     retry_after_from_headers,
     trace_id_from_headers,
 )
-from .table import Rule, rule_by_kind, rule_for
+from .table import Rule, is_read, rule_by_kind, rule_for
 
 if TYPE_CHECKING:
     from ..events import Attempt
@@ -84,16 +84,22 @@ class ErrorInfo:
 
     @property
     def rule(self) -> Rule:
-        """The table row this error was classified by."""
-        return rule_by_kind(self.kind)
+        """The table row this error was classified by (for a refusal the adapter made,
+        such as ``circuit_open``, the row of its status)."""
+        try:
+            return rule_by_kind(self.kind)
+        except KeyError:
+            found = rule_for(self.status)
+            assert found is not None  # an ErrorInfo is only made for 400 to 599
+            return found
 
 
 def _retry_allowed(response: Response, rule: Rule, retry_after: float | None) -> bool:
     request = response.request
     if request is None:
         return rule.allows_retry("GET", False, retry_after)
-    has_key = "Idempotency-Key" in request.headers
-    return rule.allows_retry(request.method, has_key, retry_after)
+    safe = "Idempotency-Key" in request.headers or is_read(request.method, request.url)
+    return rule.allows_retry(request.method, safe, retry_after)
 
 
 def classify(
@@ -169,20 +175,26 @@ def describe(response: Response, info: ErrorInfo) -> str:
 
 
 def error_for(
-    response: Response, info: ErrorInfo | None = None, history: tuple[Attempt, ...] = ()
+    response: Response,
+    info: ErrorInfo | None = None,
+    history: tuple[Attempt, ...] = (),
+    *,
+    error_class: type[BloxsError] | None = None,
 ) -> BloxsError:
     """Build the typed exception for an error ``response``.
 
     :param info: its classification, or None to classify it now.
     :param history: the attempts that led to it.
+    :param error_class: the class to raise instead of the table row's (a local
+        reply raises the error the refused call would have raised).
     :raises ValueError: if ``response`` is not an error (status < 400).
     """
     if info is None:
         info = classify(response)
         if info is None:
             raise ValueError(f"status {response.status_code} is not an error")
-    error = info.rule.exception(
-        describe(response, info), response=response, info=info, history=history
-    )
+    cls = error_class or info.rule.exception
+    message = describe(response, info) if error_class is None else info.message
+    error = cls(message, response=response, info=info, history=history)
     error.outbox_id = getattr(response, "_bloxs_outbox_id", None)
     return error

@@ -22,6 +22,8 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_ORDER",
     "QUOTA_RULE",
+    "READS_TEXT",
+    "READ_METHODS",
     "REAUTH_ADVICE",
     "RETRY_WORDS",
     "RULES",
@@ -30,6 +32,7 @@ __all__ = [
     "Rule",
     "TransportRule",
     "advice",
+    "is_read",
     "retry_allowed",
     "rule_by_kind",
     "rule_for",
@@ -40,6 +43,25 @@ __all__ = [
 #: the order the text names them.
 IDEMPOTENT_ORDER = ("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE")
 IDEMPOTENT_METHODS = frozenset(IDEMPOTENT_ORDER)
+#: Methods that only read (RFC 9110 9.2.1).
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+#: A POST to a path whose last segment is one of these only reads: Bloxs's
+#: filter endpoints take their search in the body and change nothing (and have
+#: a rate-limit category of their own).
+READ_POST_SEGMENTS = frozenset({"filter"})
+
+
+def is_read(method: str | None, url: str | None) -> bool:
+    """Whether a request only reads: a safe method, or a POST to a Bloxs filter
+    endpoint (``.../filter``). Reads are retried like a GET and never kept by the
+    outbox; the one rule for both, which ``explain`` and the README state too."""
+    method = (method or "GET").upper()
+    if method in READ_METHODS:
+        return True
+    if method != "POST" or not url:
+        return False
+    path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0].partition("#")[0]
+    return path.rstrip("/").rsplit("/", 1)[-1].lower() in READ_POST_SEGMENTS
 
 
 class Retryable(enum.Enum):
@@ -335,6 +357,12 @@ TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
 
 
 _METHODS = ", ".join(IDEMPOTENT_ORDER)
+#: Which requests are reads, in words (``table``, ``explain`` and the README).
+READS_TEXT = (
+    "Reads: GET, HEAD, OPTIONS, TRACE, and a POST to a Bloxs filter endpoint (a path "
+    "ending in /filter, a search by Bloxs's own definition): retried like a GET, never kept "
+    "by the outbox, paced as the filter category."
+)
 
 #: How each :class:`Retryable` reads: a short form for tables, a sentence for
 #: ``explain`` and the README. The only place these rules are put in words.
@@ -348,14 +376,14 @@ RETRY_WORDS: Mapping[Retryable, tuple[str, str]] = MappingProxyType(
         ),
         Retryable.IDEMPOTENT: (
             "idempotent",
-            f"only for {_METHODS}, or a request carrying an Idempotency-Key header; any other "
-            "method is sent once, never twice.",
+            f"only for {_METHODS}, a read (a Bloxs filter POST), or a request carrying an "
+            "Idempotency-Key header; any other method is sent once, never twice.",
         ),
         Retryable.IDEMPOTENT_OR_RETRY_AFTER: (
             "idempotent, or with Retry-After",
-            f"for {_METHODS} (or with an Idempotency-Key); for POST and PATCH only when the "
-            "response carries a usable Retry-After, which means the request was refused "
-            "unprocessed.",
+            f"for {_METHODS}, a read (or with an Idempotency-Key); for other POST and PATCH "
+            "requests only when the response carries a usable Retry-After, which means the "
+            "request was refused unprocessed.",
         ),
     }
 )
@@ -364,7 +392,8 @@ RETRY_WORDS: Mapping[Retryable, tuple[str, str]] = MappingProxyType(
 def rules_text() -> list[str]:
     """The retry rules as lines of text, for ``table`` and the README (a test compares)."""
     lines = [
-        f"Idempotent: {_METHODS}, or any request carrying an Idempotency-Key header.",
+        f"Idempotent: {_METHODS}, a read, or any request carrying an Idempotency-Key header.",
+        READS_TEXT,
         "A body that cannot be rewound (a generator) is never sent twice.",
     ]
     for rule in TRANSPORT_RULES.values():

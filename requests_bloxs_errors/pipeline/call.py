@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..clock import SYSTEM, Clock
 from ..errors.classify import ErrorInfo
+from ..errors.table import is_read
 from ..events import Attempt, GiveUpEvent, Hooks, RetryEvent
 from ..urls import host_of, redact_url
 from .failures import Failure
@@ -130,6 +131,11 @@ class Call:
         return "Idempotency-Key" in self.request.headers
 
     @property
+    def read(self) -> bool:
+        """Whether the request only reads (a safe method, or a Bloxs filter POST)."""
+        return is_read(self.method, self.request.url)
+
+    @property
     def host(self) -> str:
         """``scheme://host:port`` of the request (a circuit's name)."""
         if self._host is None:
@@ -180,6 +186,7 @@ class Call:
             url=self.url,
             retry=self.retry,
             idempotency_key=self.key,
+            read=self.read,
             replayable=self.replayable,
             status=status,
             rule=rule,

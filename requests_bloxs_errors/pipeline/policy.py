@@ -96,6 +96,7 @@ class Context:
     :ivar url: the request URL, redacted (for the ``Retry`` history).
     :ivar retry: the call's ``Retry`` value before this attempt is counted.
     :ivar idempotency_key: the request carries ``Idempotency-Key``.
+    :ivar read: the request only reads, whatever its method (a Bloxs filter POST).
     :ivar replayable: its body can be sent again.
     :ivar status: the response status, or None when no response came.
     :ivar rule: the table row of ``status``.
@@ -118,6 +119,7 @@ class Context:
     url: str
     retry: Retry
     idempotency_key: bool = False
+    read: bool = False
     replayable: bool = True
     status: int | None = None
     rule: Rule | None = None
@@ -130,6 +132,12 @@ class Context:
     time_left: float | None = None
     hold: float | None = None
     max_hold: float | None = None
+
+    @property
+    def safe(self) -> bool:
+        """Resending cannot do harm beyond the method's own: an ``Idempotency-Key``,
+        or a read."""
+        return self.idempotency_key or self.read
 
 
 def candidate(retry: Retry, rule: Rule | None, status: int) -> Retryable | None:
@@ -168,9 +176,10 @@ def decide(context: Context) -> Decision:
         return Decision(Action.RETURN, refusal)
     error = context.failure.error if context.failure is not None else None
     retry = context.retry
-    if context.idempotency_key and retry.allowed_methods is not None:
-        # the table said yes: an Idempotency-Key makes every method safe to resend,
-        # and urllib3 must count the read error rather than refuse the method
+    if (context.idempotency_key or context.read) and retry.allowed_methods is not None:
+        # the table said yes: an Idempotency-Key (or a read, such as a Bloxs filter
+        # POST) makes the method safe to resend, and urllib3 must count the read
+        # error rather than refuse the method
         retry = retry.new(allowed_methods=None)
     try:
         new = retry.increment(context.method, context.url, response=context.response, error=error)
@@ -210,7 +219,7 @@ def _refuse_failure(context: Context, failure: Failure) -> str | None:
         return None  # the request never reached the server
     if not context.replayable:
         return "the request body cannot be rewound, so it cannot be sent again"
-    if not retry_allowed(retry, context.method, context.idempotency_key, None):
+    if not retry_allowed(retry, context.method, context.safe, None):
         return f"{context.method} without an Idempotency-Key may have reached the server"
     return None
 
@@ -223,7 +232,7 @@ def _refuse_response(context: Context) -> str | None:
         return ""  # not a candidate: returned as it is
     if not context.replayable:
         return "the request body cannot be rewound; it cannot be sent again"
-    if not retry_allowed(retry, context.method, context.idempotency_key, context.retry_after):
+    if not retry_allowed(retry, context.method, context.safe, context.retry_after):
         return (
             f"{context.method} without an Idempotency-Key may have been processed; "
             f"{status} is not retried"

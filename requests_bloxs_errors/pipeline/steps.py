@@ -9,7 +9,10 @@ calls each step that has one, in the pipeline's order, at its place:
     **Once per call**, before its first attempt: admit or refuse the call
     (a circuit breaker), start what spans the call (a trace). Raising a
     :class:`~requests_bloxs_errors.BloxsError` refuses the call: nothing is
-    sent, every step's ``on_refused`` runs, and the caller gets the error.
+    sent, every step's ``on_refused`` runs, and the caller gets the error
+    (or, when errors are not raised, a local reply that says the same).
+    Returning a :class:`requests.Response` answers the call without sending
+    it (a script's own token request): the steps' ``on_outcome`` sees it.
 ``before_attempt(call)``
     **Before every attempt**, retries and re-authenticated resends included:
     take a permit (pacing). It may wait, bounded by ``call.time_left()``;
@@ -78,8 +81,10 @@ class Step:
     See the module docstring for when each runs and what it may do.
     """
 
-    def before_call(self, call: Call) -> None:
-        """Runs once per call, before its first attempt; may raise a ``BloxsError``."""
+    def before_call(self, call: Call) -> Response | None:
+        """Runs once per call, before its first attempt; may raise a ``BloxsError``, or
+        return a response that answers the call without sending it."""
+        return None
 
     def before_attempt(self, call: Call) -> None:
         """Runs before every attempt; may wait, or raise a ``BloxsError``."""
@@ -151,10 +156,13 @@ class Pipeline:
         """This pipeline with ``steps`` after its own."""
         return Pipeline((*self.steps, *steps))
 
-    def before_call(self, call: Call) -> None:
-        """Run every ``before_call``; a refusal propagates."""
+    def before_call(self, call: Call) -> Response | None:
+        """Run every ``before_call`` until one answers the call; a refusal propagates."""
         for method in self._at["before_call"]:
-            method(call)
+            answer = method(call)
+            if answer is not None:
+                return answer  # type: ignore[no-any-return]
+        return None
 
     def before_attempt(self, call: Call) -> None:
         """Run every ``before_attempt``; a refusal propagates."""
@@ -204,6 +212,7 @@ def _observe(method: Callable[..., Any], *args: Any) -> Any:
 
 def steps_in_order(
     *,
+    credential: Any = None,
     circuit_breaker: Any = None,
     rate_limit: Any = None,
     outbox: Any = None,
@@ -215,6 +224,10 @@ def steps_in_order(
     ===============================  =============================================
     step                             where it acts
     ===============================  =============================================
+    a script's own token requests    **per call**: ``before_call`` answers a
+                                     request to the credential's token endpoint
+                                     for its own credentials with its token, and
+                                     signs none (a credential with a token URL).
     the circuit breaker              **per call**: ``before_call`` refuses a call
                                      to a host whose circuit is open (before any
                                      permit is waited for); ``on_outcome`` and
@@ -232,6 +245,10 @@ def steps_in_order(
     The features' modules load only when the adapter has the feature.
     """
     steps: list[object] = []
+    if credential is not None and callable(getattr(credential, "is_token_request", None)):
+        from ..credentials.token_requests import TokenRequests  # noqa: PLC0415
+
+        steps.append(TokenRequests(credential))
     if circuit_breaker is not None:
         from ..resilience.breaker import Circuits  # noqa: PLC0415 - loaded when used
 

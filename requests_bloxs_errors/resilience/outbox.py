@@ -343,8 +343,8 @@ class Queueing(Step):
         """Queue a write whose final outcome a later attempt may cure."""
         if response is not None and response.status_code < 400:
             self.outbox.answered(call.host)  # it answers: the next outage alerts again
-        if call.method not in WRITES or call.for_credential or _replaying.get():
-            return  # (a token request carries a secret: never kept)
+        if call.method not in WRITES or call.read or call.for_credential or _replaying.get():
+            return  # (a read changes nothing; a token request carries a secret: never kept)
         if response is not None:
             status = response.status_code
             rule = rule_for(status, "Retry-After" in response.headers)
@@ -362,7 +362,12 @@ class Queueing(Step):
     def on_refused(self, call: Call, error: BaseException) -> None:
         """Queue a write that was never sent: refused (an open circuit, no permit in
         time), or its credentials could not be had (the token endpoint down)."""
-        if call.method in WRITES and not call.for_credential and not _replaying.get():
+        if (
+            call.method in WRITES
+            and not call.read
+            and not call.for_credential
+            and not _replaying.get()
+        ):
             kind = getattr(error, "kind", None) or type(error).__name__
             self._queue(call, kind, None, None, not_sent=True)
 

@@ -32,6 +32,7 @@ from ..errors.classify import classify
 from ..errors.table import (
     CLIENT_ERROR_RULE,
     QUOTA_RULE,
+    READS_TEXT,
     RETRY_WORDS,
     RULES,
     SERVER_ERROR_RULE,
@@ -41,6 +42,7 @@ from ..errors.table import (
     rules_text,
 )
 from ..exceptions import BloxsError
+from ..patch import count_usage, usage
 from ..pipeline.failures import causes
 from ..pipeline.retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
 from ..simulator import ENDPOINTS, Simulator
@@ -52,7 +54,7 @@ from .envconfig import (
     VARIABLES,
     ConfigError,
     config_from_env,
-    credential_from,
+    credentials_from,
     install_from_env,
 )
 from .outbox_cli import OutboxUsageError, run_outbox
@@ -111,6 +113,8 @@ def _explain(term: Terminal, status_text: str) -> int:
     _field(term, "kind:", rule.kind + fallback)
     _field(term, "raises:", f"{rule.exception.__name__} (a requests.HTTPError)")
     _field(term, "retried:", RETRY_WORDS[rule.retry][1])
+    if rule.retry in (Retryable.IDEMPOTENT, Retryable.IDEMPOTENT_OR_RETRY_AFTER):
+        _field(term, "reads:", READS_TEXT)
     if rule.retry is not Retryable.NEVER:
         _field(
             term,
@@ -188,21 +192,14 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
     return 0
 
 
-def _credential(args: argparse.Namespace, url: str) -> Credential | None:
-    """The credential the flags and the environment give (flags win), as ``run`` reads
-    them; the API is at the request URL's origin unless a variable says otherwise."""
-    return _credential_and_home(args, url)[0]
-
-
-def _credential_and_home(
-    args: argparse.Namespace, url: str | None
-) -> tuple[Credential | None, str | None]:
-    """:func:`_credential`, and the origin of the API it is for.
+def _credentials(args: argparse.Namespace, url: str | None) -> list[tuple[Credential, str]]:
+    """The credentials the flags and the environment give (flags win), as ``run`` reads
+    them, each with the origin of the API it is for.
 
     :param url: the request's URL, whose origin is the API's unless a variable
         or flag names it; None (``outbox replay``): it must be named.
     """
-    values = {name: os.environ.get(name, "") for name, _ in VARIABLES}
+    values = {v.name: os.environ.get(v.name, "") for v in VARIABLES}
     flags = {
         "BLOXS_BASE_URL": args.base_url,
         "BLOXS_API_KEY": args.bloxs_key,
@@ -215,7 +212,7 @@ def _credential_and_home(
     }
     values.update({name: value for name, value in flags.items() if value})
     try:
-        return credential_from(values, default_origin=origin(url) if url else None)
+        return credentials_from(values, default_origin=origin(url) if url else None)
     except ConfigError as exc:
         if url is None:
             raise UsageError(
@@ -244,16 +241,12 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
         if not sep or not name.strip():
             raise UsageError(f"--header must look like 'Name: value', not {header!r}")
         headers[name.strip()] = value.strip()
-    auth = _credential(args, url)
+    credentials = _credentials(args, url)
     session = requests.Session()
-    prefix = f"{parts.scheme}://{parts.netloc}/"
-    mount(
-        session,
-        prefix,
-        auth=auth,
-        max_retries=args.max_retries,
-        max_retry_after=args.max_retry_after,
-    )
+    options = {"max_retries": args.max_retries, "max_retry_after": args.max_retry_after}
+    mount(session, f"{parts.scheme}://{parts.netloc}/", **options)
+    for auth, home in credentials:  # each API's credentials on its own origin only
+        mount(session, home + "/", auth=auth, **options)
     method = args.method.upper()
     try:
         response = session.request(
@@ -347,6 +340,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Install the adapter as RBE_*, BLOXS_* and DEALCLOUD_* say (flags win), "
         "then run the script in this interpreter with its own arguments; its exit status and "
         "exceptions are its own.",
+        epilog=_variables_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--prefix", help="the URLs to serve (RBE_PREFIX)")
     run.add_argument("--max-retries", help="retries per call (RBE_MAX_RETRIES)")
@@ -385,6 +380,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_outbox_commands(commands, _credential_flags)
     return parser
+
+
+def _variables_text() -> str:
+    """Every variable, what it sets and its default: the end of ``run --help``."""
+    lines = ["variables (flags win; 'config' shows what the environment gives):"]
+    for variable in VARIABLES:
+        lines.append(f"  {variable.name}")
+        lines.extend(
+            textwrap.wrap(
+                f"{variable.what} (default: {variable.default})",
+                96,
+                initial_indent="      ",
+                subsequent_indent="      ",
+            )
+        )
+    return "\n".join(lines)
 
 
 def _credential_flags(parser: argparse.ArgumentParser) -> None:
@@ -431,17 +442,42 @@ def _run_script(args: argparse.Namespace) -> int:
             print(f"{sys.executable}: {problem}", file=sys.stderr)
             return 1
     try:
-        install_from_env(overrides={k: v for k, v in overrides.items() if v is not None})
+        config = install_from_env(
+            overrides={k: v for k, v in overrides.items() if v is not None},
+            defaults=RUN_DEFAULTS,
+        )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    if args.module is not None:
-        sys.argv = [args.module, *target]
-        runpy.run_module(args.module, run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = target
-        sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
-        runpy.run_path(target[0], run_name="__main__")
+    count_usage()
+    try:
+        if args.module is not None:
+            sys.argv = [args.module, *target]
+            runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = target
+            sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
+            runpy.run_path(target[0], run_name="__main__")
+    finally:
+        _report_unused(config.mounts)
     return 0
+
+
+#: What ``run`` assumes where the environment says nothing: it speaks (WARNING and
+#: above on stderr, with times), so a fleet that loses its shared state hears of it.
+RUN_DEFAULTS = {"RBE_LOG_LEVEL": "WARNING"}
+
+
+def _report_unused(mounts: Sequence[tuple[str, dict[str, object]]]) -> None:
+    """One line at exit when the script made requests and none went through the adapter."""
+    sent, served = usage()
+    if sent and not served:
+        where = ", ".join(redact_url(prefix) for prefix, _ in mounts)
+        print(
+            f"requests-bloxs-errors: the script made {sent} request(s) and none was under "
+            f"RBE_PREFIX ({where}): the adapter did nothing; set RBE_PREFIX to the URL of "
+            "the API the script calls",
+            file=sys.stderr,
+        )
 
 
 def _module_problem(name: str) -> str | None:
@@ -463,16 +499,19 @@ def _module_problem(name: str) -> str | None:
 
 def _config(term: Terminal) -> int:
     try:
-        config = config_from_env()
+        config = config_from_env(defaults=RUN_DEFAULTS)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
-    term.line(f"prefix: {config.prefix}", "bold")
-    for name, value in config.adapter_kwargs.items():
-        shown = type(value).__name__ if name == "auth" else repr(value)
-        term.line(f"  {name}: {shown}")
+    for line in config.warnings:
+        print(f"requests-bloxs-errors: warning: {line}", file=sys.stderr)
+    for prefix, kwargs in config.mounts:
+        term.line(f"prefix: {redact_url(prefix)}", "bold")
+        for name, value in kwargs.items():
+            shown = repr(value) if name != "auth" else type(value).__name__
+            term.line(f"  {name}: {shown}")
     term.line()
-    rows = [[name, config.shown.get(name, "(not set)"), what] for name, what in VARIABLES]
-    term.table(["variable", "value", "what"], rows)
+    rows = [[v.name, config.shown.get(v.name, "(not set)"), v.what, v.default] for v in VARIABLES]
+    term.table(["variable", "value", "what", "default"], rows)
     return 0
 
 
@@ -508,7 +547,7 @@ def _run(term: Terminal, args: argparse.Namespace) -> int:
         if args.command == "config":
             return _config(term)
         if args.command == "outbox":
-            return run_outbox(term, args, _credential_and_home)
+            return run_outbox(term, args, _credentials)
         return _request(term, args)
     except (UsageError, OutboxUsageError) as exc:
         print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)

@@ -158,13 +158,14 @@ def _outage(
     for n in range(1, OUTAGE_WRITES + 1):
         body = {"name": f"Block {n}", "units": 10 * n}
         key = {"Idempotency-Key": f"demo-outage-{n}"}
-        try:
-            response = session.post(world.url(COMPLEXES), json=body, headers=key, timeout=10)
-        except CircuitOpenError as exc:
-            outcomes.append(f"circuit open: not sent; kept as outbox entry {exc.outbox_id}")
-            continue
+        response = session.post(world.url(COMPLEXES), json=body, headers=key, timeout=10)
         try:
             response.raise_for_status()
+        except CircuitOpenError as exc:  # a local 503: the adapter refused to send it
+            outcomes.append(
+                f"circuit open: a local {response.status_code}, not sent; kept as outbox "
+                f"entry {exc.outbox_id}"
+            )
         except BloxsError as exc:
             story = ", ".join(f"{a.status}" for a in attempts(response))
             outcomes.append(f"{story}: kept as outbox entry {exc.outbox_id}")

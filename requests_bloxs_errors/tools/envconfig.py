@@ -8,12 +8,13 @@ installed.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from ..credentials.auth import Credential
@@ -24,7 +25,7 @@ from ..credentials.providers import (
     ClientCredentialsAuth,
     masked,
 )
-from ..patch import install
+from ..patch import install_mounts
 from ..resilience.breaker import CircuitBreaker
 from ..resilience.outbox import Outbox
 from ..resilience.ratelimit import RateLimit
@@ -33,52 +34,87 @@ from ..storage import parse as parse_storage
 from ..urls import Prefix, origin, redact_url, safe_for_message
 
 __all__ = [
+    "PREFIXES",
     "VARIABLES",
     "ConfigError",
     "EnvConfig",
+    "Variable",
     "config_from_env",
     "credential_from",
+    "credentials_from",
     "install_from_env",
 ]
 
-#: Each variable: its name, and what it sets.
-VARIABLES: tuple[tuple[str, str], ...] = (
-    ("RBE_PREFIX", "the URLs to serve (default https://; with credentials, their host)"),
-    ("RBE_MAX_RETRIES", "retries per call (default 3)"),
-    ("RBE_DEADLINE", "seconds for a whole call (default: none)"),
-    ("RBE_MAX_RETRY_AFTER", "the longest Retry-After waited for, seconds, or none (default 60)"),
-    ("RBE_RAISE_ERRORS", "1 to raise the typed error from the call (default 0)"),
-    ("RBE_LOG_LEVEL", "the adapter's log level on stderr: DEBUG, INFO, WARNING, ERROR"),
-    (
-        "RBE_RATE_LIMIT",
-        "pace requests: bloxs, dealcloud, or one rule for all, such as 5/second (default: none)",
+
+class Variable(NamedTuple):
+    """One variable: its name, what it sets, and what holds when it is not set."""
+
+    name: str
+    what: str
+    default: str
+
+
+#: Every variable ``run``, ``config`` and :func:`install_from_env` read.
+VARIABLES: tuple[Variable, ...] = (
+    Variable("RBE_PREFIX", "the URLs to serve", "https://; with credentials, their API's origin"),
+    Variable("RBE_MAX_RETRIES", "retries per call", "3"),
+    Variable("RBE_DEADLINE", "seconds for a whole call, or none", "none"),
+    Variable("RBE_MAX_RETRY_AFTER", "the longest Retry-After waited for, seconds, or none", "60"),
+    Variable("RBE_RAISE_ERRORS", "1 to raise the typed error from the call", "0"),
+    Variable(
+        "RBE_LOG_LEVEL",
+        "the adapter's log lines on stderr, with an ISO 8601 time: DEBUG, INFO, WARNING, "
+        "ERROR, or OFF",
+        "WARNING under run (elsewhere: logging as the program set it)",
     ),
-    (
+    Variable(
+        "RBE_RATE_LIMIT",
+        "pace requests: bloxs, dealcloud, or one rule for all, such as 5/second",
+        "none",
+    ),
+    Variable(
         "RBE_STORAGE",
         "where the limit is shared: memory://, sqlite:///path or redis://host:port/db",
+        "memory://",
     ),
-    (
+    Variable(
         "RBE_TOKEN_CACHE",
         "share one token among processes: sqlite:///path or redis://host:port/db",
+        "none (each process its own)",
     ),
-    (
+    Variable(
         "RBE_CIRCUIT_BREAKER",
-        "fail fast while a host keeps failing: on, or FAILURES/OPEN_SECONDS such as 5/30",
+        "fail fast while a host keeps failing: on, off, or FAILURES/OPEN_SECONDS such as 5/30",
+        "off (on means 5/30)",
     ),
-    ("RBE_OUTBOX", "keep failed writes for a replay: sqlite:///path"),
-    ("BLOXS_BASE_URL", "the Bloxs environment, such as https://acme.bloxs.io"),
-    ("BLOXS_API_KEY", "the Bloxs API key"),
-    ("BLOXS_API_SECRET", "the Bloxs API secret"),
-    ("BLOXS_HMAC", "1 to sign with the Bloxs v1 HMAC scheme instead of tokens"),
-    ("DEALCLOUD_TOKEN_URL", "the DealCloud token endpoint"),
-    ("DEALCLOUD_CLIENT_ID", "the DealCloud client id"),
-    ("DEALCLOUD_CLIENT_SECRET", "the DealCloud client secret"),
-    ("DEALCLOUD_SCOPE", "the DealCloud scopes, such as 'data'"),
+    Variable("RBE_OUTBOX", "keep failed writes for a replay: sqlite:///path", "none"),
+    Variable(
+        "BLOXS_BASE_URL",
+        "the Bloxs environment's origin, such as https://acme.bloxs.io (no path)",
+        "none",
+    ),
+    Variable("BLOXS_API_KEY", "the Bloxs API key", "none"),
+    Variable("BLOXS_API_SECRET", "the Bloxs API secret", "none"),
+    Variable("BLOXS_HMAC", "1 to sign with the Bloxs v1 HMAC scheme instead of tokens", "0"),
+    Variable("DEALCLOUD_TOKEN_URL", "the DealCloud token endpoint", "none"),
+    Variable("DEALCLOUD_CLIENT_ID", "the DealCloud client id", "none"),
+    Variable("DEALCLOUD_CLIENT_SECRET", "the DealCloud client secret", "none"),
+    Variable("DEALCLOUD_SCOPE", "the DealCloud scopes, such as 'data'", "none"),
 )
-
+#: The prefixes of the names this project reads: an unknown name with one of them
+#: is named in a warning, with the closest known one.
+PREFIXES = ("RBE_", "BLOXS_", "DEALCLOUD_")
+_KNOWN = frozenset(v.name for v in VARIABLES)
 _SECRETS = frozenset({"BLOXS_API_SECRET", "DEALCLOUD_CLIENT_SECRET"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
+#: RBE_LOG_LEVEL=OFF: above every level the library logs at.
+OFF = logging.CRITICAL + 10
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING}
+_LEVELS |= {"ERROR": logging.ERROR, "OFF": OFF}
+#: How ``run`` writes the adapter's log lines: an ISO 8601 time first, as cron logs need.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_TIME = "%Y-%m-%dT%H:%M:%S%z"
 
 
 class ConfigError(ValueError):
@@ -89,29 +125,46 @@ class ConfigError(ValueError):
 class EnvConfig:
     """What the environment configures.
 
-    :ivar prefix: the URLs the adapter serves.
-    :ivar adapter_kwargs: the :class:`~requests_bloxs_errors.BloxsAdapter` arguments.
+    :ivar mounts: ``(prefix, adapter arguments)`` for each adapter to install:
+        one, or one per vendor when both vendors' credentials are set.
     :ivar log_level: the level for the library's logger, or None to leave it.
     :ivar shown: each variable's value as the ``config`` command prints it
         (secrets masked), for the variables that are set.
+    :ivar warnings: one line per variable that is not one of :data:`VARIABLES`
+        (a misspelt name), with the closest known name.
     """
 
-    prefix: str
-    adapter_kwargs: dict[str, Any] = field(default_factory=dict)
+    mounts: tuple[tuple[str, dict[str, Any]], ...]
     log_level: int | None = None
     shown: dict[str, str] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def prefix(self) -> str:
+        """The first mount's prefix."""
+        return self.mounts[0][0]
+
+    @property
+    def adapter_kwargs(self) -> dict[str, Any]:
+        """The first mount's adapter arguments."""
+        return self.mounts[0][1]
 
 
 def config_from_env(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> EnvConfig:
-    """Read the configuration; ``overrides`` (the ``run`` command's flags) win.
+    """Read the configuration; ``overrides`` (the ``run`` command's flags) win, and
+    ``defaults`` hold where nothing is set (``run``'s log level).
 
     :raises ConfigError: naming the first variable with a bad value.
     """
     source = dict(os.environ if environ is None else environ)
     source.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    get = {name: source[name].strip() for name, _ in VARIABLES if name in source}
+    for name, value in (defaults or {}).items():
+        source.setdefault(name, value)
+    get = {v.name: source[v.name].strip() for v in VARIABLES if v.name in source}
     kwargs: dict[str, Any] = {}
     if "RBE_MAX_RETRIES" in get:
         kwargs["max_retries"] = _whole("RBE_MAX_RETRIES", get["RBE_MAX_RETRIES"])
@@ -126,9 +179,11 @@ def config_from_env(
     level = None
     if get.get("RBE_LOG_LEVEL"):
         name = get["RBE_LOG_LEVEL"].upper()
-        if name not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"RBE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {name!r}")
-        level = getattr(logging, name)
+        if name not in _LEVELS:
+            raise ConfigError(
+                f"RBE_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or OFF, not {name!r}"
+            )
+        level = _LEVELS[name]
     rate_limit = _rate_limit(get)
     if rate_limit is not None:
         kwargs["rate_limit"] = rate_limit
@@ -140,26 +195,59 @@ def config_from_env(
             kwargs["outbox"] = Outbox(get["RBE_OUTBOX"])
         except (ValueError, ImportError) as exc:
             raise ConfigError(f"RBE_OUTBOX: {exc}") from None
-    auth, home = credential_from(get)
-    prefix = get.get("RBE_PREFIX") or (home + "/" if home else "https://")
-    try:
-        parsed = Prefix.parse(prefix)  # its messages never repeat a password or a query
-    except ValueError as exc:
-        raise ConfigError(f"RBE_PREFIX: {exc}") from None
-    if auth is not None:
-        kwargs["auth"] = auth
-        if not parsed.names_host:
-            example = f"{home}/" if home else "https://acme.bloxs.io/"
-            raise ConfigError(
-                f"RBE_PREFIX must name the host the credentials are for (such as {example}), "
-                f"not {_shown(prefix)!r}"
-            )
+    mounts = _mounts(get.get("RBE_PREFIX"), credentials_from(get), kwargs)
     shown = {name: _shown_value(name, value) for name, value in get.items()}
-    return EnvConfig(prefix=prefix, adapter_kwargs=kwargs, log_level=level, shown=shown)
+    return EnvConfig(
+        mounts=mounts, log_level=level, shown=shown, warnings=unknown_variables(source)
+    )
+
+
+def _mounts(
+    given: str | None, credentials: list[tuple[Credential, str]], kwargs: dict[str, Any]
+) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Where each adapter goes: ``RBE_PREFIX`` without credentials; with them, each
+    credential on its API's origin (``RBE_PREFIX`` may narrow one of them)."""
+    if given is not None:
+        try:
+            parsed = Prefix.parse(given)  # its messages never repeat a password or a query
+        except ValueError as exc:
+            raise ConfigError(f"RBE_PREFIX: {exc}") from None
+    if not credentials:
+        return ((given or "https://", kwargs),)
+    mounts = []
+    matched = given is None
+    for credential, home in credentials:
+        prefix = home + "/"
+        if given is not None and parsed.names_host and origin(given) == home:
+            prefix, matched = given, True
+        mounts.append((prefix, {**kwargs, "auth": credential}))
+    if not matched:
+        homes = " and ".join(home for _, home in credentials)
+        raise ConfigError(
+            f"RBE_PREFIX {_shown(given or '')!r} is not under the API the credentials are "
+            f"for ({homes}): they would never be used; leave RBE_PREFIX out, or set it to "
+            f"{credentials[0][1]}/"
+        )
+    return tuple(mounts)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """One line per variable named like this project's (``RBE_``, ``BLOXS_``,
+    ``DEALCLOUD_``) that it does not read, with the closest name it does."""
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(PREFIXES) or name in _KNOWN:
+            continue
+        close = difflib.get_close_matches(name, sorted(_KNOWN), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{name} is not a variable of requests-bloxs-errors and is ignored{hint}")
+    return tuple(lines)
 
 
 def install_from_env(
-    environ: Mapping[str, str] | None = None, overrides: Mapping[str, str] | None = None
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+    defaults: Mapping[str, str] | None = None,
 ) -> EnvConfig:
     """:func:`~requests_bloxs_errors.install` as the environment says; return what was read.
 
@@ -167,34 +255,50 @@ def install_from_env(
 
         >>> rbe.install_from_env()   # RBE_*, BLOXS_*, DEALCLOUD_* variables
 
+    With ``RBE_LOG_LEVEL`` set, the library's log lines go to stderr, each with
+    an ISO 8601 time; a misspelt variable is named in a WARNING there.
+
     :raises ConfigError: before installing anything, for a bad value.
     """
-    config = config_from_env(environ, overrides)
+    config = config_from_env(environ, overrides, defaults)
     try:
-        install(config.prefix, **config.adapter_kwargs)
+        install_mounts(config.mounts)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
+    logger = logging.getLogger("requests_bloxs_errors")
     if config.log_level is not None:
-        logger = logging.getLogger("requests_bloxs_errors")
         logger.setLevel(config.log_level)
-        if not any(getattr(h, "_rbe_env", False) for h in logger.handlers):
+        if config.log_level < OFF and not any(
+            getattr(h, "_rbe_env", False) for h in logger.handlers
+        ):
             handler = logging.StreamHandler()
             handler._rbe_env = True  # type: ignore[attr-defined]
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_TIME))
             logger.addHandler(handler)
+    for line in config.warnings:
+        logger.warning("%s", line)
     return config
 
 
 def credential_from(
     values: Mapping[str, str], default_origin: str | None = None
 ) -> tuple[Credential | None, str | None]:
-    """The credential the ``BLOXS_*`` / ``DEALCLOUD_*`` values describe, and its origin.
+    """The first credential :func:`credentials_from` finds, and its origin; ``(None,
+    None)`` without credentials."""
+    found = credentials_from(values, default_origin)
+    return found[0] if found else (None, None)
+
+
+def credentials_from(
+    values: Mapping[str, str], default_origin: str | None = None
+) -> list[tuple[Credential, str]]:
+    """The credentials the ``BLOXS_*`` and ``DEALCLOUD_*`` values describe (none, one,
+    or both vendors'), each with the origin of the API it is for.
 
     :param values: variable name to value (empty values count as unset).
     :param default_origin: where the API is when ``BLOXS_BASE_URL`` or
         ``DEALCLOUD_TOKEN_URL`` is not given (the ``request`` command passes
         its URL's); None makes them required.
-    :return: ``(credential, origin)``, or ``(None, None)`` without credentials.
     :raises ConfigError: naming the variable at fault.
     """
     get = {name: value.strip() for name, value in values.items() if value and value.strip()}
@@ -204,52 +308,76 @@ def credential_from(
             parse_storage(cache, what="RBE_TOKEN_CACHE", capability=TokenStore)
         except (ValueError, ImportError) as exc:
             raise ConfigError(str(exc)) from None
-    credential, home = _credential(get, default_origin, cache)
-    if cache and credential is None:
+    found = [
+        credential
+        for credential in (
+            _bloxs(get, default_origin, cache),
+            _dealcloud(get, default_origin, cache),
+        )
+        if credential is not None
+    ]
+    if cache and not found:
         raise ConfigError("RBE_TOKEN_CACHE needs credentials (BLOXS_* or DEALCLOUD_* variables)")
+    homes = [home for _, home in found]
+    if len(set(homes)) < len(homes):
+        raise ConfigError(
+            f"BLOXS_* and DEALCLOUD_* credentials are both for {homes[0]}: set "
+            "BLOXS_BASE_URL and DEALCLOUD_TOKEN_URL to each API's own address"
+        )
+    return found
+
+
+def _bloxs(
+    get: Mapping[str, str], default_origin: str | None, cache: str | None
+) -> tuple[Credential, str] | None:
+    key, secret = get.get("BLOXS_API_KEY"), get.get("BLOXS_API_SECRET")
+    if not (key or secret):
+        return None
+    if not (key and secret):
+        raise ConfigError("BLOXS_API_KEY and BLOXS_API_SECRET must be set together")
+    hmac = _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0"))
+    if hmac and cache:
+        raise ConfigError("RBE_TOKEN_CACHE has no use with BLOXS_HMAC=1: HMAC needs no token")
+    base = get.get("BLOXS_BASE_URL") or default_origin
+    if base is None:
+        raise ConfigError(
+            "BLOXS_BASE_URL must be set with BLOXS_API_KEY (the API the credentials are for)"
+        )
+    home = _endpoint("BLOXS_BASE_URL", base)
+    path = urlsplit(base).path.strip("/")
+    if path:
+        raise ConfigError(
+            f"BLOXS_BASE_URL must be the environment's origin, such as {home}, without a "
+            f"path: the token endpoint is {home}/Authorization, and /{path}/Authorization "
+            "is not it"
+        )
+    if hmac:
+        return BloxsHmacAuth(key, secret), home
+    credential = _made("RBE_TOKEN_CACHE", lambda: BloxsTokenAuth(base, key, secret, cache=cache))
     return credential, home
 
 
-def _credential(
+def _dealcloud(
     get: Mapping[str, str], default_origin: str | None, cache: str | None
-) -> tuple[Credential | None, str | None]:
-    key, secret = get.get("BLOXS_API_KEY"), get.get("BLOXS_API_SECRET")
+) -> tuple[Credential, str] | None:
     client, client_secret = get.get("DEALCLOUD_CLIENT_ID"), get.get("DEALCLOUD_CLIENT_SECRET")
-    if key or secret:
-        if not (key and secret):
-            raise ConfigError("BLOXS_API_KEY and BLOXS_API_SECRET must be set together")
-        hmac = _flag("BLOXS_HMAC", get.get("BLOXS_HMAC", "0"))
-        if hmac and cache:
-            raise ConfigError("RBE_TOKEN_CACHE has no use with BLOXS_HMAC=1: HMAC needs no token")
-        base = get.get("BLOXS_BASE_URL") or default_origin
-        if base is None:
-            raise ConfigError(
-                "BLOXS_BASE_URL must be set with BLOXS_API_KEY (the API the credentials are for)"
-            )
-        home = _endpoint("BLOXS_BASE_URL", base)
-        if hmac:
-            return BloxsHmacAuth(key, secret), home
-        return _made(
-            "RBE_TOKEN_CACHE", lambda: BloxsTokenAuth(base, key, secret, cache=cache)
-        ), home
-    if client or client_secret:
-        token_url = get.get("DEALCLOUD_TOKEN_URL") or (
-            default_origin + DEALCLOUD_TOKEN_PATH if default_origin else None
+    if not (client or client_secret):
+        return None
+    token_url = get.get("DEALCLOUD_TOKEN_URL") or (
+        default_origin + DEALCLOUD_TOKEN_PATH if default_origin else None
+    )
+    if not (client and client_secret and token_url):
+        raise ConfigError(
+            "DEALCLOUD_TOKEN_URL, DEALCLOUD_CLIENT_ID and DEALCLOUD_CLIENT_SECRET "
+            "must be set together"
         )
-        if not (client and client_secret and token_url):
-            raise ConfigError(
-                "DEALCLOUD_TOKEN_URL, DEALCLOUD_CLIENT_ID and DEALCLOUD_CLIENT_SECRET "
-                "must be set together"
-            )
-        home = _endpoint("DEALCLOUD_TOKEN_URL", token_url)
-        scope = get.get("DEALCLOUD_SCOPE") or None
-        return _made(
-            "RBE_TOKEN_CACHE",
-            lambda: ClientCredentialsAuth(
-                token_url, client, client_secret, scope=scope, cache=cache
-            ),
-        ), home
-    return None, None
+    home = _endpoint("DEALCLOUD_TOKEN_URL", token_url)
+    scope = get.get("DEALCLOUD_SCOPE") or None
+    credential = _made(
+        "RBE_TOKEN_CACHE",
+        lambda: ClientCredentialsAuth(token_url, client, client_secret, scope=scope, cache=cache),
+    )
+    return credential, home
 
 
 def _made(name: str, make: Any) -> Any:

@@ -89,7 +89,7 @@ def open_outbox(url: str) -> Outbox:
 def run_outbox(
     term: Terminal,
     args: argparse.Namespace,
-    credential: Callable[[argparse.Namespace, str | None], tuple[Credential | None, str | None]],
+    credentials: Callable[[argparse.Namespace, str | None], list[tuple[Credential, str]]],
 ) -> int:
     """Run one ``outbox`` action; return the exit status.
 
@@ -107,7 +107,7 @@ def run_outbox(
                 raise OutboxUsageError(f"no entry {args.id} in the outbox")
             term.line(f"dropped entry {args.id}")
             return 0
-        return _replay(term, outbox, args, credential)
+        return _replay(term, outbox, args, credentials)
     except (sqlite3.DatabaseError, OSError) as exc:
         raise OutboxUsageError(f"the outbox {outbox.storage.shown} {_unusable(exc)}") from None
     finally:
@@ -178,13 +178,13 @@ def _replay(
     term: Terminal,
     outbox: Outbox,
     args: argparse.Namespace,
-    credential: Callable[[argparse.Namespace, str | None], tuple[Credential | None, str | None]],
+    credentials: Callable[[argparse.Namespace, str | None], list[tuple[Credential, str]]],
 ) -> int:
     entries = [e for e in outbox.entries() if e.state == "queued"]
-    # the API the credentials are for comes from a variable or a flag, never from
+    # the API each credential is for comes from a variable or a flag, never from
     # an entry: the first entry may be a webhook on another host
-    auth, home = credential(args, None)
-    if auth is None:
+    found = credentials(args, None)
+    if not found:
         term.line(
             "no credentials (BLOXS_* or DEALCLOUD_* variables, or flags): entries are sent "
             "unsigned",
@@ -194,8 +194,8 @@ def _replay(
     try:
         mount(session, "https://")
         mount(session, "http://")
-        if auth is not None and home is not None:
-            mount(session, home + "/", auth=auth)  # entries for any other host go unsigned
+        for auth, home in found:  # entries for any other host go unsigned
+            mount(session, home + "/", auth=auth)
         report = outbox.replay(
             session, include_uncertain=args.include_uncertain, timeout=args.timeout
         )

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["wait_until"]
+import pytest
+
+__all__ = ["refused", "wait_until"]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
@@ -21,3 +24,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
             return False
         time.sleep(0.005)
     return True
+
+
+def refused(response: Any, error_class: type[BaseException]) -> pytest.ExceptionInfo[Any]:
+    """Assert ``response`` is a local reply (the adapter refused the call, nothing was
+    sent) whose ``raise_for_status()`` raises ``error_class``; what it raised, as
+    ``pytest.raises`` gives it."""
+    assert getattr(response, "local", False), f"not a local reply: {response.status_code}"
+    assert response.request is not None
+    assert not response.ok
+    with pytest.raises(error_class) as caught:
+        response.raise_for_status()
+    return caught

@@ -131,7 +131,7 @@ def test_a_step_that_raises_a_bloxs_error_refuses_the_call_as_the_breaker_does(
     server.route("POST", "/w", Reply(201, "created"))
     quota = Quota(1)
     outbox = f"sqlite://{tmp_path}/outbox.db"
-    rbe.mount(session, "http://", steps=[quota], outbox=outbox)
+    rbe.mount(session, "http://", steps=[quota], outbox=outbox, raise_errors=True)
     assert session.post(server.url("/w"), data=b"1").status_code == 201
     with pytest.raises(rbe.RateLimitError) as caught:
         session.post(server.url("/w"), data=b"2")

@@ -270,7 +270,7 @@ def test_threads_queue_concurrently_without_losing_an_entry(server, outbox_url):
 def test_a_write_the_rate_limit_refused_is_kept_as_never_sent(server, session, outbox_url):
     server.route("POST", "/r", Reply(201, "ok"))
     limit = rbe.RateLimit({"*": (1, 60.0)}, max_wait=0.1)
-    rbe.mount(session, "http://", rate_limit=limit, outbox=outbox_url)
+    rbe.mount(session, "http://", rate_limit=limit, outbox=outbox_url, raise_errors=True)
     assert session.post(server.url("/r"), data=b"first").status_code == 201
     with pytest.raises(rbe.RateLimitError) as caught:
         session.post(server.url("/r"), data=b"second", headers={b"X-Bytes": b"v\xe9"})

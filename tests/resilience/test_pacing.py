@@ -199,7 +199,7 @@ def test_threads_send_at_most_n_in_any_interval(server, session, storage):
 def test_a_permit_that_cannot_come_in_time_is_refused_without_sending(server, session, storage):
     server.route("GET", "/one", Reply(200, "ok"))
     limit = rbe.RateLimit({"*": (1, 10.0)}, storage=storage, max_wait=0.2)
-    rbe.mount(session, "http://", rate_limit=limit)
+    rbe.mount(session, "http://", rate_limit=limit, raise_errors=True)
     assert session.get(server.url("/one")).status_code == 200
     started = time.monotonic()
     with pytest.raises(rbe.RateLimitError) as caught:
@@ -217,7 +217,7 @@ def test_a_permit_that_cannot_come_in_time_is_refused_without_sending(server, se
 def test_the_deadline_bounds_the_wait_for_a_permit(server, session):
     server.route("GET", "/one", Reply(200, "ok"))
     limit = rbe.RateLimit({"*": (1, 30.0)})
-    rbe.mount(session, "http://", rate_limit=limit, deadline=0.5)
+    rbe.mount(session, "http://", rate_limit=limit, deadline=0.5, raise_errors=True)
     session.get(server.url("/one"))
     started = time.monotonic()
     with pytest.raises(rbe.RateLimitError, match="deadline"):
@@ -239,12 +239,12 @@ def test_keys_are_namespaced_by_origin_unless_a_namespace_is_given(server, other
     for srv in (server, other_server):
         srv.route("GET", "/x", Reply(200, "ok"))
     own = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1)
-    rbe.mount(session, "http://", rate_limit=own)
+    rbe.mount(session, "http://", rate_limit=own, raise_errors=True)
     assert session.get(server.url("/x")).ok
     assert session.get(other_server.url("/x")).ok  # another API: its own quota
     shared = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1, namespace="acme")
     with requests.Session() as second:
-        rbe.mount(second, "http://", rate_limit=shared)
+        rbe.mount(second, "http://", rate_limit=shared, raise_errors=True)
         assert second.get(server.url("/x")).ok
         with pytest.raises(rbe.RateLimitError):
             second.get(other_server.url("/x"))
@@ -541,12 +541,12 @@ def test_a_bad_rate_limit_variable_is_named(environ, named):
 
 def test_install_shares_one_limit_among_its_sessions(server):
     server.route("GET", "/i", Reply(200, "ok"))
-    rbe.install("http://", rate_limit="bloxs")
+    rbe.install("http://", rate_limit="bloxs", raise_errors=True)
     first = requests.Session().get_adapter(server.url("/i")).rate_limit
     second = requests.Session().get_adapter(server.url("/i")).rate_limit
     assert first is second is not None
     shared = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0.1)
-    rbe.install("http://", rate_limit=shared)
+    rbe.install("http://", rate_limit=shared, raise_errors=True)
     assert requests.get(server.url("/i")).ok
     with pytest.raises(rbe.RateLimitError):
         requests.get(server.url("/i"))  # another Session: the same quota

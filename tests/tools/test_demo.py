@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_demo_shows_the_outage_and_the_replay():
     finished = run("demo", timeout=120)
     assert finished.returncode == 0, finished.stdout[-2000:]
-    assert "circuit open: not sent; kept as outbox entry" in finished.stdout
+    assert "circuit open: a local 503, not sent; kept as outbox entry" in finished.stdout
     assert "6 sent, 0 failed, 0 skipped; 0 left in the outbox." in finished.stdout
 
 

@@ -125,6 +125,7 @@ def test_the_readme_lists_every_variable():
     from requests_bloxs_errors.tools.envconfig import VARIABLES
 
     readme = (Path(ROOT) / "README.rst").read_text()
-    for name, what in VARIABLES:
+    for name, what, default in VARIABLES:
         assert f"``{name}``" in readme
         assert what in readme
+        assert default in readme
