@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -406,8 +406,9 @@ def refresh_storm_fleet(
 # -- 4. throughput under a quota ----------------------------------------------------
 
 _VARIANTS = {"none": "no Retry-After (Bloxs)", "retry-after": "with Retry-After"}
-#: One run against the quota: (seconds, successes, 429s, requests the server got, failures).
-Run = tuple[float, int, int, int, int]
+#: One run against the quota: (seconds, successes, 429s, requests the server got, failures,
+#: the most requests the server got in any one second).
+Run = tuple[float, int, int, int, int, int]
 
 
 def _ideal(quota: int, total: int) -> float:
@@ -435,6 +436,7 @@ def _quota_rows(runs: dict[tuple[str, str], list[Run]], ideal: float) -> list[li
                 f"{_median([float(v[2]) for v in values]):.0f}",
                 f"{refused / sent:.1%}" if sent else "n/a",
                 str(sum(v[4] for v in values)),
+                str(max(v[5] for v in values)),
             ]
         )
     return rows
@@ -461,9 +463,12 @@ def quota_throughput(
                 started, done, ok, failed = quota_clients.send_all(
                     session, url, threads, total // threads, lambda: None
                 )
-                served = servers.control()["served"]
+                state = servers.control()
+                served = state["served"]
                 sent = served["200"] + served["429"]
-                runs[variant, label].append((done - started, ok, served["429"], sent, failed))
+                runs[variant, label].append(
+                    (done - started, ok, served["429"], sent, failed, state["worst_second"])
+                )
                 session.close()
     return _quota_rows(runs, ideal)
 
@@ -519,15 +524,39 @@ def _fleet_run(
     with _Fleet(command, processes) as fleet:
         servers.control(action="quota", quota=quota)
         go, results = fleet.release()
-    served = servers.control()["served"]
+    state = servers.control()
+    served = state["served"]
     run = (
         max(r["done"] for r in results) - go,
         sum(r["ok"] for r in results),
         served["429"],
         served["200"] + served["429"],
         sum(r["failed"] for r in results),
+        state["worst_second"],
     )
     return run, sum(r["fallbacks"] for r in results)
+
+
+FLEET_CLIENTS = {
+    "BloxsAdapter + RateLimit, sqlite:/// shared": ("limit", "sqlite"),
+    "BloxsAdapter + RateLimit, redis:// shared": ("limit", "redis"),
+    "requests-ratelimiter (per_second=Q) + Retry, per process": ("ratelimiter", "memory"),
+    "BloxsAdapter + RateLimit, memory:// per process": ("limit", "memory"),
+}
+#: CPU-bound processes beside the fleet on a busy host (6b): the cores are taken.
+NEIGHBOURS = 3
+
+
+@contextlib.contextmanager
+def _neighbours(count: int) -> Iterator[None]:
+    """``count`` processes that only spin, for the duration."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
 
 
 def fleet(
@@ -540,16 +569,15 @@ def fleet(
     threads: int,
     trials: int,
     variants: tuple[str, ...],
+    busy: bool = False,
 ) -> list[list[str]]:
-    """``processes`` x ``threads`` clients against one quota, interleaved over ``trials``."""
+    """``processes`` x ``threads`` clients against one quota, interleaved over ``trials``;
+    ``busy``: with :data:`NEIGHBOURS` CPU-bound processes beside each run (6b)."""
     ideal = _ideal(quota, total)
     directory = tempfile.TemporaryDirectory(prefix="rbe-bench-fleet-")
-    clients = {
-        "BloxsAdapter + RateLimit, sqlite:/// shared": ("limit", "sqlite"),
-        "BloxsAdapter + RateLimit, redis:// shared": ("limit", "redis"),
-        "requests-ratelimiter (per_second=Q) + Retry, per process": ("ratelimiter", "memory"),
-        "BloxsAdapter + RateLimit, memory:// per process": ("limit", "memory"),
-    }
+    clients = dict(FLEET_CLIENTS)
+    if busy:
+        del clients["BloxsAdapter + RateLimit, memory:// per process"]
     runs: dict[tuple[str, str], list[Run]] = {
         (variant, name): [] for variant in variants for name in clients
     }
@@ -569,16 +597,17 @@ def fleet(
                         created.close()
                     else:
                         storage = redis.url if where == "redis" else "memory://"
-                    run, fell_back = _fleet_run(
-                        servers,
-                        kind=kind,
-                        storage=storage,
-                        quota=quota,
-                        total=total,
-                        processes=processes,
-                        threads=threads,
-                        variant=variant,
-                    )
+                    with _neighbours(NEIGHBOURS if busy else 0):
+                        run, fell_back = _fleet_run(
+                            servers,
+                            kind=kind,
+                            storage=storage,
+                            quota=quota,
+                            total=total,
+                            processes=processes,
+                            threads=threads,
+                            variant=variant,
+                        )
                     runs[variant, name].append(run)
                     fallbacks[name] += fell_back
     finally:
@@ -589,7 +618,7 @@ def fleet(
         rows.append(row)
     if not redis.url:
         name = "BloxsAdapter + RateLimit, redis:// shared"
-        rows += [[_VARIANTS[v], name, f"not run: {redis.missing}", *["n/a"] * 6] for v in variants]
+        rows += [[_VARIANTS[v], name, f"not run: {redis.missing}", *["n/a"] * 7] for v in variants]
     return rows
 
 
@@ -643,9 +672,10 @@ def permit_cost(
 
     As scenario 1: rounds of one block per alternative, shuffled each round,
     each block paired with the no-limiter block of the same round. The same
-    rounds time a block of ``store.acquire`` calls alone per store, on a key
-    of its own (so its permit log holds about as many entries as the HTTP
-    one), and of Redis PINGs.
+    rounds time a block of permits alone per store (``store.acquire`` then
+    ``store.finish``), on a key of its own (so its permit log holds about as
+    many entries as the HTTP one), a block of ``finish`` alone (of permits
+    taken before the run, on another key), and of Redis PINGs.
     """
     url = servers.url + "/small"
     rule = (10**9, 1.0)  # so large that nothing ever waits
@@ -661,9 +691,16 @@ def permit_cost(
     alternatives: dict[str, Callable[[], object]] = {
         name: lambda session=session: session.get(url) for name, session in sessions.items()
     }
+    ends: dict[str, Iterator[Any]] = {}  # permits taken before the run, for "finish" blocks
     for name, limit in limits.items():
-        acquire = limit.store.acquire
-        alternatives[f"acquire {name}"] = lambda acquire=acquire: acquire("alone", rule, 60.0)
+        store = limit.store
+        alternatives[f"permit {name}"] = lambda store=store: store.finish(
+            "alone", store.acquire("alone", rule, 60.0).stamp
+        )
+        ends[name] = iter([store.acquire("ends", rule, 60.0).stamp for _ in range(total + 100)])
+        alternatives[f"finish {name}"] = lambda store=store, stamps=ends[name]: store.finish(
+            "ends", next(stamps)
+        )
     client = None
     if redis.url:
         import redis as redis_py
@@ -690,7 +727,8 @@ def permit_cost(
         wall, cpu = times[name]
         extra = _median([a - b for a, b in zip(wall, base_wall, strict=True)])
         extra_cpu = _median([a - b for a, b in zip(cpu, base_cpu, strict=True)])
-        alone = times.get(f"acquire {name}")
+        alone = times.get(f"permit {name}")
+        finish = times.get(f"finish {name}")
         rows.append(
             [
                 name,
@@ -699,16 +737,15 @@ def permit_cost(
                 f"{(_median(base_wall) + extra) / _median(base_wall):.3f}",
                 f"{extra_cpu:+.1f}",
                 f"{_median(alone[0]):.1f}" if alone else "n/a",
+                f"{_median(finish[0]):.1f}" if finish else "n/a",
                 f"{trips:.2f}" if name == "redis://" and trips is not None else "n/a",
             ]
         )
     if client is not None:
         ping = f"{_median(times['ping'][0]):.1f}"
-        rows.append(
-            ["Redis PING (redis-py), for comparison", "n/a", "n/a", "n/a", "n/a", ping, "n/a"]
-        )
+        rows.append(["Redis PING (redis-py), for comparison", *["n/a"] * 4, ping, "n/a", "n/a"])
     else:
-        rows.append([f"redis:// not run: {redis.missing}", *["n/a"] * 6])
+        rows.append([f"redis:// not run: {redis.missing}", *["n/a"] * 7])
     return rows
 
 
@@ -971,6 +1008,7 @@ QUOTA_HEADER = [
     "429s (median)",
     "refused share",
     "failed (all runs)",
+    "most in any 1 s at the server (max)",
 ]
 
 
@@ -1123,6 +1161,24 @@ def main() -> int:
             f"{runs})",
             [*QUOTA_HEADER, "store fallbacks"],
         ),
+        # the second table of scenario 6: the same fleet on a busy host
+        "6b": (
+            lambda s: fleet(
+                s,
+                redis,
+                quota=fleet_quota,
+                total=fleet_total,
+                processes=4,
+                threads=4,
+                trials=trials,
+                variants=("none",),
+                busy=True,
+            ),
+            f"## 6b. The fleet on a busy host ({NEIGHBOURS} CPU-bound processes beside it on "
+            f"the machine's cores; no Retry-After; Q = {fleet_quota} per 1 s window, "
+            f"N = {fleet_total} requests, ideal {_ideal(fleet_quota, fleet_total):g} s, {runs})",
+            [*QUOTA_HEADER, "store fallbacks"],
+        ),
         7: (
             lambda s: permit_cost(s, redis, 200 if quick else 3000),
             f"## 7. The cost of a permit when nothing waits ({200 if quick else 3000:,} "
@@ -1133,7 +1189,8 @@ def main() -> int:
                 "overhead µs",
                 "ratio",
                 "client CPU overhead µs",
-                "store.acquire alone µs",
+                "a permit alone µs (acquire, finish)",
+                "of which finish µs (the end stamp)",
                 "Redis round trips/request",
             ],
         ),

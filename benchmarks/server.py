@@ -36,6 +36,7 @@ class App:
         self.window = 1.0
         self.windows: dict[int, int] = {}
         self.served = {"200": 0, "429": 0}
+        self.arrivals: list[float] = []  # when each /quota request came, since the last reset
         self.probe: dict[str, float] = {}
         self.gaps: dict[str, float] = {}
         self.outage = False  # while True, /api answers 503 without Retry-After
@@ -66,6 +67,7 @@ class App:
             now = time.monotonic()
             index = int(now // self.window)
             with self.lock:
+                self.arrivals.append(now)
                 count = self.windows.get(index, 0) + 1
                 self.windows[index] = count
                 allowed = count <= self.quota
@@ -112,6 +114,7 @@ class App:
                 self.valid.clear()
                 self.windows.clear()
                 self.served = {"200": 0, "429": 0}
+                self.arrivals = []
             elif action == "outage":  # begin (counts from zero) or end the outage
                 self.outage = query["state"] == "on"
                 if self.outage:
@@ -120,15 +123,27 @@ class App:
                 self.quota = int(query["quota"])
                 self.windows.clear()
                 self.served = {"200": 0, "429": 0}
+                self.arrivals = []
             state: dict[str, Any] = {
                 "token_calls": self.token_calls,
                 "served": dict(self.served),
+                "worst_second": most_in_any(self.arrivals, 1.0),
                 "gaps": dict(self.gaps),
                 "outage": self.outage,
                 "outage_requests": self.outage_requests,
                 "api_ok": self.api_ok,
             }
         return Answer.json(200, state)
+
+
+def most_in_any(times: list[float], period: float) -> int:
+    """The most arrivals in any half-open interval of ``period`` seconds (sorted ``times``)."""
+    best, first = 0, 0
+    for last, at in enumerate(times):
+        while at - times[first] >= period:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
 
 
 def _serve(ready: Any) -> None:

@@ -7,6 +7,7 @@ signatures hide), the fragment and any ``user:password@`` part are dropped.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ __all__ = [
     "is_loopback",
     "normalized_path",
     "origin",
+    "origin_of",
     "redact_url",
     "safe_for_message",
 ]
@@ -112,6 +114,22 @@ def host_of(url: str) -> str:
     except ValueError:
         return "<unparseable url>"
     return f"{parts.scheme.lower()}://{_netloc(parts.hostname or '', port)}"
+
+
+def origin_of(url: str) -> str:
+    """:func:`host_of` of ``url``, remembered by the URL's scheme and authority (the
+    part before its path): the rate limit names a key by it for every request."""
+    start = url.find("://")
+    end = url.find("/", start + 3) if start >= 0 else -1
+    prefix = url[:end] if end >= 0 else url
+    if "@" in prefix or "?" in prefix or "#" in prefix:  # (credentials are not kept)
+        return host_of(url)
+    return _origin(prefix)
+
+
+@functools.lru_cache(maxsize=256)
+def _origin(prefix: str) -> str:
+    return host_of(prefix)
 
 
 def _netloc(host: str, port: int | None) -> str:

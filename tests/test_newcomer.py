@@ -58,8 +58,8 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 10, "a new README example needs a case here"
-    quick_start, legacy, _, _, _, bloxs, dealcloud, _, simulator_test, _ = blocks
+    assert len(blocks) == 11, "a new README example needs a case here"
+    quick_start, legacy, _, _, _, _, bloxs, dealcloud, _, simulator_test, _ = blocks
     key, secret = sim.bloxs_credentials
     token_url = sim.dealcloud_credentials[0]
     _credentials_in_env(monkeypatch, sim, sim)
@@ -136,13 +136,23 @@ def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, red
     assert statuses.count(200) == 1 + 3 + 1 + 12  # Bloxs token, filters, DealCloud token, entries
 
 
+def test_the_readme_example_shows_the_learned_rule_and_the_pause(capsys):
+    """ "Pacing to the quota": what the limiter learned is printed, as the comment says."""
+    (block,) = [b for b in _code_blocks() if "limit.state()" in b]
+    exec(block, {})
+    rules, state = capsys.readouterr().out.splitlines()
+    assert rules == "{'GET /api/rest/v4/data/entrydata/deal/entries': (2, 1.0)}"
+    shown = "GET /api/rest/v4/data/entrydata/deal/entries (2, 1.0) True "
+    assert state.startswith(shown)
+    assert 0 <= float(state.removeprefix(shown)) <= 1.0  # the 429 paused it for a period
+
+
 def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
     tmp_path, monkeypatch, redis_url
 ):
     """The "One token for a fleet" example, twice, as two processes would run it:
     the second finds both tokens in the caches and calls no token endpoint."""
-    block = _code_blocks()[7]
-    assert "cache=" in block
+    (block,) = [b for b in _code_blocks() if "cache=" in b]
     with Simulator() as bloxs_sim, Simulator() as dealcloud_sim:  # two hosts, as in the example
         _credentials_in_env(monkeypatch, bloxs_sim, dealcloud_sim)
         code = (
@@ -167,8 +177,7 @@ def test_the_readme_outage_example_keeps_the_write_and_alerts_a_webhook(
 ):
     """ "When the API stays down": the create fails for good, is kept in the outbox,
     and the chat webhook (a loopback server here) hears of it once."""
-    block = _code_blocks()[4]
-    assert "circuit_breaker=" in block
+    (block,) = [b for b in _code_blocks() if "circuit_breaker=" in b]
     server.route("POST", "/hook", Reply(200, "ok"))
     sim.fail(500, path=COMPLEXES, method="POST", times=None)
     code = (

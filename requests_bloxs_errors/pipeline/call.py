@@ -113,6 +113,10 @@ class Call:
             self._state = {}
         return self._state
 
+    def take(self, key: Any) -> Any:
+        """Remove ``key``'s per-call data and return it (None when there is none)."""
+        return None if self._state is None else self._state.pop(key, None)
+
     # what only a failed attempt needs to know is worked out when one fails
 
     @property
@@ -155,13 +159,17 @@ class Call:
         left = self.time_left()
         if left is not None:
             return left
-        per_attempt = _attempt_seconds(self.timeout)
+        per_attempt = self.attempt_seconds()
         if per_attempt is None:
             return None
         total = self.retry.total
         retries = total if isinstance(total, int) and not isinstance(total, bool) else 0
         waits = max(getattr(self.retry, "backoff_max", 0.0), self.max_retry_after or 0.0)
         return per_attempt * (retries + 1) + waits * retries
+
+    def attempt_seconds(self) -> float | None:
+        """The longest one attempt's timeout allows (connect plus read), or None."""
+        return _attempt_seconds(self.timeout)
 
     def time_left(self) -> float | None:
         """Seconds until the deadline (0 once passed), or None without one."""
@@ -317,6 +325,10 @@ def _max_attempts(policy: Retry, attempt: int, failure: Failure | None) -> int |
 
 def _attempt_seconds(timeout: Any) -> float | None:
     """The longest one attempt takes under ``timeout`` (connect plus read), or None."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
+        return 2.0 * timeout
     if isinstance(timeout, tuple) and len(timeout) == 2:
         parts: list[Any] = list(timeout)
     elif hasattr(timeout, "connect_timeout") and hasattr(timeout, "total"):  # urllib3 Timeout

@@ -1,4 +1,5 @@
-"""The pacing step: a permit before every attempt, and lessons from every answer.
+"""The pacing step: a permit before every attempt, its end after it, and lessons from
+every answer.
 
 :class:`Pacing` plugs a :class:`~requests_bloxs_errors.RateLimit` into the
 adapter's attempt loop (see :mod:`.steps`):
@@ -7,6 +8,10 @@ adapter's attempt loop (see :mod:`.steps`):
   request's category, waiting for it within ``max_wait`` and the call's
   deadline, or raises :class:`~requests_bloxs_errors.RateLimitError`
   without sending;
+* when the attempt ends (a response, any status, or a failure) it stamps
+  the permit's end in the store: the window counts from there (see
+  :mod:`~requests_bloxs_errors.storage.windows`); a call that ends unsent
+  gives its permit back;
 * after a 429 (or a 403 quota) it pauses the category for every thread and
   process sharing the store: until ``Retry-After``, else for the period the
   server stated or the category's rule has (the server's window has then
@@ -28,13 +33,14 @@ from ..events import logger
 from ..exceptions import RateLimitError
 from ..pipeline.steps import Step
 from ..storage import store_timeout
-from ..storage.windows import MAX_PAUSE
+from ..storage.windows import MAX_PAUSE, permit_hold
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
 
     from ..errors.table import Rule
     from ..pipeline.call import Call
+    from ..pipeline.failures import Failure
     from .ratelimit import RateLimit
 
 __all__ = ["Pacing"]
@@ -67,35 +73,77 @@ class Pacing(Step):
         where = self._where(call.request)
         if where is None:
             return
+        self._end(call)  # (an earlier attempt's, had nothing said it ended)
         category, key = where
         limit = self.limit
         rule = limit.rule(category)
         store = limit.store
+        hold = permit_hold(call.attempt_seconds(), call.time_left())
+        waited = 0.0
+        stamp = None
         while True:
             left = call.time_left()
-            bound = limit.max_wait if left is None else min(limit.max_wait, left)
-            wait, stamp = store.acquire(key, rule, bound, store_timeout(left))
-            if wait > bound:
-                raise _refusal(
-                    call, category, wait, bound, left is not None and left < limit.max_wait
-                )
-            if wait <= 0:
-                return
+            bound = limit.max_wait - waited
+            by_deadline = left is not None and left < bound
+            if left is not None and by_deadline:
+                bound = left
+            bound = max(bound, 0.0)
+            timeout = store_timeout(left)
+            if stamp is None:
+                wait, stamp, firm = store.acquire(key, rule, bound, timeout, hold=hold)
+            else:  # reserved, but its time was a guess: look again
+                wait, stamp, firm = store.confirm(key, stamp, rule, bound, timeout, hold=hold)
+            if stamp is None:
+                call.take(self)
+                if wait > bound:
+                    raise _refusal(call, category, wait, limit.max_wait, by_deadline)
+                if wait <= 0:
+                    return  # no rule, no pause
+            else:
+                call.state[self] = (key, stamp)
+                if wait <= 0 and firm:
+                    return  # the usual case
             call.paced += wait
+            waited += wait
             logger.debug(
                 "Pacing %s %s: waiting %.2fs for a %r permit", call.method, call.url, wait, category
             )
             limit.clock.sleep(wait)
+            if stamp is None or not firm:
+                continue  # a pause that ended, or a permit to confirm: ask again
             if store.paused_for(key, rule, store_timeout(call.time_left())) <= 0:
                 return
             # a server paused the category while this thread waited: line up again
-            if stamp is not None:
-                store.cancel(key, stamp, store_timeout(call.time_left()))
+            self._end(call, cancel=True)
+            stamp = None
+
+    def _end(self, call: Call, *, cancel: bool = False) -> None:
+        """Stamp the end of the call's permit (or give it back), once."""
+        held = call.take(self)
+        if held is None:
+            return
+        key, stamp = held
+        store = self.limit.store
+        timeout = store_timeout(call.time_left())
+        if cancel:
+            store.cancel(key, stamp, timeout)
+        else:
+            store.finish(key, stamp, timeout)
+
+    def after_failure(self, call: Call, failure: Failure) -> None:
+        """The attempt ended without a response."""
+        self._end(call)
+
+    def on_refused(self, call: Call, error: BaseException) -> None:
+        """Nothing was sent after all (another step refused, or no credentials): the
+        permit goes back."""
+        self._end(call, cancel=True)
 
     def after_response(
         self, call: Call, response: Response, rule: Rule, retry_after: float | None
     ) -> float | None:
         """Learn from an error response; return how long the category is now held."""
+        self._end(call)  # (the server has answered: it counted the request by now)
         where = self._where(call.request)
         if where is None:
             return None
@@ -128,7 +176,9 @@ class Pacing(Step):
         return hold
 
     def on_outcome(self, call: Call, response: Response | None, failure: Any) -> None:
-        """Hold the category when a success says the quota is spent."""
+        """Stamp the end of the last attempt; hold the category when a success says the
+        quota is spent."""
+        self._end(call)
         if response is None or response.status_code >= 400:
             return
         if "X-Rate-Limit-Remaining" not in response.headers:

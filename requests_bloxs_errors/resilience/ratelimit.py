@@ -1,10 +1,13 @@
 """Client-side rate limits: :class:`RateLimit`, its rules, and the vendors' categories.
 
 A :class:`RateLimit` sorts each request into a category, and keeps at most
-the category's ``N`` requests in any interval of its period: a sliding
-window (see :mod:`~requests_bloxs_errors.storage.windows`), because the
-server counts in fixed windows whose phase the client cannot know, and a
-token bucket that refills would let twice the quota into one of them.
+the category's ``N`` requests in any interval of its period, as the server
+counts their arrivals: a sliding window (see
+:mod:`~requests_bloxs_errors.storage.windows`), because the server counts in
+fixed windows whose phase the client cannot know, and a token bucket that
+refills would let twice the quota into one of them. The window counts from
+the end of each attempt, so no delay between a permit and the request's
+arrival (a busy host, a slow network) can crowd one of the server's windows.
 
 Where the counts live is a storage URL (:mod:`~requests_bloxs_errors.storage`): ``memory://`` for
 the threads of one process, ``sqlite:///path`` for the processes of one
@@ -18,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 from ..clock import SYSTEM, Clock
@@ -25,12 +29,12 @@ from ..events import logger
 from ..storage import PermitLog, ProcessLock, open_backend, parse
 from ..storage.fallback import Fallback
 from ..storage.windows import MAX_PAUSE, RuleValue, longest_pause
-from ..urls import host_of, normalized_path
+from ..urls import normalized_path, origin_of
 
 if TYPE_CHECKING:
     from requests import PreparedRequest
 
-__all__ = ["RateLimit", "bloxs_category", "dealcloud_category", "parse_rule"]
+__all__ = ["CategoryState", "RateLimit", "bloxs_category", "dealcloud_category", "parse_rule"]
 
 #: A rule as given: ``"N/second"``, ``"N/minute"``, ``"N/hour"``, ``"N/<seconds>s"``
 #: or ``(N, seconds)``.
@@ -125,8 +129,33 @@ def dealcloud_category(request: PreparedRequest) -> str:
     return f"{(request.method or 'GET').upper()} {_path(request)}"
 
 
+@dataclass(frozen=True)
+class CategoryState:
+    """One category of a :class:`RateLimit` as its store holds it (:meth:`RateLimit.state`).
+
+    :ivar namespace: whose quota: the API's ``scheme://host:port``, or the
+        limit's ``namespace``.
+    :ivar category: the category, such as ``"get"`` or ``"GET /api/rest/v4/..."``.
+    :ivar rule: the rule in force, ``(limit, period_seconds)``: the one the
+        server stated, else the configured one (None: neither).
+    :ivar learned: whether ``rule`` is one a server stated.
+    :ivar paused_for: seconds left of a pause a server asked for (0: none).
+    :ivar in_flight: permits whose request has not ended.
+    :ivar ended: permits ended recently enough to still count.
+    """
+
+    namespace: str
+    category: str
+    rule: RuleValue | None
+    learned: bool
+    paused_for: float
+    in_flight: int
+    ended: int
+
+
 class RateLimit:
-    """Pace requests to a quota: at most N per period in any interval, per category.
+    """Pace requests to a quota: at most N per period in any interval, per category,
+    as the server counts them (the window counts from the end of each attempt).
 
     Usage::
 
@@ -150,8 +179,6 @@ class RateLimit:
     :param max_wait: the longest wait for a permit, in seconds (at most a
         day); a longer one raises :class:`~requests_bloxs_errors.RateLimitError`
         at once, without sending. The call's ``deadline`` bounds the wait too.
-        Processes sharing a store should use the same value: a permit reserved
-        further ahead than ``max_wait`` plus a period counts as stale for them.
     :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`).
     :raises ValueError, TypeError: on a bad rule, storage URL or argument.
     :raises ImportError: for a Redis URL without the ``redis`` extra.
@@ -245,8 +272,48 @@ class RateLimit:
 
     @property
     def rules(self) -> dict[str, tuple[int, float]]:
-        """The configured rules, ``{category: (limit, period_seconds)}`` (a copy)."""
+        """The rules in force, ``{category: (limit, period_seconds)}``: the configured
+        ones, and those a server stated (:meth:`state`), which win while they last.
+
+        Reads the store: a rule learned by any process that shares it shows.
+        """
+        rules = dict(self._rules)
+        for state in self.state():
+            if state.learned and state.rule is not None:
+                rules[state.category] = state.rule
+        return rules
+
+    @property
+    def configured_rules(self) -> dict[str, tuple[int, float]]:
+        """The rules as given, ``{category: (limit, period_seconds)}`` (a copy)."""
         return dict(self._rules)
+
+    def state(self) -> list[CategoryState]:
+        """What the store holds for this limit now: one :class:`CategoryState` per
+        category that has a permit, a pause or a learned rule, for every process
+        sharing the store (with a ``namespace``, only its own keys).
+
+        While the store fails, what this process paces by meanwhile.
+        """
+        found = []
+        for held in self._store.snapshot():
+            namespace, _, category = held.key.partition("|")
+            if self.namespace is not None:
+                if not held.key.startswith(self.namespace + "|"):
+                    continue
+                namespace, category = self.namespace, held.key[len(self.namespace) + 1 :]
+            found.append(
+                CategoryState(
+                    namespace=namespace,
+                    category=category,
+                    rule=held.learned or self.rule(category),
+                    learned=held.learned is not None,
+                    paused_for=held.paused_for,
+                    in_flight=held.in_flight,
+                    ended=held.ended,
+                )
+            )
+        return found
 
     def category(self, request: PreparedRequest) -> str | None:
         """The category of ``request``, or None when it is not limited."""
@@ -297,7 +364,7 @@ class RateLimit:
 
     def key(self, request: PreparedRequest, category: str) -> str:
         """The store key of ``category`` for ``request``: namespaced by API."""
-        return f"{self.namespace or host_of(request.url or '')}|{category}"
+        return f"{self.namespace or origin_of(request.url or '')}|{category}"
 
     def __repr__(self) -> str:
         return (

@@ -23,19 +23,22 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..urls import safe_for_message
 
 __all__ = [
+    "DEFAULT_HOLD",
     "RETRY_STORE_AFTER",
     "STORE_MIN_TIME",
     "STORE_SHARE",
     "STORE_TIMEOUT",
     "Backend",
+    "Grant",
     "OutboxRow",
     "OutboxStore",
     "PermitLog",
+    "PermitState",
     "ProcessLock",
     "StorageURL",
     "StoreBusy",
@@ -58,6 +61,9 @@ RETRY_STORE_AFTER = 5.0
 
 #: ``(limit, period_seconds)``
 RuleValue = tuple[int, float]
+#: Seconds after its time that a permit whose request has no timeout counts as
+#: ended, if its holder never says (see :func:`~.windows.permit_hold`).
+DEFAULT_HOLD = 60.0
 
 
 @dataclass(frozen=True)
@@ -184,29 +190,91 @@ class Backend(Protocol):
         """Release this process's connections (reopened on the next use)."""
 
 
+class Grant(NamedTuple):
+    """A store's answer to a request for a permit.
+
+    :ivar wait: seconds until the permit's time (when ``stamp`` is None and
+        the wait is over ``max_wait``: until it would have come).
+    :ivar stamp: the reservation, for :meth:`~PermitLog.finish`,
+        :meth:`~PermitLog.cancel` and :meth:`~PermitLog.confirm`; None when
+        nothing was reserved (the wait is over ``max_wait``, or no rule
+        applies and the wait is a pause's).
+    :ivar firm: the permit may be used at its time. When False, ``limit``
+        permits reserved before it were in flight, and its time is only the
+        earliest it could be: :meth:`~PermitLog.confirm` it then.
+    """
+
+    wait: float
+    stamp: Any = None
+    firm: bool = True
+
+
+@dataclass(frozen=True)
+class PermitState:
+    """What a store holds for one rate-limit key, as :meth:`PermitLog.snapshot` sees it.
+
+    :ivar key: the key (``namespace|category``).
+    :ivar learned: the rule the server stated for it, while it lasts, else None.
+    :ivar paused_for: seconds left of its pause (0 when none).
+    :ivar in_flight: permits reserved whose attempt has not ended.
+    :ivar ended: permits that ended recently enough to still count.
+    """
+
+    key: str
+    learned: RuleValue | None = None
+    paused_for: float = 0.0
+    in_flight: int = 0
+    ended: int = 0
+
+
 @runtime_checkable
 class PermitLog(Protocol):
     """The rate limit's store. Every method is one atomic step.
 
     Times are the store's own (the host's wall clock for SQLite, the Redis
     server's ``TIME``, the process's monotonic clock in memory); callers
-    only ever see seconds.
+    only ever see seconds. See :mod:`~requests_bloxs_errors.storage.windows`
+    for the rule every backend applies.
     """
 
     def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
         """Reserve the next permit for ``key`` if it comes within ``max_wait`` seconds.
 
         :param rule: the configured rule; a learned one for ``key`` wins. With
             neither, only pauses apply.
-        :return: ``(wait, stamp)``: seconds until the permit, and the
-            reservation's stamp for :meth:`cancel` (None when nothing was
-            reserved: the wait is over ``max_wait``, or there is no rule).
+        :param hold: seconds after the permit's time at which it counts as
+            ended if :meth:`finish` never comes (its holder died).
         """
 
+    def confirm(
+        self,
+        key: str,
+        stamp: Any,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        """Look again at a reservation that was not firm, once its time has come: it
+        moves to the earliest time the permits reserved before it now allow. Over
+        ``max_wait``, it is given back (the grant's stamp is None). A reservation the
+        store no longer has is made anew, with ``hold``."""
+
+    def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        """Stamp the permit's end: its attempt got a response, or failed, now.
+        A stamp that ended already, or that the store forgot, is ignored."""
+
     def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        """Give back a reservation that will not be used."""
+        """Give back a reservation that will not be used (nothing was sent)."""
 
     def pause(
         self,
@@ -225,6 +293,10 @@ class PermitLog(Protocol):
 
     def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
         """Use ``limit`` per ``period`` for ``key`` from now on (the server said so)."""
+
+    def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        """What the store holds now, one :class:`PermitState` per key that has a
+        permit, a pause or a learned rule, sorted by key (not one atomic step)."""
 
     def close(self) -> None:
         """Release connections."""

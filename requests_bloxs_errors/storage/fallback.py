@@ -19,7 +19,16 @@ from typing import Any
 
 from ..clock import SYSTEM, Clock
 from ..events import logger
-from .base import RETRY_STORE_AFTER, Backend, ProcessLock, RuleValue, StorageURL
+from .base import (
+    DEFAULT_HOLD,
+    RETRY_STORE_AFTER,
+    Backend,
+    Grant,
+    PermitState,
+    ProcessLock,
+    RuleValue,
+    StorageURL,
+)
 from .memory import MemoryBackend
 
 __all__ = ["Fallback", "Outage"]
@@ -126,9 +135,7 @@ class Fallback:
             try:
                 result = getattr(self._primary, method)(*args, timeout=timeout)
             except Exception as exc:
-                self._outage.failed(exc)
-                with contextlib.suppress(Exception):
-                    self._primary.close()
+                self._failed(exc)
             else:
                 self._outage.answered()
                 return result
@@ -137,13 +144,92 @@ class Fallback:
     # -- permits ------------------------------------------------------------------
 
     def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
-        result: tuple[float, Any] = self._use("acquire", key, rule, max_wait, timeout=timeout)
-        return result
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        """As :meth:`PermitLog.acquire <.base.PermitLog.acquire>`; the stamp says which
+        store gave it, so that what follows goes to the same one."""
+        memory = self._memory
+        if self._primary is memory:
+            grant: Grant = memory.acquire(key, rule, max_wait, hold=hold)
+            return grant
+        if self._outage.usable():
+            try:
+                grant = self._primary.acquire(key, rule, max_wait, timeout=timeout, hold=hold)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._outage.answered()
+                return _tagged(grant, self._primary)
+        return _tagged(memory.acquire(key, rule, max_wait, hold=hold), memory)
+
+    def confirm(
+        self,
+        key: str,
+        stamp: Any,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        """As :meth:`PermitLog.confirm <.base.PermitLog.confirm>`, in the store that gave
+        the stamp; a shared store that fails meanwhile: a new permit in memory."""
+        memory = self._memory
+        if self._primary is memory:
+            grant: Grant = memory.confirm(key, stamp, rule, max_wait, hold=hold)
+            return grant
+        store, inner = stamp
+        if store is memory:
+            return _tagged(memory.confirm(key, inner, rule, max_wait, hold=hold), memory)
+        if self._outage.usable():
+            try:
+                grant = store.confirm(key, inner, rule, max_wait, timeout=timeout, hold=hold)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._outage.answered()
+                return _tagged(grant, store)
+        return _tagged(memory.acquire(key, rule, max_wait, hold=hold), memory)
+
+    def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        """Stamp the permit's end in the store that gave it (a shared store that fails
+        meanwhile lets it end at its hold)."""
+        self._settle("finish", key, stamp, timeout)
 
     def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        self._use("cancel", key, stamp, timeout=timeout)
+        """Give the permit back to the store that gave it."""
+        self._settle("cancel", key, stamp, timeout)
+
+    def _settle(self, method: str, key: str, stamp: Any, timeout: float | None) -> None:
+        if self._primary is self._memory:
+            getattr(self._memory, method)(key, stamp)
+            return
+        store, inner = stamp
+        if store is self._memory:
+            getattr(store, method)(key, inner)
+        elif self._outage.usable():
+            try:
+                getattr(store, method)(key, inner, timeout=timeout)
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._outage.answered()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._outage.failed(exc)
+        with contextlib.suppress(Exception):
+            self._primary.close()
+
+    def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        """What the store holds (this process's memory while the shared store fails)."""
+        found: list[PermitState] = self._use("snapshot", timeout=timeout)
+        return found
 
     def pause(
         self,
@@ -182,3 +268,10 @@ class Fallback:
         """Close the shared backend's connections (reopened on the next use)."""
         with contextlib.suppress(Exception):
             self._primary.close()
+
+
+def _tagged(grant: Grant, store: Any) -> Grant:
+    """``grant`` with its stamp naming the store that gave it."""
+    if grant.stamp is None:
+        return grant
+    return grant._replace(stamp=(store, grant.stamp))

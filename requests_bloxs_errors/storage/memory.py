@@ -1,21 +1,61 @@
 """``memory://``: the state of one process, shared by its threads.
 
-Permit logs (the sliding window of :mod:`.windows`, on the process's
-monotonic clock) and token entries. What a feature keeps here is gone with
-the process; it is also where a shared store's feature keeps its state
-while that store fails (:mod:`.fallback`).
+Permit logs (the end-stamped sliding window of :mod:`.windows`, on the
+process's monotonic clock) and token entries. What a feature keeps here is
+gone with the process; it is also where a shared store's feature keeps its
+state while that store fails (:mod:`.fallback`).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from bisect import bisect_right, insort
+from itertools import count
 from typing import Any
 
 from ..clock import SYSTEM, Clock
-from .base import ProcessLock, RuleValue, StorageURL
-from .windows import MEMORY_KEYS, SWEEP_EVERY, ahead_limit, learned_ttl, longest_pause, margin
+from .base import DEFAULT_HOLD, Grant, PermitState, ProcessLock, RuleValue, StorageURL
+from .windows import MEMORY_KEYS, SWEEP_EVERY, earliest, learned_ttl, longest_pause
 
 __all__ = ["MemoryBackend"]
+
+
+class _Permits:
+    """One key's permits: those in flight by stamp, and the ends of those that ended."""
+
+    __slots__ = ("ends", "flight", "period", "soonest")
+
+    def __init__(self) -> None:
+        self.flight: dict[int, list[float]] = {}  # stamp: [time, expires], oldest first
+        self.ends: list[tuple[float, int]] = []  # (end, stamp), ascending
+        self.period = 0.0  # the last period used, to forget the key in time
+        self.soonest = _NEVER  # no permit in flight expires before this
+
+    def expire(self, now: float) -> None:
+        """Permits whose holder never said count as ended at their expiry."""
+        if now < self.soonest:
+            return
+        soonest = _NEVER
+        for stamp, (_, expires) in list(self.flight.items()):
+            if expires <= now:
+                del self.flight[stamp]
+                insort(self.ends, (expires, stamp))
+            else:
+                soonest = min(soonest, expires)
+        self.soonest = soonest
+
+    def prune(self, now: float, period: float) -> None:
+        """Forget the ends a period old: no permit from now on can wait for them."""
+        self.period = period
+        cut = bisect_right(self.ends, (now - period, _NEVER))
+        if cut:
+            del self.ends[:cut]
+
+    def idle(self, now: float) -> bool:
+        """Nothing in flight, and every end a period old."""
+        return not self.flight and (not self.ends or self.ends[-1][0] <= now - self.period)
+
+
+_NEVER = float("inf")
 
 
 class MemoryBackend:
@@ -32,49 +72,122 @@ class MemoryBackend:
         self._lock = ProcessLock()
         self._tokens: dict[str, tuple[bytes, float]] = {}  # name: (blob, expires)
         self._token_locks: dict[str, tuple[str, float]] = {}  # name: (owner, until)
-        self._logs: dict[str, deque[float]] = {}
-        self._periods: dict[str, float] = {}  # each log's last period, to forget it in time
+        self._logs: dict[str, _Permits] = {}
         self._pauses: dict[str, float] = {}
         self._learned: dict[str, tuple[int, float, float]] = {}
+        self._stamps = count(1)
         self._sweep_at = clock.monotonic() + SWEEP_EVERY
 
+    def _rule(self, key: str, now: float, rule: RuleValue | None) -> RuleValue | None:
+        """The learned rule of ``key`` while it lasts, else ``rule``."""
+        learned = self._learned.get(key)
+        if learned is None:
+            return rule
+        if learned[2] > now:
+            return learned[:2]
+        del self._learned[key]
+        return rule
+
     def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        with self._lock:
+            return self._acquire(key, rule, max_wait, hold)
+
+    def _acquire(
+        self, key: str, configured: RuleValue | None, max_wait: float, hold: float
+    ) -> Grant:
+        now = self._now()
+        rule = self._rule(key, now, configured)
+        start = max(now, self._pause_until(key, now, configured))
+        if rule is None:
+            return Grant(start - now)
+        limit, period = rule
+        log = self._logs.get(key)
+        if log is None:
+            if len(self._logs) >= MEMORY_KEYS:
+                self._forget(now)
+            log = self._logs[key] = _Permits()
+        log.expire(now)
+        log.prune(now, period)
+        ends, flying = log.ends, len(log.flight)
+        firm = True
+        if flying >= limit:  # its time is a guess until one of them ends
+            starts = [at for at, _ in log.flight.values()]
+            guess, firm = earliest((), starts, now, limit, period)
+            start = max(start, guess)
+        elif len(ends) >= limit - flying:  # (the usual case, without sorting)
+            start = max(start, ends[flying - limit][0] + period)
+        wait = start - now
+        if wait > max_wait:
+            return Grant(wait)
+        stamp = next(self._stamps)
+        log.flight[stamp] = [start, start + hold]
+        log.soonest = min(log.soonest, start + hold)
+        return Grant(wait, stamp, firm)
+
+    def confirm(
+        self,
+        key: str,
+        stamp: Any,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
         with self._lock:
             now = self._now()
-            configured = rule
-            learned = self._learned.get(key)
-            if learned is not None:
-                if learned[2] > now:
-                    rule = learned[:2]
-                else:
-                    del self._learned[key]
-            start = max(now, self._pause_until(key, now, configured))
-            if rule is None:
-                return start - now, None
-            limit, period = rule
-            extra = margin(period)
             log = self._logs.get(key)
-            if log is None:
-                if len(self._logs) >= MEMORY_KEYS:
-                    self._forget(now)
-                log = self._logs[key] = deque()
-            self._periods[key] = period + extra
-            horizon = now - period - extra
-            while log and log[0] <= horizon:
-                log.popleft()
-            if log and log[-1] > now + ahead_limit(period):
-                log.clear()  # stale: no permit can lie that far ahead
-            if len(log) >= limit:
-                start = max(start, log[-limit] + period + extra)
-            if log:
-                start = max(start, log[-1])
+            if log is not None:
+                log.expire(now)
+            entry = log.flight.get(stamp) if log is not None else None
+            if log is None or entry is None:  # forgotten: reserve anew
+                return self._acquire(key, rule, max_wait, hold)
+            configured = rule
+            rule = self._rule(key, now, configured)
+            start = max(now, self._pause_until(key, now, configured))
+            if rule is not None:
+                limit, period = rule
+                log.prune(now, period)
+                ends = [end for end, other in log.ends if other < stamp]
+                starts = [at for other, (at, _) in log.flight.items() if other < stamp]
+                guess, firm = earliest(ends, starts, now, limit, period)
+                start = max(start, guess)
+            else:
+                firm = True
             wait = start - now
             if wait > max_wait:
-                return wait, None
-            log.append(start)
-            return wait, start
+                del log.flight[stamp]
+                return Grant(wait)
+            entry[1] += start - entry[0]
+            entry[0] = start
+            log.soonest = min(log.soonest, entry[1])
+            return Grant(wait, stamp, firm)
+
+    def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        with self._lock:
+            log = self._logs.get(key)
+            if log is None or log.flight.pop(stamp, None) is None:
+                return
+            ended = (self._clock.monotonic(), stamp)
+            ends = log.ends
+            if not ends or ended >= ends[-1]:
+                ends.append(ended)
+            else:
+                insort(ends, ended)
+
+    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        with self._lock:
+            log = self._logs.get(key)
+            if log is not None:
+                log.flight.pop(stamp, None)
 
     def _now(self) -> float:
         """The time, after forgetting what has ended when a sweep is due (under the lock)."""
@@ -91,26 +204,17 @@ class MemoryBackend:
         return until
 
     def _forget(self, now: float) -> None:
-        """Drop what can no longer matter: logs whose last permit is a period old,
-        pauses and learned rules that have ended. The dictionaries are built anew,
-        so the memory of what they held is given back too."""
+        """Drop what can no longer matter: idle permit logs, pauses and learned rules
+        that have ended. The dictionaries are built anew, so the memory of what they
+        held is given back too."""
         self._sweep_at = now + SWEEP_EVERY
-        self._logs = {
-            key: log
-            for key, log in self._logs.items()
-            if log and log[-1] > now - self._periods.get(key, 0.0)
-        }
-        self._periods = {key: p for key, p in self._periods.items() if key in self._logs}
+        for log in self._logs.values():
+            log.expire(now)
+        self._logs = {key: log for key, log in self._logs.items() if not log.idle(now)}
         self._pauses = {key: until for key, until in self._pauses.items() if until > now}
         self._learned = {key: rule for key, rule in self._learned.items() if rule[2] > now}
         self._tokens = {name: entry for name, entry in self._tokens.items() if entry[1] > now}
         self._token_locks = {name: h for name, h in self._token_locks.items() if h[1] > now}
-
-    def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        with self._lock:
-            log = self._logs.get(key)
-            if log is not None and stamp in log:
-                log.remove(stamp)
 
     def pause(
         self,
@@ -136,6 +240,28 @@ class MemoryBackend:
         with self._lock:
             now = self._now()
             self._learned[key] = (limit, period, now + learned_ttl(period))
+
+    def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        with self._lock:
+            now = self._now()
+            keys = set(self._logs) | set(self._pauses) | set(self._learned)
+            found = []
+            for key in sorted(keys):
+                log = self._logs.get(key)
+                if log is not None:
+                    log.expire(now)
+                learned = self._learned.get(key)
+                until = self._pauses.get(key, 0.0)
+                found.append(
+                    PermitState(
+                        key,
+                        learned=learned[:2] if learned is not None and learned[2] > now else None,
+                        paused_for=max(0.0, until - now),
+                        in_flight=len(log.flight) if log is not None else 0,
+                        ended=sum(end > now - log.period for end, _ in log.ends) if log else 0,
+                    )
+                )
+            return found
 
     # -- tokens -------------------------------------------------------------------
 

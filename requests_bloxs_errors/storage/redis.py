@@ -16,15 +16,18 @@ from urllib.parse import urlsplit
 from ..clock import SYSTEM, Clock
 from ..urls import safe_for_message
 from .base import (
+    DEFAULT_HOLD,
     STORE_MIN_TIME,
     STORE_TIMEOUT,
+    Grant,
+    PermitState,
     ProcessLock,
     RuleValue,
     StorageURL,
     budget,
     missing_extra,
 )
-from .windows import MAX_PAUSE, learned_ttl, longest_pause
+from .windows import MAX_HOLD, MAX_PAUSE, MIN_HOLD, learned_ttl, longest_pause
 
 __all__ = ["RedisBackend", "RedisConnection", "open_redis", "redis_module"]
 
@@ -116,48 +119,119 @@ class RedisConnection:
 
 
 # One round trip per permit: the whole decision runs inside Redis, on its clock.
-# KEYS: permit log (sorted set), pause, learned rule (hash).
-# ARGV: limit (0: none), period, max_wait, a unique suffix for the member, the
-# longest pause of the configured rule, MAX_PAUSE (permits further ahead are stale).
-_ACQUIRE = """
+# KEYS: permits in flight (sorted set: member -> time), ended permits (sorted set:
+# member -> end), pause, learned rule (hash), the permits' counter.
+# A member is "<n>:<hold>:<random>", n counting up: the order permits were asked for.
+# ARGV: limit (0: none), period, max_wait, the member to confirm ('' for a new
+# permit), the longest pause of the configured rule, MAX_PAUSE, the hold, MIN_HOLD,
+# a random suffix (a counter that expired and started again never repeats a member).
+# Returns {wait, member ('' when nothing was reserved), firm ('1' or '0'), period}.
+_RESERVE = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local limit = tonumber(ARGV[1])
 local period = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local longest = tonumber(ARGV[5])
-local learned = redis.call('HMGET', KEYS[3], 'limit', 'period')
+local member = ARGV[4]
+local learned = redis.call('HMGET', KEYS[4], 'limit', 'period')
 if learned[1] then
   limit = tonumber(learned[1])
   period = tonumber(learned[2])
 end
 local start = now
-local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
-if paused > now + longest then
-  redis.call('DEL', KEYS[2])  -- stale
+local paused = tonumber(redis.call('GET', KEYS[3]) or '0')
+if paused > now + tonumber(ARGV[5]) then
+  redis.call('DEL', KEYS[3])  -- stale
 elseif paused > start then
   start = paused
 end
-if limit <= 0 then return {tostring(start - now), ''} end
-local extra = math.min(math.max(0.02 * period, 0.02), 1.0)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period - extra)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + period + extra + ARGV[6]), '+inf')
-local n = redis.call('ZCARD', KEYS[1])
-if n >= limit then
-  local kth = redis.call('ZRANGE', KEYS[1], n - limit, n - limit, 'WITHSCORES')
-  start = math.max(start, tonumber(kth[2]) + period + extra)
+local function number(m) return tonumber(string.match(m, '^(%d+):')) end
+local function hold(m) return tonumber(string.match(m, '^%d+:([^:]+)')) end
+-- a holder that never said: its permit ended at its expiry
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[8]), 'WITHSCORES')
+for i = 1, #old, 2 do
+  local expires = tonumber(old[i + 1]) + hold(old[i])
+  if expires <= now then
+    redis.call('ZREM', KEYS[1], old[i])
+    redis.call('ZADD', KEYS[2], expires, old[i])
+  end
 end
-if n > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  start = math.max(start, tonumber(last[2]))
+if member ~= '' and not redis.call('ZSCORE', KEYS[1], member) then
+  member = ''  -- forgotten: reserve anew
+end
+if limit <= 0 then return {tostring(start - now), member, '1', '0'} end
+-- stale: further ahead than any reservation could lie (a clock that was wrong)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + period + tonumber(ARGV[6])), '+inf')
+-- ended a period ago: no longer counts
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - period)
+local firm = true
+local floors = {}
+local ends = nil
+if member == '' then  -- every permit was asked for before this one
+  local flying = redis.call('ZCARD', KEYS[1])
+  if flying >= limit then
+    local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+    for i = 2, #all, 2 do floors[#floors + 1] = math.max(tonumber(all[i]), now) end
+  else
+    local k = limit - flying
+    if redis.call('ZCARD', KEYS[2]) >= k then
+      local kth = redis.call('ZREVRANGE', KEYS[2], k - 1, k - 1, 'WITHSCORES')
+      start = math.max(start, tonumber(kth[2]) + period)
+    end
+  end
+else  -- only those asked for before it
+  local before = number(member)
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  for i = 1, #all, 2 do
+    if number(all[i]) < before then
+      floors[#floors + 1] = math.max(tonumber(all[i + 1]), now)
+    end
+  end
+  if #floors < limit then
+    ends = {}
+    local ended = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #ended, 2 do
+      if number(ended[i]) < before then ends[#ends + 1] = tonumber(ended[i + 1]) end
+    end
+    local k = limit - #floors
+    if #ends >= k then start = math.max(start, ends[#ends - k + 1] + period) end
+  end
+end
+if #floors >= limit then  -- a guess until one of them ends
+  table.sort(floors, function(a, b) return a > b end)
+  start = math.max(start, floors[limit] + period)
+  firm = false
 end
 local wait = start - now
-if wait > max_wait then return {tostring(wait), ''} end
-local member = string.format('%.6f', start) .. ':' .. ARGV[4]
-redis.call('ZADD', KEYS[1], start, member)
-redis.call('PEXPIRE', KEYS[1], math.ceil((wait + period + extra) * 1000) + 1000)
-return {tostring(wait), member}
+if wait > tonumber(ARGV[3]) then
+  if member ~= '' then redis.call('ZREM', KEYS[1], member) end
+  return {tostring(wait), '', '0', tostring(period)}
+end
+if member == '' then
+  member = redis.call('INCR', KEYS[5]) .. ':' .. ARGV[7] .. ':' .. ARGV[9]
+  redis.call('ZADD', KEYS[1], start, member)
+else
+  redis.call('ZADD', KEYS[1], 'XX', start, member)
+end
+local ttl = math.ceil((wait + hold(member) + period) * 1000) + 1000
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+return {tostring(wait), member, firm and '1' or '0', tostring(period)}
+"""
+
+# KEYS: permits in flight, ended permits, the counter. ARGV: the member, its period.
+_FINISH = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+local ttl = math.ceil(tonumber(ARGV[2]) * 1000) + 1000
+for _, key in ipairs({KEYS[2], KEYS[3]}) do
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+end
+return 1
 """
 
 # KEYS: pause. ARGV: seconds (already at most the longest pause). The later end wins.
@@ -209,7 +283,13 @@ class RedisBackend:
         self.storage = storage
         self._redis = RedisConnection(
             storage,
-            {"acquire": _ACQUIRE, "pause": _PAUSE, "paused_for": _PAUSED_FOR, "unlock": _UNLOCK},
+            {
+                "reserve": _RESERVE,
+                "finish": _FINISH,
+                "pause": _PAUSE,
+                "paused_for": _PAUSED_FOR,
+                "unlock": _UNLOCK,
+            },
         )
 
     @classmethod
@@ -236,31 +316,72 @@ class RedisBackend:
     @staticmethod
     def _keys(key: str) -> list[str]:
         tag = "rbe:{" + key.replace("}", ")") + "}"
-        return [f"{tag}:log", f"{tag}:pause", f"{tag}:rule"]
+        return [f"{tag}:flight", f"{tag}:ended", f"{tag}:pause", f"{tag}:rule", f"{tag}:n"]
 
     def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        return self._reserve(key, rule, max_wait, timeout, hold=hold, member="")
+
+    def confirm(
+        self,
+        key: str,
+        stamp: Any,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        return self._reserve(key, rule, max_wait, timeout, hold=hold, member=stamp[0])
+
+    def _reserve(
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None,
+        *,
+        hold: float,
+        member: str,
+    ) -> Grant:
         limit, period = rule if rule is not None else (0, 0.0)
-        bound = min(float(max_wait), MAX_PAUSE)
-        suffix = os.urandom(6).hex()
-        wait, member = self._redis.run(
-            "acquire",
+        wait, reserved, firm, used = self._redis.run(
+            "reserve",
             self._keys(key),
             [
                 limit,
                 repr(float(period)),
-                repr(bound),
-                suffix,
+                repr(min(float(max_wait), MAX_PAUSE)),
+                member,
                 repr(longest_pause(rule)),
                 repr(MAX_PAUSE),
+                repr(float(min(max(hold, MIN_HOLD), MAX_HOLD))),
+                repr(MIN_HOLD),
+                os.urandom(4).hex(),
             ],
             timeout,
         )
-        return float(wait), (member.decode() if member else None)
+        stamp = (reserved.decode(), float(used)) if reserved else None
+        return Grant(float(wait), stamp, firm == b"1")
+
+    def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
+        member, period = stamp
+        keys = self._keys(key)
+        self._redis.run("finish", [keys[0], keys[1], keys[4]], [member, repr(period)], timeout)
 
     def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        self._redis.client(timeout).zrem(self._keys(key)[0], stamp)
+        flight, ended = self._keys(key)[:2]
+        pipe = self._redis.client(timeout).pipeline(transaction=True)
+        pipe.zrem(flight, stamp[0])
+        pipe.zrem(ended, stamp[0])
+        pipe.execute()
 
     def pause(
         self,
@@ -272,7 +393,7 @@ class RedisBackend:
         longest = longest_pause(rule)
         self._redis.run(
             "pause",
-            [self._keys(key)[1]],
+            [self._keys(key)[2]],
             [repr(float(min(seconds, longest))), repr(longest)],
             timeout,
         )
@@ -282,16 +403,38 @@ class RedisBackend:
     ) -> float:
         return float(
             self._redis.run(
-                "paused_for", [self._keys(key)[1]], [repr(longest_pause(rule))], timeout
+                "paused_for", [self._keys(key)[2]], [repr(longest_pause(rule))], timeout
             )
         )
 
     def learn(self, key: str, limit: int, period: float, timeout: float | None = None) -> None:
-        rule_key = self._keys(key)[2]
+        rule_key = self._keys(key)[3]
         pipe = self._redis.client(timeout).pipeline(transaction=True)
         pipe.hset(rule_key, mapping={"limit": limit, "period": repr(float(period))})
         pipe.pexpire(rule_key, int(learned_ttl(period) * 1000))
         pipe.execute()
+
+    def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        client = self._redis.client(timeout)
+        now = _seconds(client.time())
+        found: dict[str, dict[str, Any]] = {}
+        for name in client.scan_iter(match="rbe:{*}:*", count=500):
+            tag, _, kind = name.decode().rpartition(":")
+            key = tag[len("rbe:{") : -1]
+            if kind == "flight":
+                found.setdefault(key, {})["in_flight"] = client.zcard(name)
+            elif kind == "ended":
+                found.setdefault(key, {})["ended"] = client.zcard(name)
+            elif kind == "pause":
+                left = float(client.get(name) or 0) - now
+                if left > 0:
+                    found.setdefault(key, {})["paused_for"] = min(left, MAX_PAUSE)
+            elif kind == "rule":
+                rule = client.hmget(name, "limit", "period")
+                if rule[0] is not None:
+                    learned = (int(rule[0]), float(rule[1]))
+                    found.setdefault(key, {})["learned"] = learned
+        return [PermitState(key, **found[key]) for key in sorted(found)]
 
     # -- tokens -------------------------------------------------------------------
 
@@ -315,6 +458,11 @@ class RedisBackend:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _seconds(time: tuple[int, int]) -> float:
+    """A Redis ``TIME`` reply in seconds."""
+    return time[0] + time[1] / 1e6
 
 
 def _milliseconds(ttl: float) -> int:

@@ -27,8 +27,11 @@ from ..clock import SYSTEM, Clock
 from ..events import logger
 from ..urls import safe_for_message
 from .base import (
+    DEFAULT_HOLD,
     STORE_TIMEOUT,
+    Grant,
     OutboxRow,
+    PermitState,
     ProcessLock,
     RuleValue,
     StorageURL,
@@ -36,7 +39,15 @@ from .base import (
     budget,
     check_private,
 )
-from .windows import CLOCK_STEP, SWEEP_EVERY, ahead_limit, learned_ttl, longest_pause, margin
+from .windows import (
+    CLOCK_STEP,
+    MAX_PAUSE,
+    SWEEP_EVERY,
+    ahead_limit,
+    earliest,
+    learned_ttl,
+    longest_pause,
+)
 
 __all__ = ["SIDE_FILES", "SQLiteBackend", "SQLiteFile", "open_sqlite", "when_unlocked"]
 
@@ -44,10 +55,12 @@ __all__ = ["SIDE_FILES", "SQLiteBackend", "SQLiteFile", "open_sqlite", "when_unl
 SIDE_FILES = ("-wal", "-shm", "-journal")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS rbe_permit_log (
-    key TEXT NOT NULL, at REAL NOT NULL, forget REAL NOT NULL
+CREATE TABLE IF NOT EXISTS rbe_permits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL, at REAL NOT NULL, ended REAL, expires REAL NOT NULL,
+    forget REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS rbe_permit_log_key_at ON rbe_permit_log (key, at);
+CREATE INDEX IF NOT EXISTS rbe_permits_key_ended ON rbe_permits (key, ended);
 CREATE TABLE IF NOT EXISTS rbe_pauses (key TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rbe_rules (
     key TEXT PRIMARY KEY, max_calls INTEGER NOT NULL, period REAL NOT NULL,
@@ -82,6 +95,8 @@ _OUTBOX_COLUMNS = (
     "id, created, method, shown_url, host, sealed, kind, status, trace_id, uncertain, "
     "state, last_error, tries"
 )
+#: Above every permit's id (ids are never reused): a new permit comes after all the others.
+_NO_LATER = 2**63 - 1
 #: Seconds a replayer retries recording what it sent while the file is busy: a sent
 #: entry that stayed queued would be sent again by the next replay.
 SETTLE_FOR = 30.0
@@ -311,13 +326,17 @@ class SQLiteBackend:
             db.execute("UPDATE rbe_clock SET seen = ? WHERE id = 0", (now,))
         if self._clock.monotonic() >= self._sweep_at:
             self._sweep_at = self._clock.monotonic() + SWEEP_EVERY
-            db.execute("DELETE FROM rbe_permit_log WHERE forget <= ?", (now,))
+            db.execute("DELETE FROM rbe_permits WHERE forget <= ?", (now,))
             db.execute("DELETE FROM rbe_pauses WHERE until <= ?", (now,))
             db.execute("DELETE FROM rbe_rules WHERE expires <= ?", (now,))
         return now
 
     def _stepped_back(self, db: sqlite3.Connection, step: float) -> None:
-        db.execute("UPDATE rbe_permit_log SET at = at - ?, forget = forget - ?", (step, step))
+        db.execute(
+            "UPDATE rbe_permits SET at = at - ?1, ended = ended - ?1, expires = expires - ?1, "
+            "forget = forget - ?1",
+            (step,),
+        )
         db.execute("UPDATE rbe_pauses SET until = until - ?", (step,))
         db.execute("UPDATE rbe_rules SET expires = expires - ?", (step,))
         if not self._step_warned:
@@ -342,48 +361,125 @@ class SQLiteBackend:
         return float(row[0])
 
     def acquire(
-        self, key: str, rule: RuleValue | None, max_wait: float, timeout: float | None = None
-    ) -> tuple[float, Any]:
+        self,
+        key: str,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        with self._file.transaction(timeout) as db:
+            return self._reserve(db, key, rule, max_wait, hold=hold, stamp=None)
+
+    def confirm(
+        self,
+        key: str,
+        stamp: Any,
+        rule: RuleValue | None,
+        max_wait: float,
+        timeout: float | None = None,
+        *,
+        hold: float = DEFAULT_HOLD,
+    ) -> Grant:
+        with self._file.transaction(timeout) as db:
+            return self._reserve(db, key, rule, max_wait, hold=hold, stamp=stamp)
+
+    def _reserve(
+        self,
+        db: sqlite3.Connection,
+        key: str,
+        configured: RuleValue | None,
+        max_wait: float,
+        *,
+        hold: float,
+        stamp: Any,
+    ) -> Grant:
+        """A new permit (``stamp`` None), or a new time for the reservation ``stamp``:
+        the earliest the permits reserved before it allow (see :mod:`.windows`)."""
+        now = self._now(db)
+        rule = configured
+        row = db.execute(
+            "SELECT max_calls, period FROM rbe_rules WHERE key = ? AND expires > ?", (key, now)
+        ).fetchone()
+        if row is not None:
+            rule = (int(row[0]), float(row[1]))
+        start = max(now, self._pause_until(db, key, now, configured))
+        # a holder that never said: its permit ended at its expiry
+        db.execute(
+            "UPDATE rbe_permits SET ended = expires WHERE key = ? AND ended IS NULL "
+            "AND expires <= ?",
+            (key, now),
+        )
+        if (
+            stamp is not None
+            and db.execute(
+                "SELECT 1 FROM rbe_permits WHERE id = ? AND key = ? AND ended IS NULL", (stamp, key)
+            ).fetchone()
+            is None
+        ):
+            stamp = None  # forgotten: reserve anew
+        if rule is None:
+            return Grant(start - now, stamp)
+        limit, period = rule
+        # ended a period ago; in flight from a time no clock that was right could give
+        db.execute("DELETE FROM rbe_permits WHERE key = ? AND ended <= ?", (key, now - period))
+        db.execute(
+            "DELETE FROM rbe_permits WHERE key = ? AND ended IS NULL AND at > ?",
+            (key, now + ahead_limit(period)),
+        )
+        before = _NO_LATER if stamp is None else stamp  # only those reserved before it
+        (flying,) = db.execute(
+            "SELECT count(*) FROM rbe_permits WHERE key = ? AND ended IS NULL AND id < ?",
+            (key, before),
+        ).fetchone()
+        firm = True
+        if flying >= limit:  # a guess until one of them ends
+            starts = db.execute(
+                "SELECT at FROM rbe_permits WHERE key = ? AND ended IS NULL AND id < ?",
+                (key, before),
+            ).fetchall()
+            guess, firm = earliest((), [at for (at,) in starts], now, limit, period)
+            start = max(start, guess)
+        else:  # the (limit - flying)-th latest end, on the index
+            row = db.execute(
+                "SELECT ended FROM rbe_permits WHERE key = ? AND ended IS NOT NULL AND id < ? "
+                "ORDER BY ended DESC LIMIT 1 OFFSET ?",
+                (key, before, limit - flying - 1),
+            ).fetchone()
+            if row is not None:
+                start = max(start, row[0] + period)
+        wait = start - now
+        if wait > max_wait:
+            if stamp is not None:
+                db.execute("DELETE FROM rbe_permits WHERE id = ?", (stamp,))
+            return Grant(wait)
+        if stamp is not None:  # (expires and forget move with the time)
+            db.execute(
+                "UPDATE rbe_permits SET at = ?1, expires = expires - at + ?1, "
+                "forget = forget - at + ?1 WHERE id = ?2",
+                (start, stamp),
+            )
+            return Grant(wait, stamp, firm)
+        cursor = db.execute(
+            "INSERT INTO rbe_permits (key, at, expires, forget) VALUES (?1, ?2, ?3, ?3 + ?4)",
+            (key, start, start + hold, period),
+        )
+        return Grant(wait, cursor.lastrowid, firm)
+
+    def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
         with self._file.transaction(timeout) as db:
             now = self._now(db)
-            configured = rule
-            row = db.execute(
-                "SELECT max_calls, period FROM rbe_rules WHERE key = ? AND expires > ?", (key, now)
-            ).fetchone()
-            if row is not None:
-                rule = (int(row[0]), float(row[1]))
-            start = max(now, self._pause_until(db, key, now, configured))
-            if rule is None:
-                return start - now, None
-            limit, period = rule
-            extra = margin(period)
+            # (forget moves with the end: it was the expiry plus a period)
             db.execute(
-                "DELETE FROM rbe_permit_log WHERE key = ? AND (at <= ? OR at > ?)",
-                (key, now - period - extra, now + ahead_limit(period)),
+                "UPDATE rbe_permits SET ended = ?1, forget = ?1 + forget - expires "
+                "WHERE id = ?2 AND key = ?3 AND ended IS NULL",
+                (now, stamp, key),
             )
-            row = db.execute(
-                "SELECT at FROM rbe_permit_log WHERE key = ? ORDER BY at DESC LIMIT 1 OFFSET ?",
-                (key, limit - 1),
-            ).fetchone()
-            if row is not None:
-                start = max(start, row[0] + period + extra)
-            (last,) = db.execute(
-                "SELECT max(at) FROM rbe_permit_log WHERE key = ?", (key,)
-            ).fetchone()
-            if last is not None:
-                start = max(start, last)
-            wait = start - now
-            if wait > max_wait:
-                return wait, None
-            cursor = db.execute(
-                "INSERT INTO rbe_permit_log (key, at, forget) VALUES (?, ?, ?)",
-                (key, start, start + period + extra),
-            )
-            return wait, cursor.lastrowid
 
     def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
         with self._file.transaction(timeout) as db:
-            db.execute("DELETE FROM rbe_permit_log WHERE rowid = ? AND key = ?", (stamp, key))
+            db.execute("DELETE FROM rbe_permits WHERE id = ? AND key = ?", (stamp, key))
 
     def pause(
         self,
@@ -418,6 +514,28 @@ class SQLiteBackend:
                 "VALUES (?, ?, ?, ?)",
                 (key, limit, period, now + learned_ttl(period)),
             )
+
+    def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        now = self._clock.time()
+        found: dict[str, dict[str, Any]] = {}
+        rows = self._file.read_all(
+            "SELECT key, sum(ended IS NULL AND expires > ?1), "
+            "sum(ended IS NOT NULL OR expires <= ?1) FROM rbe_permits "
+            "WHERE forget > ?1 GROUP BY key",
+            (now,),
+            timeout,
+        )
+        for key, flying, ended in rows:
+            found.setdefault(key, {}).update(in_flight=int(flying), ended=int(ended))
+        for key, until in self._file.read_all(
+            "SELECT key, until FROM rbe_pauses WHERE until > ?", (now,), timeout
+        ):
+            found.setdefault(key, {})["paused_for"] = min(until - now, MAX_PAUSE)
+        for key, limit, period in self._file.read_all(
+            "SELECT key, max_calls, period FROM rbe_rules WHERE expires > ?", (now,), timeout
+        ):
+            found.setdefault(key, {})["learned"] = (int(limit), float(period))
+        return [PermitState(key, **found[key]) for key in sorted(found)]
 
     # -- tokens -------------------------------------------------------------------
 

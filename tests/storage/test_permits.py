@@ -1,0 +1,204 @@
+"""The end-stamped sliding window (issue 20), the same in every store: a permit counts
+from the moment its attempt ended; while N are in flight the next one's time is a
+guess its holder confirms; permits go in the order they were asked for; a holder
+that dies blocks for its hold only.
+
+Memory and SQLite run on a fake clock. Redis keeps time by its own clock, so
+there "time passes" by moving every time the key holds back by as much
+(:meth:`Store.advance`): the same arithmetic, seen from a later moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from requests_bloxs_errors.clock import FakeClock
+from requests_bloxs_errors.storage import parse
+from requests_bloxs_errors.storage.base import Grant, PermitLog
+from requests_bloxs_errors.storage.memory import MemoryBackend
+from requests_bloxs_errors.storage.redis import RedisBackend
+from requests_bloxs_errors.storage.sqlite import SQLiteBackend
+
+KEY = "http://127.0.0.1:1|*"
+ONE = (1, 1.0)
+TWO = (2, 1.0)
+
+
+class Store:
+    """A backend, and a way to let time pass for it."""
+
+    def __init__(self, backend: PermitLog, clock: FakeClock | None, client: Any = None) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.client = client
+
+    def advance(self, seconds: float) -> None:
+        if self.clock is not None:
+            self.clock.advance(seconds)
+            return
+        # Redis: every time the key holds moves back by as much
+        for name in self.client.keys("rbe:{" + KEY + "}:*"):
+            kind = name.decode().rpartition(":")[2]
+            if kind in ("flight", "ended"):
+                for member, score in self.client.zrange(name, 0, -1, withscores=True):
+                    self.client.zadd(name, {member: score - seconds})
+
+    def acquire(self, rule: tuple[int, float] = TWO, max_wait: float = 60, **kw: Any) -> Grant:
+        return self.backend.acquire(KEY, rule, max_wait, **kw)
+
+    def confirm(self, grant: Grant, rule: tuple[int, float] = TWO, max_wait: float = 60) -> Grant:
+        return self.backend.confirm(KEY, grant.stamp, rule, max_wait)
+
+    def finish(self, grant: Grant) -> None:
+        self.backend.finish(KEY, grant.stamp)
+
+    def state(self) -> Any:
+        (found,) = [s for s in self.backend.snapshot() if s.key == KEY]
+        return found
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "redis":
+        import redis
+
+        url = request.getfixturevalue("redis_url")
+        client = redis.Redis.from_url(url)
+        backend = RedisBackend(parse(url))
+        yield Store(backend, None, client)
+        backend.close()
+        client.close()
+        return
+    clock = FakeClock()
+    if request.param == "memory":
+        yield Store(MemoryBackend(clock=clock), clock)
+        return
+    backend = SQLiteBackend(parse(f"sqlite://{tmp_path}/permits.db"), clock)
+    yield Store(backend, clock)
+    backend.close()
+
+
+def approx(seconds: float) -> Any:
+    return pytest.approx(seconds, abs=0.05)  # (Redis's clock moves while a test runs)
+
+
+def test_the_next_permit_counts_from_the_nth_latest_end_not_from_its_reservation(store):
+    first, second = store.acquire(), store.acquire()
+    assert (first.wait, first.firm, second.wait, second.firm) == (0, True, 0, True)
+    store.advance(0.5)
+    store.finish(first)  # its response came half a second after its permit
+    store.advance(0.3)
+    store.finish(second)
+    third = store.acquire()
+    assert third.firm
+    assert third.wait == approx(0.7)  # a period after the first ENDED, not after it began
+    fourth = store.acquire()
+    assert fourth.firm
+    assert fourth.wait == approx(1.0)  # a period after the second ended
+
+
+def test_while_n_are_in_flight_the_next_time_is_a_guess_confirmed_after_an_end(store):
+    first, _ = store.acquire(), store.acquire()
+    third = store.acquire()
+    assert not third.firm
+    assert third.wait == approx(1.0)  # no earlier than a period from now
+    store.advance(0.4)
+    store.finish(first)
+    confirmed = store.confirm(third)
+    assert confirmed.firm
+    assert confirmed.stamp == third.stamp
+    assert confirmed.wait == approx(1.0)  # a period after the first ended
+    assert store.state().in_flight == 2
+
+
+def test_a_permit_that_waited_goes_before_one_asked_for_later(store):
+    first = store.acquire(ONE)
+    waiting = store.acquire(ONE)
+    assert not waiting.firm
+    store.advance(0.1)
+    store.finish(first)
+    later = store.acquire(ONE)  # the thread that just finished asks again at once
+    assert not later.firm  # it queues behind the one that waited
+    assert later.wait == approx(waiting.wait - 0.1 + 1.0)
+    confirmed = store.confirm(waiting, ONE)
+    assert confirmed.firm
+    assert confirmed.wait == approx(1.0)
+
+
+def test_a_permit_never_ended_counts_as_ended_after_its_hold(store):
+    store.acquire(ONE, hold=5.0)  # its holder dies: no finish, ever
+    blocked = store.acquire(ONE)
+    assert not blocked.firm
+    store.advance(5.0)
+    confirmed = store.confirm(blocked, ONE)
+    assert confirmed.firm
+    assert confirmed.wait == approx(1.0)  # a period after the hold ran out
+    store.advance(1.0)
+    assert store.acquire(ONE).wait == approx(1.0)  # and then it no longer counts
+
+
+def test_a_cancelled_permit_is_given_back(store):
+    first = store.acquire(ONE)
+    store.backend.cancel(KEY, first.stamp)
+    second = store.acquire(ONE)
+    assert (second.wait, second.firm) == (0, True)
+
+
+def test_finishing_twice_or_a_stamp_the_store_forgot_changes_nothing(store):
+    first = store.acquire(ONE)
+    store.finish(first)
+    store.advance(0.5)
+    store.finish(first)  # a second end is ignored: the first one counts
+    assert store.acquire(ONE).wait == approx(0.5)
+
+
+def test_a_permit_over_max_wait_reserves_nothing_and_a_guess_over_it_is_given_back(store):
+    store.acquire(ONE)
+    refused = store.acquire(ONE, max_wait=0.5)
+    assert refused.stamp is None
+    assert refused.wait == approx(1.0)
+    waiting = store.acquire(ONE)
+    assert store.state().in_flight == 2
+    dropped = store.confirm(waiting, ONE, max_wait=0.1)
+    assert dropped.stamp is None
+    assert store.state().in_flight == 1
+
+
+def test_confirming_a_reservation_the_store_no_longer_has_reserves_anew(store):
+    store.acquire(ONE)
+    waiting = store.acquire(ONE)
+    store.backend.cancel(KEY, waiting.stamp)
+    renewed = store.confirm(waiting, ONE)
+    assert renewed.stamp is not None
+    assert renewed.stamp != waiting.stamp
+    assert store.state().in_flight == 2
+
+
+def test_a_snapshot_shows_learned_rules_pauses_and_permits(store):
+    done = store.acquire()
+    store.finish(done)
+    store.acquire()
+    store.backend.learn(KEY, 3, 2.0)
+    store.backend.pause(KEY, 5.0)
+    state = store.state()
+    assert state.learned == (3, 2.0)
+    assert 4.5 < state.paused_for <= 5.0
+    assert (state.in_flight, state.ended) == (1, 1)
+
+
+def test_two_sqlite_connections_share_one_order(tmp_path):
+    clock = FakeClock()
+    url = parse(f"sqlite://{tmp_path}/shared.db")
+    one, two = SQLiteBackend(url, clock), SQLiteBackend(url, clock)  # two processes
+    first = one.acquire(KEY, ONE, 60)
+    waiting = two.acquire(KEY, ONE, 60)
+    clock.advance(0.2)
+    one.finish(KEY, first.stamp)
+    later = one.acquire(KEY, ONE, 60)
+    assert not later.firm
+    confirmed = two.confirm(KEY, waiting.stamp, ONE, 60)
+    assert (confirmed.firm, confirmed.wait) == (True, pytest.approx(1.0))
