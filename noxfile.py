@@ -43,13 +43,24 @@ def _ensure_redis_server(session: nox.Session) -> None:
         )
 
 
+def _pytest(session: nox.Session) -> None:
+    """The suite in :data:`WORKERS` processes, then the tests that load the whole
+    machine on purpose (marker ``machine``) alone, so that their CPU-bound
+    neighbours slow no other test. Arguments after ``--`` make one run of them."""
+    if session.posargs:
+        session.run("pytest", *WORKERS, *session.posargs, success_codes=PYTEST_OK)
+        return
+    session.run("pytest", *WORKERS, "-m", "not machine", success_codes=PYTEST_OK)
+    session.run("pytest", "-m", "machine", success_codes=PYTEST_OK)
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The suite against the newest requests and urllib3 2.x."""
     session.install("-e", ".[test]", "urllib3>=2,<3")
     _show_versions(session)
     _ensure_redis_server(session)
-    session.run("pytest", *WORKERS, *session.posargs, success_codes=PYTEST_OK)
+    _pytest(session)
 
 
 @nox.session
@@ -58,7 +69,7 @@ def tests_legacy(session: nox.Session) -> None:
     session.install("-e", ".[test]", "requests==2.31.0", "urllib3==1.26.20")
     _show_versions(session)
     _ensure_redis_server(session)
-    session.run("pytest", *WORKERS, *session.posargs, success_codes=PYTEST_OK)
+    _pytest(session)
 
 
 #: Unpacks the requests sdist in a folder (argv: folder, version).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -74,13 +75,21 @@ def happy_path(servers: Servers, total: int, block: int = 20) -> list[list[str]]
         "BloxsAdapter + auth": _session(
             rbe.BloxsAdapter(prefix=servers.url + "/", auth=rbe.TokenAuth(lambda: "bench-token"))
         ),
+        "BloxsAdapter, telemetry=False": _session(rbe.BloxsAdapter(telemetry=False)),
     }
     baseline = {
         "HTTPAdapter": "HTTPAdapter",
         "HTTPAdapter + same header": "HTTPAdapter + same header",
         "BloxsAdapter": "HTTPAdapter",
         "BloxsAdapter + auth": "HTTPAdapter + same header",
+        "BloxsAdapter, telemetry=False": "HTTPAdapter",
+        # the same adapter as "BloxsAdapter": with opentelemetry-api installed and no
+        # SDK configured, against the one that has telemetry off
+        TELEMETRY_ROW: "BloxsAdapter, telemetry=False",
     }
+    if importlib.util.find_spec("opentelemetry.trace") is None:
+        del alternatives["BloxsAdapter, telemetry=False"]
+        del baseline["BloxsAdapter, telemetry=False"], baseline[TELEMETRY_ROW]
     for session in alternatives.values():  # warm connections and code paths
         for _ in range(50):
             session.get(url)
@@ -91,9 +100,22 @@ def happy_path(servers: Servers, total: int, block: int = 20) -> list[list[str]]
     )
     wall = {name: walls for name, (walls, _) in times.items()}
     cpu = {name: cpus for name, (_, cpus) in times.items()}
+    if TELEMETRY_ROW in baseline:
+        wall[TELEMETRY_ROW], cpu[TELEMETRY_ROW] = wall["BloxsAdapter"], cpu["BloxsAdapter"]
+    return _rows(wall, cpu, baseline)
+
+
+#: Scenario 1's row for the cost of telemetry while no SDK is configured.
+TELEMETRY_ROW = "BloxsAdapter, OpenTelemetry API without SDK"
+
+
+def _rows(
+    wall: dict[str, list[float]], cpu: dict[str, list[float]], baseline: dict[str, str]
+) -> list[list[str]]:
+    """One row per alternative: its median, and its overhead over its baseline's
+    block of the same round."""
     rows = []
-    for name in alternatives:
-        base = baseline[name]
+    for name, base in baseline.items():
         base_wall, base_cpu = _median(wall[base]), _median(cpu[base])
         extra = _median([a - b for a, b in zip(wall[name], wall[base], strict=False)])
         extra_cpu = _median([a - b for a, b in zip(cpu[name], cpu[base], strict=False)])
@@ -108,6 +130,29 @@ def happy_path(servers: Servers, total: int, block: int = 20) -> list[list[str]]
                 base,
             ]
         )
+    return rows
+
+
+def telemetry_cost(servers: Servers, total: int) -> list[list[str]]:
+    """Scenario 1b: the adapter reporting to an SDK, in a process of its own
+    (:mod:`benchmarks.telemetry`), against the same adapter with telemetry off."""
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        return [["not run: opentelemetry-sdk is not installed", *["n/a"] * 6]]
+    finished = subprocess.run(
+        [sys.executable, "-m", "benchmarks.telemetry", servers.url + "/small", str(total)],
+        cwd=HERE.parent,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    )
+    result = json.loads(finished.stdout)
+    times = result["times"]
+    wall = {name: walls for name, (walls, _) in times.items()}
+    cpu = {name: cpus for name, (_, cpus) in times.items()}
+    names = list(times)
+    rows = _rows(wall, cpu, {names[0]: names[1], names[1]: names[1]})
+    rows[0][0] += f" ({result['spans']:,} spans)"
     return rows
 
 
@@ -1094,6 +1139,21 @@ def main() -> int:
             lambda s: happy_path(s, 500 if quick else 5000),
             f"## 1. Happy-path overhead ({500 if quick else 5000:,} keep-alive GETs each, "
             "in blocks of 20, shuffled each round)",
+            [
+                "adapter",
+                "median µs/request",
+                "overhead µs",
+                "ratio",
+                "client CPU overhead µs",
+                "CPU ratio",
+                "compared with",
+            ],
+        ),
+        "1b": (
+            lambda s: telemetry_cost(s, 500 if quick else 5000),
+            f"## 1b. Telemetry with an SDK ({500 if quick else 5000:,} keep-alive GETs each, "
+            "a batch span processor into an in-memory exporter and an in-memory metric reader, "
+            "in a process of its own)",
             [
                 "adapter",
                 "median µs/request",

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
+import logging
 import math
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypedDict, Union
@@ -41,7 +44,7 @@ from .credentials import signing
 from .credentials.auth import Credential
 from .credentials.refusals import FreshRefusals
 from .errors.bodies import drain_error_body, read_error_body
-from .errors.classify import classify, error_for
+from .errors.classify import classify, error_for, trace_id_of
 from .errors.parsing import retry_after_from_headers
 from .errors.responses import BloxsResponse, attempts, local_reply
 from .errors.table import Rule, advice, rule_for
@@ -66,6 +69,7 @@ if TYPE_CHECKING:
     from .resilience.breaker import CircuitBreaker
     from .resilience.outbox import Outbox
     from .resilience.ratelimit import RateLimit
+    from .telemetry.step import Telemetry
 
 __all__ = ["AdapterOptions", "BloxsAdapter", "BloxsResponse", "attempts", "mount"]
 
@@ -184,10 +188,23 @@ class AdapterOptions(TypedDict, total=False):
     outbox: Outbox | str | None
     on_alert: Any
     steps: Sequence[object] | None
+    telemetry: bool | None
     clock: Clock
     pool_connections: int
     pool_maxsize: int
     pool_block: bool
+
+
+def _is_local(response: Response) -> bool:
+    """A local reply: the adapter refused the call, nothing was sent."""
+    return bool(getattr(response, "local", False))
+
+
+def _traced(response: Response) -> str:
+    """The end of the DEBUG line of a call whose error had a trace id."""
+    info = getattr(response, "_bloxs_info", None)
+    trace = getattr(info, "trace_id", None)
+    return f"; trace id {trace}" if trace else ""
 
 
 class BloxsAdapter(HTTPAdapter):
@@ -217,6 +234,7 @@ class BloxsAdapter(HTTPAdapter):
         "_outbox",
         "_user_steps",
         "_clock",
+        "_telemetry_wanted",
     ]
 
     # (for an adapter pickled before they existed)
@@ -245,6 +263,7 @@ class BloxsAdapter(HTTPAdapter):
         outbox: Outbox | str | None = None,
         on_alert: Any = None,
         steps: Sequence[object] | None = None,
+        telemetry: bool | None = None,
         clock: Clock = SYSTEM,
         pool_connections: int = DEFAULT_POOLSIZE,
         pool_maxsize: int = DEFAULT_POOLSIZE,
@@ -291,6 +310,10 @@ class BloxsAdapter(HTTPAdapter):
         :param steps: your own :class:`~requests_bloxs_errors.Step` objects; they
             run after the built-in ones (see
             :func:`~requests_bloxs_errors.pipeline.steps.steps_in_order`). None: none.
+        :param telemetry: report spans and metrics to OpenTelemetry's global
+            providers (see :mod:`~requests_bloxs_errors.telemetry`): None (on when
+            the ``otel`` extra is installed, unless ``RBE_TELEMETRY=off``), True
+            (needs the extra) or False.
         :param clock: where the adapter's time comes from: deadlines, and the
             waits between attempts (:data:`~requests_bloxs_errors.clock.SYSTEM`;
             a :class:`~requests_bloxs_errors.clock.FakeClock` in tests).
@@ -335,6 +358,7 @@ class BloxsAdapter(HTTPAdapter):
         self._breaker = _circuit_breaker(circuit_breaker)
         self._outbox = _outbox(outbox)
         self._user_steps = check_steps(steps)
+        self._telemetry_wanted = _telemetry(telemetry)
         if not isinstance(clock, Clock):
             raise TypeError(
                 f"clock must have monotonic(), time() and sleep(), not {type(clock).__name__}"
@@ -357,15 +381,22 @@ class BloxsAdapter(HTTPAdapter):
         self._scope = signing.Scope(
             frozenset({id(self._auth)}), None, self._rate_limit, self._clock
         )
-        self._pipeline = Pipeline(
-            steps_in_order(
-                credential=self._auth,
-                circuit_breaker=self._breaker,
-                rate_limit=self._rate_limit,
-                outbox=self._outbox,
-                extra=self._user_steps,
-            )
-        )
+        features: dict[str, Any] = {
+            "credential": self._auth,
+            "circuit_breaker": self._breaker,
+            "rate_limit": self._rate_limit,
+            "outbox": self._outbox,
+            "extra": self._user_steps,
+        }
+        self._pipeline = Pipeline(steps_in_order(**features))
+        #: The telemetry step, and the pipeline with it (used while an SDK is configured).
+        self._telemetry: Telemetry | None = None
+        self._traced = self._pipeline
+        if self._telemetry_wanted:
+            from .telemetry.step import Telemetry  # noqa: PLC0415 - loaded when wanted
+
+            self._telemetry = Telemetry(self._clock, self._breaker, self._outbox)
+            self._traced = Pipeline(steps_in_order(**features, telemetry=self._telemetry))
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)  # type: ignore[misc]  # requests has it; its stubs do not
@@ -444,6 +475,33 @@ class BloxsAdapter(HTTPAdapter):
         :raises requests.RequestException: for transport failures, as requests
             raises them.
         """
+        if not logger.isEnabledFor(logging.DEBUG):  # the usual case
+            return self._send(request, stream, timeout, verify, cert, proxies)
+        began = self._clock.monotonic()
+        response = self._send(request, stream, timeout, verify, cert, proxies)
+        tried = len(getattr(response, "_bloxs_history", ())) or (0 if _is_local(response) else 1)
+        logger.debug(
+            "%s %s -> %d in %.3fs (%d attempt%s)%s",
+            request.method,
+            redact_url(request.url),
+            response.status_code,
+            self._clock.monotonic() - began,
+            tried,
+            "" if tried == 1 else "s",
+            _traced(response),
+        )
+        return response
+
+    def _send(  # noqa: PLR0917 - send()'s own arguments
+        self,
+        request: PreparedRequest,
+        stream: bool,
+        timeout: TimeoutArg,
+        verify: bool | str,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None,
+        proxies: Mapping[str, str] | None,
+    ) -> Response:
+        """:meth:`send`, without its DEBUG line."""
         call = self._start(request, timeout)
         # (a plain adapter has no step: the places are skipped, not called empty)
         steps = call.pipeline if call.pipeline is not None and call.pipeline.steps else None
@@ -497,8 +555,10 @@ class BloxsAdapter(HTTPAdapter):
                 return self._success(call, response)
             decision, rule = self._decide(call, response)
             if decision.action is Action.RETRY:
-                drain_error_body(response, call.deadline, call.clock)
-                self._wait(call, decision, status, rule.kind, None)
+                body = drain_error_body(response, call.deadline, call.clock)
+                self._wait(
+                    call, decision, status, rule.kind, None, trace_id=trace_id_of(response, body)
+                )
                 continue
             if decision.action is Action.REAUTH and self._reauth(call, outgoing, response, rule):
                 continue
@@ -508,6 +568,8 @@ class BloxsAdapter(HTTPAdapter):
         clock = self._clock
         auth = self._auth
         scope = signing.current()
+        telemetry = self._telemetry
+        pipeline = self._traced if telemetry is not None and telemetry.active() else self._pipeline
         if scope is None and self._deadline is None:  # the usual case, kept short
             return Call(
                 request,
@@ -518,12 +580,11 @@ class BloxsAdapter(HTTPAdapter):
                 and self._prefix is not None
                 and self._prefix.matches(request.url),
                 max_retry_after=self._policy.max_retry_after,
-                pipeline=self._pipeline,
+                pipeline=pipeline,
                 timeout=timeout,
                 clock=clock,
             )
         deadline = None if self._deadline is None else clock.monotonic() + self._deadline
-        pipeline = self._pipeline
         if scope is not None:  # a token request, sent from inside a credential
             # it inherits the deadline of the call that needs the token
             deadline = signing.earliest(deadline, scope.deadline)
@@ -612,9 +673,11 @@ class BloxsAdapter(HTTPAdapter):
         status: int | None,
         kind: str,
         failure: Failure | None,
+        *,
+        trace_id: str | None = None,
     ) -> None:
         """Record and announce a retry, wait for it, and rewind the body."""
-        call.retrying(decision, status, kind, failure)
+        call.retrying(decision, status, kind, failure, trace_id)
         self._clock.sleep(decision.wait)
         call.rewind()
 
@@ -677,10 +740,16 @@ class BloxsAdapter(HTTPAdapter):
         auth = self._auth
         assert auth is not None
         # its first 64 KiB stay readable in response.history; the connection is freed
-        read_error_body(response, deadline=call.deadline, keep_rest=False, clock=call.clock)
+        body, _ = read_error_body(
+            response, deadline=call.deadline, keep_rest=False, clock=call.clock
+        )
         response.close()
         call.reauthed = True
-        call.hooks.reauth(ReauthEvent(call.method, call.url, response.status_code, rule.kind))
+        call.hooks.reauth(
+            ReauthEvent(
+                call.method, call.url, response.status_code, rule.kind, trace_id_of(response, body)
+            )
+        )
         with signing.signing(auth, call.deadline, self._rate_limit, self._clock):
             resend = auth.refresh(outgoing, response)
         if not resend:
@@ -752,6 +821,30 @@ def _shared(kind: str, name: str, make: Any) -> Any:
         if found is None:
             found = _SHARED[(kind, name)] = make()
         return found
+
+
+def _telemetry(telemetry: object) -> bool:
+    """Whether an adapter reports to OpenTelemetry (see its ``telemetry`` argument)."""
+    if telemetry is not None and not isinstance(telemetry, bool):
+        raise TypeError(f"telemetry must be True, False or None, not {type(telemetry).__name__}")
+    if telemetry is False:
+        return False
+    installed = _otel_installed()
+    if telemetry is True:
+        if not installed:
+            from .storage.base import missing_extra  # noqa: PLC0415 - only to say what is missing
+
+            raise missing_extra("otel", "opentelemetry-api", "telemetry=True")
+        return True
+    off = os.environ.get("RBE_TELEMETRY", "").strip().lower() in ("off", "0", "false", "no")
+    return installed and not off
+
+
+def _otel_installed() -> bool:
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _rate_limit(value: object) -> RateLimit | None:

@@ -42,6 +42,10 @@ class Attempt:
         ``"not retried: ..."`` or ``"gave up: ..."``.
     :ivar paced: seconds this attempt waited for a client-side rate-limit
         permit before it was sent (0 without a ``rate_limit``).
+    :ivar wait_reason: what set :attr:`wait`: ``"retry_after"`` (the server's
+        ``Retry-After``), ``"backoff"`` (the policy's back-off) or
+        ``"rate_limit"`` (the client-side limit held the request); ``""``
+        when there was no wait.
     """
 
     number: int
@@ -50,6 +54,7 @@ class Attempt:
     wait: float
     decision: str
     paced: float = 0.0
+    wait_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,8 @@ class RetryEvent:
     :ivar attempt: the number of the attempt that failed.
     :ivar max_attempts: how many attempts the policy allows, or None if unbounded.
     :ivar retry_after: the wait the server asked for, or None.
+    :ivar trace_id: the trace id of the error (its body's ``traceId`` or a
+        header), to quote to support; None when it had none.
     """
 
     method: str
@@ -69,16 +76,21 @@ class RetryEvent:
     kind: str
     wait: float
     retry_after: float | None
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)
 class ReauthEvent:
-    """A 401 or 403 made the adapter refresh its credentials and resend once."""
+    """A 401 or 403 made the adapter refresh its credentials and resend once.
+
+    :ivar trace_id: the trace id of the refusal, when it had one.
+    """
 
     method: str
     url: str
     status: int
     kind: str
+    trace_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -152,10 +164,15 @@ def _as_hooks(name: str, value: object) -> tuple[Hook, ...]:
     raise TypeError(f"{name} must be a callable or a list of callables, not {type(value).__name__}")
 
 
+def _traced(trace_id: str | None) -> str:
+    """The end of a log line about an error that had a trace id."""
+    return f"; trace id {trace_id}" if trace_id else ""
+
+
 def _log_retry(event: RetryEvent) -> None:
     of = f" of {event.max_attempts}" if event.max_attempts else ""
     logger.warning(
-        "Retrying %s %s: attempt %d%s got %s (%s); waiting %.2fs",
+        "Retrying %s %s: attempt %d%s got %s (%s); waiting %.2fs%s",
         event.method,
         event.url,
         event.attempt,
@@ -163,16 +180,18 @@ def _log_retry(event: RetryEvent) -> None:
         event.status if event.status is not None else "no response",
         event.kind,
         event.wait,
+        _traced(event.trace_id),
     )
 
 
 def _log_reauth(event: ReauthEvent) -> None:
     logger.info(
-        "Re-authenticating after %d (%s) on %s %s",
+        "Re-authenticating after %d (%s) on %s %s%s",
         event.status,
         event.kind,
         event.method,
         event.url,
+        _traced(event.trace_id),
     )
 
 
@@ -186,7 +205,7 @@ def _log_give_up(event: GiveUpEvent) -> None:
         event.status if event.status is not None else "no response",
         event.kind,
         event.reason,
-        f"; trace id {event.trace_id}" if event.trace_id else "",
+        _traced(event.trace_id),
     )
 
 
@@ -233,8 +252,7 @@ class Hooks:
     def alert(self, event: AlertEvent) -> None:
         """Log and announce an alert (``circuit_open`` at ERROR, the others at WARNING)."""
         level = logging.ERROR if event.kind == "circuit_open" else logging.WARNING
-        trace = f" (last trace id {event.trace_id})" if event.trace_id else ""
-        logger.log(level, "Alert %s: %s%s", event.kind, event.message, trace)
+        logger.log(level, "Alert %s: %s%s", event.kind, event.message, _traced(event.trace_id))
         self._call(self.on_alert, event)
 
     @staticmethod

@@ -7,6 +7,7 @@ import inspect
 import os
 import re
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import COMPLEXES, ENDPOINTS, Simulator
 
 from .helpers.cli import CLI, assert_one_line_error, assert_users_suite_passes, run
+from .helpers.redisserver import free_port
 from .helpers.server import Reply, json_reply
 
 README = (Path(__file__).parent.parent / "README.rst").read_text()
@@ -58,8 +60,8 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     blocks = _code_blocks()
-    assert len(blocks) == 11, "a new README example needs a case here"
-    quick_start, legacy, _, _, _, _, bloxs, dealcloud, _, simulator_test, _ = blocks
+    assert len(blocks) == 13, "a new README example needs a case here"
+    quick_start, legacy, _, _, _, _, bloxs, dealcloud, _, simulator_test, _, _, _ = blocks
     key, secret = sim.bloxs_credentials
     token_url = sim.dealcloud_credentials[0]
     _credentials_in_env(monkeypatch, sim, sim)
@@ -145,6 +147,117 @@ def test_the_readme_example_shows_the_learned_rule_and_the_pause(capsys):
     shown = "GET /api/rest/v4/data/entrydata/deal/entries (2, 1.0) True "
     assert state.startswith(shown)
     assert 0 <= float(state.removeprefix(shown)) <= 1.0  # the 429 paused it for a period
+
+
+def test_the_readme_telemetry_example_prints_what_it_says(capsys):
+    """ "What it does, in your dashboards": the in-memory exporter's spans, as the
+    comments under the example list them."""
+    from .helpers import otel
+
+    (block,) = [b for b in _code_blocks() if "InMemorySpanExporter()" in b]
+    expected = [
+        line.strip().removeprefix("# ").split("  ")[0]
+        for line in block.splitlines()
+        if line.startswith("# ")
+    ]
+    otel.reset()
+    try:
+        exec(block, {})
+    finally:
+        otel.reset()
+    assert capsys.readouterr().out.splitlines() == expected
+
+
+def test_the_readme_prometheus_example_serves_what_the_alert_rule_reads(sim):
+    """The Prometheus example, in a process of its own (the exporter registers in
+    prometheus_client's global registry): a scrape shows the metrics and labels the
+    README's alert rule uses."""
+    (block,) = [b for b in _code_blocks() if "PrometheusMetricReader" in b]
+    rule = README[README.index("groups:") : README.index("In your own tests, the SDK")]
+    for name in ("rbe_client_retries_total", "rbe_error_kind", "rbe_client_circuit_open"):
+        assert name in rule
+    port = free_port()
+    sim.fail(503, path=COMPLEXES, times=2)
+    key, secret = sim.bloxs_credentials
+    code = block.replace("9464", str(port)) + textwrap.dedent(
+        f"""
+        import requests, urllib.request
+        import requests_bloxs_errors as rbe
+        session = requests.Session()
+        rbe.mount(session, {sim.url + "/"!r},
+                  auth=rbe.BloxsTokenAuth({sim.url!r}, {key!r}, {secret!r}),
+                  circuit_breaker=rbe.CircuitBreaker(failures=1), max_retries=0)
+        session.get({sim.url + COMPLEXES!r}, timeout=10)  # 503: the circuit opens
+        print(urllib.request.urlopen("http://127.0.0.1:{port}/metrics", timeout=10).read().decode())
+        """
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert finished.returncode == 0, finished.stderr
+    scraped = finished.stdout
+    assert "http_client_request_duration_seconds_bucket{" in scraped
+    assert "rbe_client_token_requests_total" in scraped
+    gauge = re.search(
+        r'rbe_client_circuit_open\{[^}]*rbe_circuit_host="([^"]+)"[^}]*\} (\S+)', scraped
+    )
+    assert gauge is not None
+    assert gauge.groups() == (sim.url, "1.0")
+
+
+def test_the_readme_opentelemetry_instrument_command_traces_a_run_job(sim, tmp_path):
+    """The ``opentelemetry-instrument ... run job.py`` command, with the console span
+    exporter instead of OTLP (no collector here): the job's call shows as spans."""
+    command = README[README.index("OTEL_SERVICE_NAME=") :].split("\n\n")[0]
+    assert "opentelemetry-instrument python -m requests_bloxs_errors run job.py" in command
+    (tmp_path / "job.py").write_text(
+        f"import requests\nprint(requests.get({sim.url + COMPLEXES!r}, timeout=10).status_code)\n"
+    )
+    key, secret = sim.bloxs_credentials
+    instrument = Path(sys.executable).with_name("opentelemetry-instrument")
+    env = {
+        **os.environ,
+        "OTEL_SERVICE_NAME": "nightly-sync",
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "none",
+        "BLOXS_API_KEY": key,
+        "BLOXS_API_SECRET": secret,
+        "BLOXS_BASE_URL": sim.url,
+    }
+    finished = subprocess.run(
+        [str(instrument), sys.executable, "-m", "requests_bloxs_errors", "run", "job.py"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.splitlines()[0] == "200"
+    assert '"url.full": "' + sim.url + COMPLEXES + '"' in finished.stdout
+    assert '"service.name": "nightly-sync"' in finished.stdout
+    assert secret not in finished.stdout
+
+
+def test_the_readme_simulate_command_stages_its_outage():
+    line = next(line for line in README.splitlines() if "--fail 503 --retry-after 30" in line)
+    flags = line.split()
+    process = subprocess.Popen(
+        [*CLI, "simulate", "--port", "0", *flags],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[3]
+        down = requests.get(url + COMPLEXES, timeout=10)
+        assert (down.status_code, down.headers["Retry-After"]) == (503, "30")
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
 
 
 def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(

@@ -98,17 +98,19 @@ def _cut(response: Response, raw: Any, body: bytes) -> tuple[bytes, bool]:
 
 def drain_error_body(
     response: Response, deadline: float | None = None, clock: Clock = SYSTEM
-) -> None:
-    """Finish with an intermediate error response before the next attempt.
+) -> bytes:
+    """Finish with an intermediate error response before the next attempt; return
+    the first bytes of its body (for its trace id).
 
     A body of at most :data:`BODY_CAP` bytes is read, so its connection goes
     back to the pool; a longer one (or one still arriving at ``deadline``)
     is not downloaded only to be thrown away: its connection is closed.
     """
-    _, truncated = read_error_body(response, deadline=deadline, keep_rest=False, clock=clock)
+    body, truncated = read_error_body(response, deadline=deadline, keep_rest=False, clock=clock)
     raw = response.raw
     if not truncated and raw is not None and hasattr(raw, "release_conn"):
         raw.release_conn()  # read to the end: the connection serves the next attempt
+    return body
 
 
 def body_chunks(raw: Any) -> Iterator[bytes]:

@@ -32,7 +32,15 @@ if TYPE_CHECKING:
     from ..events import Attempt
     from ..exceptions import BloxsError
 
-__all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for"]
+__all__ = ["BODY_CAP", "ErrorInfo", "classify", "error_for", "trace_id_of"]
+
+
+def trace_id_of(response: Response, body: bytes) -> str | None:
+    """The trace id of an error response whose body starts with ``body``: the body's
+    ``traceId``, or a correlation header; None without one."""
+    headers = response.headers
+    parsed = parse_body(body, headers.get("Content-Type")) if body else None
+    return (parsed.trace_id if parsed else None) or trace_id_from_headers(headers)
 
 
 @dataclass(frozen=True)

@@ -244,10 +244,12 @@ class Call:
         if self.body_position is not None:
             self.request.body.seek(self.body_position)  # type: ignore[union-attr]
 
-    def record(self, status: int | None, kind: str, wait: float, decision: str) -> Attempt:
+    def record(
+        self, status: int | None, kind: str, wait: float, decision: str, wait_reason: str = ""
+    ) -> Attempt:
         """Add one attempt to the journal and return it."""
         journal = self.journal
-        attempt = Attempt(len(journal) + 1, status, kind, wait, decision, self.paced)
+        attempt = Attempt(len(journal) + 1, status, kind, wait, decision, self.paced, wait_reason)
         if isinstance(journal, list):
             journal.append(attempt)
         else:  # the first: the class's empty default gives way to a list of its own
@@ -265,11 +267,12 @@ class Call:
         status: int | None,
         kind: str,
         failure: Failure | None,
+        trace_id: str | None = None,
     ) -> None:
         """Record a retry and announce it; the caller then waits ``decision.wait``."""
         assert decision.retry is not None
         self.retry = decision.retry
-        attempt = self.record(status, kind, decision.wait, decision.label)
+        attempt = self.record(status, kind, decision.wait, decision.label, decision.wait_reason)
         self.hooks.retry(
             RetryEvent(
                 method=self.method,
@@ -280,6 +283,7 @@ class Call:
                 kind=kind,
                 wait=decision.wait,
                 retry_after=decision.retry_after,
+                trace_id=trace_id,
             )
         )
 

@@ -63,6 +63,8 @@ class Decision:
     :ivar retry: the ``Retry`` value for the next attempt (RETRY only).
     :ivar retry_after: the server's ``Retry-After`` that set :attr:`wait`, or None
         when the wait is the policy's back-off.
+    :ivar wait_reason: what set :attr:`wait` (RETRY only): ``"retry_after"``,
+        ``"backoff"`` or ``"rate_limit"`` (the client-side limit held the request longer).
     """
 
     action: Action
@@ -70,6 +72,7 @@ class Decision:
     wait: float = 0.0
     retry: Retry | None = None
     retry_after: float | None = None
+    wait_reason: str = ""
 
     @property
     def label(self) -> str:
@@ -197,6 +200,7 @@ def decide(context: Context) -> Decision:
             f"({max_wait:g}s)",
         )
     wait = retry_after if retry_after is not None else new.get_backoff_time()
+    why = "retry_after" if retry_after is not None else "backoff"
     if context.hold is not None and context.hold > wait:
         if context.max_hold is not None and context.hold > context.max_hold:
             return Decision(
@@ -204,10 +208,10 @@ def decide(context: Context) -> Decision:
                 f"the rate limit holds this request for {context.hold:.2f}s, longer than "
                 f"max_wait ({context.max_hold:g}s)",
             )
-        wait = context.hold
+        wait, why = context.hold, "rate_limit"
     if context.time_left is not None and wait >= context.time_left:
         return Decision(Action.GIVE_UP, f"waiting {wait:.2f}s would cross the deadline")
-    return Decision(Action.RETRY, wait=wait, retry=new, retry_after=retry_after)
+    return Decision(Action.RETRY, wait=wait, retry=new, retry_after=retry_after, wait_reason=why)
 
 
 def _refuse_failure(context: Context, failure: Failure) -> str | None:

@@ -216,6 +216,7 @@ def steps_in_order(
     circuit_breaker: Any = None,
     rate_limit: Any = None,
     outbox: Any = None,
+    telemetry: Any = None,
     extra: Iterable[object] = (),
 ) -> tuple[object, ...]:
     """Every step of an adapter, in the order they run at each place: the one place
@@ -239,6 +240,12 @@ def steps_in_order(
     the outbox                       **per call**: ``on_outcome`` and
                                      ``on_refused`` keep a write that failed
                                      curably.
+    telemetry                        **per attempt**: a span from
+                                     ``before_attempt`` (after any wait for a
+                                     permit) to the response or failure; **per
+                                     call**: ``on_outcome`` and ``on_refused``
+                                     end it (only while an OpenTelemetry SDK is
+                                     configured; see :mod:`~requests_bloxs_errors.telemetry`).
     your ``steps=``                  where their methods say, after the above.
     ===============================  =============================================
 
@@ -261,5 +268,7 @@ def steps_in_order(
         from ..resilience.outbox import Queueing  # noqa: PLC0415
 
         steps.append(Queueing(outbox))
+    if telemetry is not None:
+        steps.append(telemetry)
     steps.extend(extra)
     return tuple(steps)

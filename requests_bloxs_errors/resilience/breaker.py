@@ -135,6 +135,10 @@ class CircuitBreaker:
         circuit = self._circuits.get(host)
         return CLOSED if circuit is None else circuit.state
 
+    def states(self) -> dict[str, str]:
+        """Every host this breaker has seen, and its circuit's state (a copy)."""
+        return {host: circuit.state for host, circuit in list(self._circuits.items())}
+
     def _circuit(self, host: str) -> _Circuit:
         circuit = self._circuits.get(host)
         if circuit is None:

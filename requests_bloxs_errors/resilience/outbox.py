@@ -43,7 +43,10 @@ if TYPE_CHECKING:
     from ..pipeline.call import Call
     from ..pipeline.failures import Failure
 
-__all__ = ["Outbox", "OutboxEntry", "Queueing", "ReplayReport"]
+__all__ = ["Outbox", "OutboxEntry", "Queueing", "ReplayReport", "ReplayResult"]
+
+_UNCERTAIN = "uncertain: the server may have processed it already (--include-uncertain sends it)"
+_LEASED = "another replayer is sending it"
 
 _FEATURE = "the outbox"
 
@@ -104,12 +107,33 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True)
+class ReplayResult:
+    """What a replay did with one entry.
+
+    :ivar id: the entry.
+    :ivar outcome: ``"sent"`` (removed), ``"failed"`` (stays queued for the
+        next replay), ``"dead"`` (refused for good: kept, not replayed again)
+        or ``"skipped"`` (stays queued: uncertain, or another replayer has it).
+    :ivar status: the server's answer, or None when none came.
+    :ivar reason: in words: ``"201 Created"``, ``"503 Service Unavailable"``,
+        ``"ConnectionError: no response"``, ``"uncertain: ..."``.
+    """
+
+    id: int
+    outcome: str
+    status: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class ReplayReport:
-    """What :meth:`Outbox.replay` did: the entry ids sent, failed and skipped."""
+    """What :meth:`Outbox.replay` did: the entry ids sent, failed (dead ones
+    included) and skipped, and each entry's :class:`ReplayResult`."""
 
     sent: tuple[int, ...] = ()
     failed: tuple[int, ...] = ()
     skipped: tuple[int, ...] = ()
+    results: tuple[ReplayResult, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -213,6 +237,13 @@ class Outbox:
         rows = self._store.entry_rows(entry_id)
         return self._entry(rows[0]) if rows else None
 
+    def counts(self) -> dict[str, int]:
+        """How many entries are in each state (``queued``, ``dead``), contents unopened."""
+        found: dict[str, int] = {}
+        for row in self._store.entry_rows():
+            found[row[10]] = found.get(row[10], 0) + 1
+        return found
+
     def drop(self, entry_id: int) -> bool:
         """Remove an entry; False when there was none."""
         return self._store.drop_entry(entry_id)
@@ -260,52 +291,58 @@ class Outbox:
         """
         store = self._store
         owner = lease_owner()
-        sent: list[int] = []
-        failed: list[int] = []
-        skipped: list[int] = []
+        results: list[ReplayResult] = []
         token = _replaying.set(True)
         try:
             for entry_id, uncertain in store.queued():
                 if uncertain and not include_uncertain:
-                    skipped.append(entry_id)
+                    results.append(ReplayResult(entry_id, "skipped", reason=_UNCERTAIN))
                     continue
                 if not store.claim(entry_id, owner, self.clock.time(), LEASE):
-                    skipped.append(entry_id)  # another replayer has it
+                    results.append(ReplayResult(entry_id, "skipped", reason=_LEASED))
                     continue
                 entry = self.get(entry_id)
                 if entry is None or entry.state == "unreadable":
-                    outcome: tuple[str, bool] | None = (
-                        "its sealed content does not open (another key file?)",
-                        True,
-                    )
+                    status, reason = None, "its sealed content does not open (another key file?)"
+                    outcome: tuple[str, bool] | None = (reason, True)
                 else:
-                    outcome = self._send(session, entry, timeout)
-                (sent if outcome is None else failed).append(entry_id)
+                    status, reason, outcome = self._send(session, entry, timeout)
+                result = "sent" if outcome is None else "dead" if outcome[1] else "failed"
+                results.append(ReplayResult(entry_id, result, status, reason))
                 # (a sent entry that stayed queued would be sent again: the store
                 # retries recording it while its file is busy)
                 store.settle(entry_id, owner, outcome)
         finally:
             _replaying.reset(token)
-        return ReplayReport(tuple(sent), tuple(failed), tuple(skipped))
+        return ReplayReport(
+            sent=tuple(r.id for r in results if r.outcome == "sent"),
+            failed=tuple(r.id for r in results if r.outcome in ("failed", "dead")),
+            skipped=tuple(r.id for r in results if r.outcome == "skipped"),
+            results=tuple(results),
+        )
 
     @staticmethod
     def _send(
         session: requests.Session, entry: OutboxEntry, timeout: float
-    ) -> tuple[str, bool] | None:
-        """None when sent; else ``(error, dead)``."""
+    ) -> tuple[int | None, str, tuple[str, bool] | None]:
+        """``(status, reason, outcome)``: the outcome None when sent, else
+        ``(error, dead)``."""
         try:
             response = session.request(
                 entry.method, entry.url, headers=entry.headers, data=entry.body, timeout=timeout
             )
         except BloxsError as exc:  # an open circuit, a rate limit, raise_errors=True
             status = exc.response.status_code if exc.response is not None else None
-            return f"{exc.kind}: {exc}", status is not None and _dead(exc.response)
+            reason = f"{exc.kind}: {exc}"
+            return status, reason, (reason, status is not None and _dead(exc.response))
         except Exception as exc:
-            return f"{type(exc).__name__}: no response", False
+            reason = f"{type(exc).__name__}: no response"
+            return None, reason, (reason, False)
         with response:
+            reason = f"{response.status_code} {response.reason}"
             if response.status_code < 400:
-                return None
-            return f"{response.status_code} {response.reason}", _dead(response)
+                return response.status_code, reason, None
+            return response.status_code, reason, (reason, _dead(response))
 
     def close(self) -> None:
         """Close this process's connection to the store."""
@@ -413,12 +450,13 @@ class Queueing(Step):
             )
             return
         logger.warning(
-            "Queued %s %s in the outbox as entry %d (%s%s)",
+            "Queued %s %s in the outbox as entry %d (%s%s)%s",
             call.method,
             call.url,
             call.outbox_id,
             kind,
             ", uncertain: it may have been processed" if uncertain else "",
+            f"; trace id {trace}" if trace else "",
         )
         if self.outbox.first_for(call.host):
             call.hooks.alert(

@@ -151,7 +151,9 @@ class Pacing(Step):
         if response.status_code != 429 and rule is not QUOTA_RULE:
             return self._reset_hold(call, category, key, response)
         body, _ = read_error_body(response, deadline=call.deadline, clock=call.clock)
-        quota = parse_body(body, response.headers.get("Content-Type")).quota if body else None
+        parsed = parse_body(body, response.headers.get("Content-Type")) if body else None
+        quota = parsed.quota if parsed is not None else None
+        trace = parsed.trace_id if parsed is not None else None
         limit = self.limit
         store = limit.store
         if quota is not None:
@@ -166,12 +168,13 @@ class Pacing(Step):
         hold = limit.bounded_pause(category, hold)
         store.pause(key, hold, limit.rule(category), store_timeout(call.time_left()))
         logger.info(
-            "Rate limit: %r of %s paused for %.2fs after %d%s",
+            "Rate limit: %r of %s paused for %.2fs after %d%s%s",
             category,
             call.url,
             hold,
             response.status_code,
             f" (the server states {quota[0]} per {quota[1]:g}s)" if quota else "",
+            f"; trace id {trace}" if trace else "",
         )
         return hold
 

@@ -290,6 +290,7 @@ class Simulator:
         body: bytes | str | None = None,
         headers: Mapping[str, str] | None = None,
         delay: float = 0.0,
+        for_seconds: float | None = None,
     ) -> Fault:
         """Answer ``status`` to matching requests before the API sees them.
 
@@ -300,6 +301,7 @@ class Simulator:
         :param every: fail only every k-th matching request (k, 2k, ...).
         :param retry_after: a ``Retry-After`` value to send.
         :param body: the body; None picks the API's usual one for ``status``.
+        :param for_seconds: the fault ends this long from now; None: when spent.
         """
         all_headers = dict(headers or {})
         if retry_after is not None:
@@ -317,7 +319,11 @@ class Simulator:
             headers=all_headers,
             body=body if body is not None else "",
             delay=delay,
+            until=self._until(for_seconds),
         )
+
+    def _until(self, for_seconds: float | None) -> float | None:
+        return None if for_seconds is None else self.clock.monotonic() + for_seconds
 
     def drop(
         self,
@@ -337,9 +343,20 @@ class Simulator:
         path: str | None = None,
         method: str | None = None,
         times: int | None = 1,
+        for_seconds: float | None = None,
     ) -> Fault:
-        """Answer matching requests normally, but only after ``seconds``."""
-        return self._add("slow", method=method, path=path, times=times, delay=seconds)
+        """Answer matching requests normally, but only after ``seconds``.
+
+        :param for_seconds: the fault ends this long from now; None: when spent.
+        """
+        return self._add(
+            "slow",
+            method=method,
+            path=path,
+            times=times,
+            delay=seconds,
+            until=self._until(for_seconds),
+        )
 
     def maintenance(self, seconds: float, *, retry_after: bool = True) -> Fault:
         """Answer 503 to every request for the next ``seconds``.

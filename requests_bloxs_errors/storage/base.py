@@ -215,6 +215,7 @@ class PermitState:
 
     :ivar key: the key (``namespace|category``).
     :ivar learned: the rule the server stated for it, while it lasts, else None.
+    :ivar learned_for: seconds that rule still holds (0 without one).
     :ivar paused_for: seconds left of its pause (0 when none).
     :ivar in_flight: permits reserved whose attempt has not ended.
     :ivar ended: permits that ended recently enough to still count.
@@ -222,6 +223,7 @@ class PermitState:
 
     key: str
     learned: RuleValue | None = None
+    learned_for: float = 0.0
     paused_for: float = 0.0
     in_flight: int = 0
     ended: int = 0

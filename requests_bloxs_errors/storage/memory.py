@@ -251,11 +251,14 @@ class MemoryBackend:
                 if log is not None:
                     log.expire(now)
                 learned = self._learned.get(key)
+                if learned is not None and learned[2] <= now:
+                    learned = None
                 until = self._pauses.get(key, 0.0)
                 found.append(
                     PermitState(
                         key,
-                        learned=learned[:2] if learned is not None and learned[2] > now else None,
+                        learned=learned[:2] if learned is not None else None,
+                        learned_for=learned[2] - now if learned is not None else 0.0,
                         paused_for=max(0.0, until - now),
                         in_flight=len(log.flight) if log is not None else 0,
                         ended=sum(end > now - log.period for end, _ in log.ends) if log else 0,
@@ -289,6 +292,12 @@ class MemoryBackend:
             held = self._token_locks.get(name)
             if held is not None and held[0] == owner:
                 del self._token_locks[name]
+
+    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
+        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+        with self._lock:
+            now = self._now()
+            return sorted((name, e[1] - now) for name, e in self._tokens.items() if e[1] > now)
 
     @classmethod
     def check(cls, storage: StorageURL, what: str) -> StorageURL:

@@ -432,8 +432,10 @@ class RedisBackend:
             elif kind == "rule":
                 rule = client.hmget(name, "limit", "period")
                 if rule[0] is not None:
-                    learned = (int(rule[0]), float(rule[1]))
-                    found.setdefault(key, {})["learned"] = learned
+                    found.setdefault(key, {}).update(
+                        learned=(int(rule[0]), float(rule[1])),
+                        learned_for=max(0.0, client.pttl(name) / 1000),
+                    )
         return [PermitState(key, **found[key]) for key in sorted(found)]
 
     # -- tokens -------------------------------------------------------------------
@@ -455,6 +457,17 @@ class RedisBackend:
 
     def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
         self._redis.run("unlock", [self._token_key(name) + ":lock"], [owner], timeout)
+
+    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
+        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+        client = self._redis.client(timeout)
+        found = []
+        for key in client.scan_iter(match="rbe:token:{*}", count=500):
+            name = key.decode()[len("rbe:token:{") : -1]
+            left = client.pttl(key)
+            if left > 0:
+                found.append((name, left / 1000))
+        return sorted(found)
 
     def close(self) -> None:
         self._redis.close()

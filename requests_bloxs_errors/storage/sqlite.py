@@ -531,10 +531,14 @@ class SQLiteBackend:
             "SELECT key, until FROM rbe_pauses WHERE until > ?", (now,), timeout
         ):
             found.setdefault(key, {})["paused_for"] = min(until - now, MAX_PAUSE)
-        for key, limit, period in self._file.read_all(
-            "SELECT key, max_calls, period FROM rbe_rules WHERE expires > ?", (now,), timeout
+        for key, limit, period, expires in self._file.read_all(
+            "SELECT key, max_calls, period, expires FROM rbe_rules WHERE expires > ?",
+            (now,),
+            timeout,
         ):
-            found.setdefault(key, {})["learned"] = (int(limit), float(period))
+            found.setdefault(key, {}).update(
+                learned=(int(limit), float(period)), learned_for=expires - now
+            )
         return [PermitState(key, **found[key]) for key in sorted(found)]
 
     # -- tokens -------------------------------------------------------------------
@@ -573,6 +577,14 @@ class SQLiteBackend:
     def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
         with self._file.transaction(timeout) as db:
             db.execute("DELETE FROM rbe_token_locks WHERE name = ? AND owner = ?", (name, owner))
+
+    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
+        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+        now = self._clock.time()
+        rows = self._file.read_all(
+            "SELECT name, expires FROM rbe_tokens WHERE expires > ? ORDER BY name", (now,), timeout
+        )
+        return [(name, expires - now) for name, expires in rows]
 
     # -- the outbox ---------------------------------------------------------------
 

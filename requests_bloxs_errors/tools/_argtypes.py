@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "entry_id", "number", "port", "positive", "seconds_or_none"]
+__all__ = ["count", "entry_id", "error_status", "number", "port", "positive", "seconds_or_none"]
 
 _SMALLEST = 1e-6  # "above 0", for seconds
 _FOREVER = 1e9
@@ -50,3 +50,8 @@ def count(text: str) -> int:
 def entry_id(text: str) -> int:
     """An outbox entry's id."""
     return int(number(text, int, 1, _LARGEST_ID, f"a whole number from 1 to {_LARGEST_ID}"))
+
+
+def error_status(text: str) -> int:
+    """An HTTP error status, 400 to 599."""
+    return int(number(text, int, 400, 599, "an HTTP error status from 400 to 599"))

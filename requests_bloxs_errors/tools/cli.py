@@ -1,7 +1,8 @@
 """The command line: ``python -m requests_bloxs_errors`` (or ``requests-bloxs-errors``).
 
 Commands: ``demo``, ``explain STATUS``, ``table``, ``simulate``,
-``request METHOD URL``, ``run``, ``config``, ``outbox`` (see :mod:`.outbox_cli`).
+``request METHOD URL``, ``run``, ``config``, ``status`` (see :mod:`.status`),
+``outbox`` (see :mod:`.outbox_cli`).
 Bad input is one line on stderr and exit status 2; nothing here prints a
 traceback.
 """
@@ -59,6 +60,8 @@ from .envconfig import (
 )
 from .outbox_cli import OutboxUsageError, run_outbox
 from .outbox_cli import add_commands as add_outbox_commands
+from .status import StoreError, check_stores, run_status
+from .status import add_command as add_status_command
 
 __all__ = ["main"]
 
@@ -167,7 +170,12 @@ def _table(term: Terminal) -> int:
     return 0
 
 
-def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
+def _simulate(term: Terminal, args: argparse.Namespace) -> int:
+    host, port, window = args.host, args.port, args.window
+    if args.retry_after is not None and args.fail is None:
+        raise UsageError("--retry-after needs --fail STATUS")
+    if (args.for_seconds or args.path or args.method) and not (args.fail or args.slow):
+        raise UsageError("--for, --path and --method shape a fault: add --fail or --slow")
     try:
         simulator = Simulator(host=host, port=port, window=window)
     except OSError as exc:
@@ -179,6 +187,8 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
     term.line(f"  Bloxs:     apiKey={key}  apiSecret={secret}")
     term.line(f"  DealCloud: client_id={client_id}  client_secret={client_secret}")
     term.line(f"  rate-limit window: {window:g}s")
+    for line in _stage(simulator, args):
+        term.line(f"  {line}", "yellow")
     term.table(
         ["method", "path", "what"],
         [[methods, simulator.url + path, what] for methods, path, what in ENDPOINTS],
@@ -190,6 +200,37 @@ def _simulate(term: Terminal, host: str, port: int, window: float) -> int:
     finally:
         simulator.stop()
     return 0
+
+
+def _stage(simulator: Simulator, args: argparse.Namespace) -> list[str]:
+    """Arm the faults the flags ask for; a line describing each."""
+    method = args.method.upper() if args.method else None
+    paths = args.path or [None]
+    how_long = f" for {args.for_seconds:g}s" if args.for_seconds else " until stopped"
+    where = (method + " " if method else "") + (
+        ", ".join(args.path) if args.path else "every request"
+    )
+    staged = []
+    for path in paths:
+        if args.fail is not None:
+            simulator.fail(
+                args.fail,
+                path=path,
+                method=method,
+                times=None,
+                retry_after=args.retry_after,
+                for_seconds=args.for_seconds,
+            )
+        if args.slow is not None:
+            simulator.slow(
+                args.slow, path=path, method=method, times=None, for_seconds=args.for_seconds
+            )
+    if args.fail is not None:
+        after = f" (Retry-After: {args.retry_after})" if args.retry_after is not None else ""
+        staged.append(f"fault: {where} answers {args.fail}{after}{how_long}")
+    if args.slow is not None:
+        staged.append(f"fault: {where} answers after {args.slow:g}s{how_long}")
+    return staged
 
 
 def _credentials(args: argparse.Namespace, url: str | None) -> list[tuple[Credential, str]]:
@@ -333,6 +374,30 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--window", type=argtypes.positive, default=60.0, help="rate-limit window, seconds"
     )
+    faults = simulate.add_argument_group(
+        "an outage to stage", "each fault starts when the simulator does"
+    )
+    faults.add_argument(
+        "--fail", type=argtypes.error_status, metavar="STATUS", help="answer STATUS (400-599)"
+    )
+    faults.add_argument(
+        "--slow", type=argtypes.positive, metavar="SECONDS", help="answer only after SECONDS"
+    )
+    faults.add_argument(
+        "--for",
+        dest="for_seconds",
+        type=argtypes.positive,
+        metavar="SECONDS",
+        help="for this long (default: until stopped)",
+    )
+    faults.add_argument(
+        "--path",
+        action="append",
+        metavar="PATH",
+        help="only on PATH and below, repeatable (default: every path)",
+    )
+    faults.add_argument("--method", help="only for this method (default: every method)")
+    faults.add_argument("--retry-after", metavar="VALUE", help="send this Retry-After with --fail")
     run = commands.add_parser(
         "run",
         help="run a script (or -m module) with the adapter installed, configured from the "
@@ -353,9 +418,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (RBE_LOG_LEVEL)")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]")
-    commands.add_parser(
+    config = commands.add_parser(
         "config", help="print the configuration the environment gives (secrets masked)"
     )
+    config.add_argument(
+        "--check",
+        action="store_true",
+        help="also try each shared store it configures (exit status 1 if one fails)",
+    )
+    add_status_command(commands)
     request = commands.add_parser(
         "request", help="send one request through the adapter", formatter_class=defaults
     )
@@ -497,7 +568,7 @@ def _module_problem(name: str) -> str | None:
     return f"No module named {name}" if spec is None else None
 
 
-def _config(term: Terminal) -> int:
+def _config(term: Terminal, *, check: bool = False) -> int:
     try:
         config = config_from_env(defaults=RUN_DEFAULTS)
     except ConfigError as exc:
@@ -512,6 +583,9 @@ def _config(term: Terminal) -> int:
     term.line()
     rows = [[v.name, config.shown.get(v.name, "(not set)"), v.what, v.default] for v in VARIABLES]
     term.table(["variable", "value", "what", "default"], rows)
+    if check:
+        term.line()
+        return check_stores(term, os.environ)
     return 0
 
 
@@ -543,13 +617,15 @@ def _run(term: Terminal, args: argparse.Namespace) -> int:
         if args.command == "table":
             return _table(term)
         if args.command == "simulate":
-            return _simulate(term, args.host, args.port, args.window)
+            return _simulate(term, args)
         if args.command == "config":
-            return _config(term)
+            return _config(term, check=args.check)
+        if args.command == "status":
+            return run_status(term, args, os.environ)
         if args.command == "outbox":
             return run_outbox(term, args, _credentials)
         return _request(term, args)
-    except (UsageError, OutboxUsageError) as exc:
+    except (UsageError, OutboxUsageError, StoreError) as exc:
         print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
         return 2
     except (TypeError, ValueError) as exc:  # bad configuration from the flags

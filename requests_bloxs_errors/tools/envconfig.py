@@ -89,6 +89,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("RBE_OUTBOX", "keep failed writes for a replay: sqlite:///path", "none"),
     Variable(
+        "RBE_TELEMETRY",
+        "spans and metrics to OpenTelemetry's global providers: on or off (every adapter "
+        "reads it, not only run's)",
+        "on when the otel extra is installed",
+    ),
+    Variable(
         "BLOXS_BASE_URL",
         "the Bloxs environment's origin, such as https://acme.bloxs.io (no path)",
         "none",
@@ -190,6 +196,8 @@ def config_from_env(
     breaker = _circuit_breaker(get.get("RBE_CIRCUIT_BREAKER", ""))
     if breaker is not None:
         kwargs["circuit_breaker"] = breaker
+    if "RBE_TELEMETRY" in get and not _flag("RBE_TELEMETRY", get["RBE_TELEMETRY"]):
+        kwargs["telemetry"] = False
     if get.get("RBE_OUTBOX"):
         try:
             kwargs["outbox"] = Outbox(get["RBE_OUTBOX"])
@@ -481,7 +489,7 @@ def _flag(name: str, value: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise ConfigError(f"{name} must be 1 or 0, not {value!r}")
+    raise ConfigError(f"{name} must be 1 or 0 (or on and off), not {value!r}")
 
 
 def _shown_value(name: str, value: str) -> str:

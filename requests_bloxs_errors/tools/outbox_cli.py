@@ -1,4 +1,10 @@
-"""``python -m requests_bloxs_errors outbox list|show ID|replay|drop ID --db sqlite:///path``.
+"""``python -m requests_bloxs_errors outbox list|show ID|replay|drop ID [--db sqlite:///path]``.
+
+``--db`` defaults to ``RBE_OUTBOX``, the variable ``run`` reads: on call, the
+commands find the outbox the jobs write. ``list`` and ``show`` take
+``--json``; ``replay`` prints what happened to each entry (the answer, and
+why it stays queued) and exits 0 only when nothing failed (entries skipped
+as uncertain are reported, not failed).
 
 ``replay`` signs with the credentials the ``request`` command takes (flags,
 or ``BLOXS_*`` / ``DEALCLOUD_*`` variables), and only for the API they name
@@ -13,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -23,6 +31,7 @@ import requests
 from ..adapter import mount
 from ..resilience.outbox import Outbox, OutboxEntry
 from ..storage import parse
+from ..urls import host_of
 from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
 
@@ -54,7 +63,11 @@ def add_commands(
         ("drop", "remove one entry"),
     ):
         action = actions.add_parser(name, help=help_text)
-        action.add_argument("--db", required=True, help="the outbox: sqlite:///path")
+        action.add_argument(
+            "--db", default=None, help="the outbox: sqlite:///path (default: $RBE_OUTBOX)"
+        )
+        if name in ("list", "show"):
+            action.add_argument("--json", action="store_true", help="print JSON")
         if name in ("show", "drop"):
             action.add_argument("id", type=argtypes.entry_id, metavar="ID", help="the entry's id")
         if name == "replay":
@@ -96,12 +109,15 @@ def run_outbox(
     A database that cannot be opened or read (damaged, not private, a
     directory, a symlink) is one line naming it: :class:`OutboxUsageError`.
     """
-    outbox = open_outbox(args.db)
+    url = args.db or os.environ.get("RBE_OUTBOX", "").strip()
+    if not url:
+        raise OutboxUsageError("give --db sqlite:///path, or set RBE_OUTBOX")
+    outbox = open_outbox(url)
     try:
         if args.outbox_command == "list":
-            return _list(term, outbox)
+            return _list(term, outbox, as_json=args.json)
         if args.outbox_command == "show":
-            return _show(term, outbox, args.id)
+            return _show(term, outbox, args.id, as_json=args.json)
         if args.outbox_command == "drop":
             if not outbox.drop(args.id):
                 raise OutboxUsageError(f"no entry {args.id} in the outbox")
@@ -128,8 +144,29 @@ def _when(timestamp: float) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _list(term: Terminal, outbox: Outbox) -> int:
+def _fields(entry: OutboxEntry) -> dict[str, Any]:
+    """An entry as JSON: what ``list`` shows (never a header's value, never the body)."""
+    return {
+        "id": entry.id,
+        "queued": _when(entry.created),
+        "method": entry.method,
+        "url": entry.shown_url,
+        "host": entry.host,
+        "kind": entry.kind,
+        "status": entry.status,
+        "state": entry.state,
+        "uncertain": entry.uncertain,
+        "replays": entry.tries,
+        "last_error": entry.last_error,
+        "trace_id": entry.trace_id,
+    }
+
+
+def _list(term: Terminal, outbox: Outbox, *, as_json: bool = False) -> int:
     entries = outbox.entries()
+    if as_json:
+        print(json.dumps([_fields(e) for e in entries], indent=2))
+        return 0
     if not entries:
         term.line("the outbox is empty")
         return 0
@@ -149,10 +186,31 @@ def _list(term: Terminal, outbox: Outbox) -> int:
     return 0
 
 
-def _show(term: Terminal, outbox: Outbox, entry_id: int) -> int:
+def _masked(headers: Mapping[str, str]) -> dict[str, str]:
+    """The headers with each value that may be a secret as ``***`` (an
+    ``Idempotency-Key`` names the write: it is shown)."""
+    return {
+        name: value
+        if name.lower() == "idempotency-key"
+        or not any(word in name.lower() for word in _SECRET_WORDS)
+        else "***"
+        for name, value in headers.items()
+    }
+
+
+def _show(term: Terminal, outbox: Outbox, entry_id: int, *, as_json: bool = False) -> int:
     entry = outbox.get(entry_id)
     if entry is None:
         raise OutboxUsageError(f"no entry {entry_id} in the outbox")
+    if as_json:
+        shown = {
+            **_fields(entry),
+            "headers": _masked(entry.headers),
+            "body_bytes": len(entry.body),
+            "body": entry.body.decode("utf-8", "replace"),
+        }
+        print(json.dumps(shown, indent=2))
+        return 0
     term.line(f"{entry.id}. {entry.method} {entry.shown_url}", "bold")
     term.line(f"  queued:     {_when(entry.created)} ({entry.kind}"
               + (f", {entry.status}" if entry.status else "") + ")")  # fmt: skip
@@ -165,9 +223,8 @@ def _show(term: Terminal, outbox: Outbox, entry_id: int) -> int:
     )
     if entry.trace_id:
         term.line(f"  trace id:   {entry.trace_id}")
-    for name, value in entry.headers.items():
-        masked = "***" if any(word in name.lower() for word in _SECRET_WORDS) else value
-        term.line(f"  {name}: {safe_text(masked)}")
+    for name, value in _masked(entry.headers).items():
+        term.line(f"  {name}: {safe_text(value)}")
     term.line(f"  body:       {len(entry.body)} bytes")
     if entry.body:
         term.line("  " + safe_text(entry.body[:500].decode("utf-8", "replace")))
@@ -202,17 +259,27 @@ def _replay(
     finally:
         session.close()
     by_id: dict[int, OutboxEntry] = {e.id: e for e in entries}
-    for label, ids, style in (
-        ("sent", report.sent, "green"),
-        ("failed", report.failed, "red"),
-        ("skipped", report.skipped, "dim"),
-    ):
-        for entry_id in ids:
-            entry = by_id.get(entry_id)
-            what = f"{entry.method} {entry.shown_url}" if entry else ""
-            term.line(f"  {label:8} {entry_id}  {what}", style)
-    term.line(
-        f"{len(report.sent)} sent, {len(report.failed)} failed, {len(report.skipped)} skipped"
-        + (" (uncertain: --include-uncertain sends them)" if report.skipped else "")
+    signed = {host_of(home) for _, home in found}
+    styles = {"sent": "green", "failed": "red", "dead": "red", "skipped": "dim"}
+    stays: Counter[str] = Counter()
+    for result in report.results:
+        entry = by_id.get(result.id)
+        reason = result.reason
+        if entry is not None and result.status in (401, 403) and entry.host not in signed:
+            reason += f": no credentials for {entry.host}"
+        what = f"{entry.method} {entry.shown_url}" if entry else ""
+        term.line(f"  {result.outcome:8} {result.id}  {what}: {safe_text(reason)}",
+                  styles[result.outcome])  # fmt: skip
+        if result.outcome in ("failed", "skipped"):
+            stays[reason if result.outcome == "failed" else "uncertain or being replayed"] += 1
+    counts = Counter(result.outcome for result in report.results)
+    summary = ", ".join(
+        f"{counts[outcome]} {outcome}" for outcome in ("sent", "failed", "dead", "skipped")
     )
+    if stays:
+        why = "; ".join(f"{count} x {reason}" for reason, count in stays.most_common())
+        summary += f". {sum(stays.values())} stay queued ({why})"
+    if counts["dead"]:
+        summary += f". {counts['dead']} refused for good: see 'outbox show ID', then drop"
+    term.line(summary)
     return 0 if report.ok else 1

@@ -30,7 +30,9 @@ RULE = 10  # per second
 #: The rounds: the most seconds the network may delay a request in each.
 JITTER = (0.0, 0.0, 0.1)
 
-pytestmark = pytest.mark.slow  # fleets of processes on a loaded host
+#: fleets of processes on a host they load on purpose: run alone (nox does), since the
+#: neighbours would slow every test beside them
+pytestmark = [pytest.mark.slow, pytest.mark.machine]
 
 
 @contextmanager

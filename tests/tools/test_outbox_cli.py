@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,8 +34,18 @@ def test_the_outbox_command_lists_shows_replays_and_drops(server, session, outbo
     assert "uncertain:  yes" in shown.stdout
     server.route("POST", "/r", Reply(201, "ok"))
     replayed = run("outbox", "replay", "--db", outbox_url)
-    assert replayed.returncode == 0
-    assert "1 sent, 0 failed, 1 skipped" in replayed.stdout
+    assert replayed.returncode == 0  # the uncertain entry is reported, not failed
+    lines = replayed.stdout.splitlines()
+    assert f"  sent     2  POST {server.url('/r')}: 201 Created" in lines
+    assert any(
+        line.startswith("  skipped  1  POST")
+        and "uncertain" in line
+        and "--include-uncertain" in line
+        for line in lines
+    )
+    assert lines[-1] == (
+        "1 sent, 0 failed, 0 dead, 1 skipped. 1 stay queued (1 x uncertain or being replayed)"
+    )
     assert run("outbox", "drop", "1", "--db", outbox_url).returncode == 0
     assert rbe.Outbox(outbox_url).entries() == []
 
@@ -46,7 +57,47 @@ def test_the_outbox_command_exits_1_when_a_replay_fails(server, session, outbox_
     assert run("outbox", "replay", "--db", outbox_url, "--max-retries", "0").returncode == 2
     finished = run("outbox", "replay", "--db", outbox_url)
     assert finished.returncode == 1
-    assert "0 sent, 1 failed" in finished.stdout
+    assert f"  failed   1  PUT {server.url('/r')}: 500 Internal Server Error" in finished.stdout
+    assert finished.stdout.splitlines()[-1] == (
+        "0 sent, 1 failed, 0 dead, 0 skipped. 1 stay queued (1 x 500 Internal Server Error)"
+    )
+
+
+def test_a_replay_without_credentials_says_so_for_each_refused_entry(server, session, outbox_url):
+    server.route("PUT", "/api/r", Reply(503, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.put(server.url("/api/r"), data=b"x")
+    server.route("PUT", "/api/r", Reply(401, "who are you?"))
+    host = server.url("").rstrip("/")
+    finished = run("outbox", "replay", "--db", outbox_url)
+    assert finished.returncode == 1
+    assert (
+        f"  failed   1  PUT {host}/api/r: 401 Unauthorized: no credentials for {host}"
+        in finished.stdout
+    )
+    assert "1 stay queued (1 x 401 Unauthorized: no credentials for" in finished.stdout
+
+
+def test_the_outbox_commands_find_the_outbox_in_rbe_outbox(server, session, outbox_url):
+    server.route("POST", "/r", Reply(500, "down"))
+    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    session.post(server.url("/r"), data=b'{"a": 1}', headers={"Idempotency-Key": "k-1"})
+    listed = run("outbox", "list", "--json", env={"RBE_OUTBOX": outbox_url})
+    assert listed.returncode == 0
+    (entry,) = json.loads(listed.stdout)
+    assert (entry["id"], entry["method"], entry["state"]) == (1, "POST", "queued")
+    assert entry["url"] == server.url("/r")
+    assert (entry["status"], entry["kind"], entry["uncertain"]) == (
+        500,
+        "internal_server_error",
+        False,
+    )
+    shown = run("outbox", "show", "1", "--json", env={"RBE_OUTBOX": outbox_url})
+    assert shown.returncode == 0
+    detail = json.loads(shown.stdout)
+    assert detail["body"] == '{"a": 1}'
+    assert detail["headers"]["Idempotency-Key"] == "k-1"
+    assert run("outbox", "list", env={"RBE_OUTBOX": ""}).returncode == 2
 
 
 @pytest.mark.parametrize(
