@@ -10,7 +10,7 @@ import shutil
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "tests_legacy"]
+nox.options.sessions = ["lint", "tests", "tests_legacy", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 # pytest exits 5 when it collected no test. That is a broken suite, not a
@@ -133,3 +133,14 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, warnings as errors, then its doctests: open
+    docs/_build/html/index.html."""
+    session.install("-e", ".[docs]")
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
+                "docs", "docs/_build/html")  # fmt: skip
+    session.run("python", "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "doctest",
+                "docs", "docs/_build/doctest")  # fmt: skip

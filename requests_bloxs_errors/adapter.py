@@ -883,8 +883,11 @@ def _outbox(value: object) -> Outbox | None:
         url = value
         value = _shared("outbox", url, lambda: Outbox(url))
     if not isinstance(value, Outbox):
+        from .storage import OutboxStore, accepted  # noqa: PLC0415 - loaded when used
+
         raise TypeError(
-            f"outbox must be an rbe.Outbox, 'sqlite:///path' or None, not {type(value).__name__}"
+            f"outbox must be an rbe.Outbox, a storage URL ({accepted(OutboxStore)}) or None, "
+            f"not {type(value).__name__}"
         )
     return value
 

@@ -42,7 +42,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def outbox_url(tmp_path: Path) -> str:
     """An outbox file of this test's own."""
-    return f"sqlite://{tmp_path}/outbox.db"
+    return f"sqlite:///{tmp_path}/outbox.db"
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from typing import Any
 from ..clock import SYSTEM, Clock
 from ..events import logger
 from ..exceptions import DeadlineExceeded
-from ..storage import TokenStore, lease_owner, open_backend, parse, store_timeout
+from ..storage import TokenStore, accepted, lease_owner, open_backend, parse, store_timeout
 from ..storage.fallback import Fallback
 from ..storage.sealing import Sealer, aead_class, derive_key
 
@@ -80,8 +80,8 @@ class SharedTokens:
         storage = parse(url, what="cache", capability=TokenStore)
         if not storage.shared:
             raise ValueError(
-                "cache must be 'sqlite:///path' or 'redis://host:port/db' (a store other "
-                "processes see); None keeps the token in this process"
+                f"cache {storage.scheme}:// is not seen by other processes; it must be "
+                f"{accepted(TokenStore)} (None or memory:// keeps the token in this process)"
             )
         aead_class(_FEATURE)  # a missing extra is a configuration error: say so now
         self.storage = storage

@@ -131,7 +131,18 @@ class CircuitBreaker:
         return f"CircuitBreaker(failures={self.failures}, open_for={self.open_for:g})"
 
     def state(self, host: str) -> str:
-        """``"closed"``, ``"open"`` or ``"half-open"`` for ``scheme://host:port``."""
+        """The state of one host's circuit.
+
+        ``"closed"``: calls go (a host never seen is closed); ``"open"``: calls
+        fail fast until the probe time; ``"half-open"``: one probe is in flight
+        and every other call still fails fast. Usage::
+
+            >>> breaker.state("https://acme.bloxs.io:443")
+            'closed'
+
+        :param host: the host as circuits are kept, ``scheme://host:port``
+            (the port always written).
+        """
         circuit = self._circuits.get(host)
         return CLOSED if circuit is None else circuit.state
 

@@ -5,9 +5,12 @@ kind of store:
 
 ``memory://``
     this process only (its threads share it): :mod:`.memory`.
-``sqlite:///path/to/file.db``
-    every process on one host; the file (and SQLite's side files) created
-    readable by their owner only: :mod:`.sqlite`.
+``sqlite:////absolute/path.db``
+    every process on one host: ``sqlite:///`` then the file's absolute path
+    (``sqlite:////var/lib/app/rbe.db`` is ``/var/lib/app/rbe.db``, as
+    SQLAlchemy writes it; a relative path is refused). The file (and
+    SQLite's side files) are created readable by their owner only:
+    :mod:`.sqlite`.
 ``redis://[:password@]host:port/db`` and ``rediss://...``
     every process on every host that reaches the server; needs the
     ``redis`` extra: :mod:`.redis`.
@@ -75,6 +78,7 @@ __all__ = [
     "StorageURL",
     "StoreBusy",
     "TokenStore",
+    "accepted",
     "backend_class",
     "check_private",
     "lease_owner",
@@ -90,7 +94,7 @@ __all__ = [
 _CAPABILITY_NAMES: dict[type, str] = {
     PermitLog: "rate-limit permits",
     TokenStore: "shared tokens",
-    OutboxStore: "an outbox",
+    OutboxStore: "outbox",
 }
 #: Scheme to backend: a class, or ``"module:Class"`` imported on first use.
 _BACKENDS: dict[str, Any] = {
@@ -99,12 +103,20 @@ _BACKENDS: dict[str, Any] = {
     "redis": f"{__name__}.redis:RedisBackend",
     "rediss": f"{__name__}.redis:RedisBackend",
 }
-#: How each built-in scheme is written in messages.
+#: How each built-in scheme is written in messages, the docs and ``config``.
 _FORMS = {
     "memory": "memory://",
-    "sqlite": "sqlite:///path",
+    "sqlite": "sqlite:////absolute/path.db",
     "redis": "redis://host:port/db",
     "rediss": "rediss://host:port/db",
+}
+#: What each built-in backend offers, known without importing it (so that a message
+#: or ``run --help`` costs no import of ``sqlite3``); a test holds it to the classes.
+_BUILT_IN_OFFERS: dict[str, tuple[type, ...]] = {
+    "memory": (PermitLog, TokenStore),
+    "sqlite": (PermitLog, TokenStore, OutboxStore),
+    "redis": (PermitLog, TokenStore),
+    "rediss": (PermitLog, TokenStore),
 }
 _lock = threading.Lock()
 
@@ -142,12 +154,25 @@ def backend_class(scheme: str) -> Any:
 
 def schemes(capability: type | None = None) -> list[str]:
     """The schemes registered, or those whose backend has ``capability``, as messages
-    write them (``sqlite:///path``). Checking a capability imports the backends."""
+    write them (``sqlite:////absolute/path.db``): the one list of what a setting
+    accepts, which its errors, ``config`` and the documentation all show."""
     found = []
-    for scheme in list(_BACKENDS):
-        if capability is None or _offers(backend_class(scheme), capability):
+    for scheme, backend in list(_BACKENDS.items()):
+        if capability is None:
+            offers = True
+        elif isinstance(backend, str) and scheme in _BUILT_IN_OFFERS:
+            offers = capability in _BUILT_IN_OFFERS[scheme]
+        else:
+            offers = _offers(backend_class(scheme), capability)
+        if offers:
             found.append(_FORMS.get(scheme, f"{scheme}://..."))
     return found
+
+
+def accepted(capability: type | None = None) -> str:
+    """:func:`schemes` as one phrase: ``memory://, sqlite:////absolute/path.db or ...``."""
+    forms = schemes(capability)
+    return forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
 
 
 def _offers(cls: Any, capability: type) -> bool:
@@ -173,24 +198,21 @@ def parse(url: object, *, what: str = "storage", capability: type | None = None)
     :raises ImportError: when the backend's optional package is missing.
     """
     if not isinstance(url, str):
-        raise TypeError(f"{what} must be a URL string such as {_accepted(capability)}, not {url!r}")
+        raise TypeError(f"{what} must be a URL string ({accepted(capability)}), not {url!r}")
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()
     if not sep or scheme not in _BACKENDS:
-        raise ValueError(f"{what} must be {_accepted(capability)}; got {safe_for_message(url)}")
+        raise ValueError(f"{what} must be {accepted(capability)}; got {safe_for_message(url)}")
     cls = backend_class(scheme)
     if capability is not None and not _offers(cls, capability):
         raise ValueError(
-            f"{what} cannot keep {_CAPABILITY_NAMES.get(capability, capability.__name__)} in "
-            f"{scheme}://; it must be {_accepted(capability)}"
+            f"{what} cannot be {scheme}:// ({scheme}:// keeps no "
+            f"{_CAPABILITY_NAMES.get(capability, capability.__name__)}); "
+            f"it must be {accepted(capability)}"
         )
     parsed = StorageURL(scheme, url)
     check = getattr(cls, "check", None)
     return check(parsed, what) if check is not None else parsed
-
-
-def _accepted(capability: type | None) -> str:
-    return " or ".join(f"'{form}'" for form in schemes(capability))
 
 
 def open_backend(storage: StorageURL, clock: Clock = SYSTEM) -> Any:

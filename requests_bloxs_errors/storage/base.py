@@ -130,7 +130,8 @@ def lease_owner() -> str:
 def missing_extra(extra: str, package: str, feature: str) -> ImportError:
     """The one-line error for a feature whose optional package is not installed."""
     return ImportError(
-        f"{feature} needs the {package!r} package: pip install 'requests-bloxs-errors[{extra}]'"
+        f"{feature} needs the {package!r} package: pip install 'requests-bloxs-errors[{extra}]' "
+        f"(from a checkout: pip install '.[{extra}]')"
     )
 
 

@@ -1,4 +1,4 @@
-"""``sqlite:///path``: state every process on one host shares, in one file.
+"""``sqlite:////absolute/path.db``: state every process on one host shares, in one file.
 
 :class:`SQLiteBackend` keeps the rate limit's permit logs, the token cache's
 sealed entries and the outbox's queue; each feature's step is one
@@ -102,14 +102,41 @@ _NO_LATER = 2**63 - 1
 SETTLE_FOR = 30.0
 
 
+#: How an SQLite URL is written: ``sqlite:///`` then the file's absolute path.
+FORM = "sqlite:////absolute/path.db"
+#: An example for messages: the path ``/var/lib/app/rbe.db``.
+EXAMPLE = "sqlite:////var/lib/app/rbe.db"
+
+
 def check_url(storage: StorageURL, what: str) -> StorageURL:
-    """``sqlite:///`` then the absolute path of the file."""
-    path = unquote(storage.url.partition("://")[2].partition("?")[0])
-    if not path.startswith("/") or path.endswith("/") or "\0" in path:
+    """``sqlite:///`` then the absolute path of the file, as SQLAlchemy writes it:
+    ``sqlite:////var/lib/app/rbe.db`` is the file ``/var/lib/app/rbe.db``.
+
+    A relative path (``sqlite:///rbe.db``) is refused: processes that share a
+    store start in different working directories (cron starts jobs in the
+    home directory), so each would find a file of its own.
+    """
+    rest = storage.url.partition("://")[2].partition("?")[0]
+    host, slash, path = rest.partition("/")
+    path = unquote(path)
+    if host or not slash:
         raise ValueError(
-            f"{what} must name a file by its absolute path, such as "
-            f"'sqlite:////var/lib/app/rbe.db' or 'sqlite:///tmp/rbe.db'; "
-            f"got {safe_for_message(storage.url)}"
+            f"{what} must be 'sqlite:///' then the absolute path of the file, such as "
+            f"{EXAMPLE!r}; got {safe_for_message(storage.url)}"
+        )
+    if not path:
+        raise ValueError(
+            f"{what} names no file: write 'sqlite:///' then the absolute path, such as {EXAMPLE!r}"
+        )
+    if not path.startswith("/"):
+        raise ValueError(
+            f"{what} names the relative path {safe_for_message(path)}: processes that "
+            "share a store start in different directories, so write 'sqlite:///' then the "
+            f"absolute path, such as {safe_for_message('sqlite:////' + path)}"
+        )
+    if path.endswith("/") or "\0" in path:
+        raise ValueError(
+            f"{what} must name a file, such as {EXAMPLE!r}; got {safe_for_message(storage.url)}"
         )
     return StorageURL("sqlite", storage.url, path=path)
 
@@ -288,7 +315,8 @@ def when_unlocked(
 
 
 class SQLiteBackend:
-    """Permit logs, token entries and the outbox in one SQLite file (``sqlite:///``).
+    """Permit logs, token entries and the outbox in one SQLite file
+    (``sqlite:///`` then its absolute path).
 
     :param storage: the parsed URL.
     :param clock: where time comes from (its ``time()``: the host's wall clock).

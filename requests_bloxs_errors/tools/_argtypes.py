@@ -4,12 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["count", "entry_id", "error_status", "number", "port", "positive", "seconds_or_none"]
+__all__ = [
+    "RealDefaults",
+    "count",
+    "entry_id",
+    "error_status",
+    "number",
+    "port",
+    "positive",
+    "seconds_or_none",
+]
 
 _SMALLEST = 1e-6  # "above 0", for seconds
 _FOREVER = 1e9
 #: The largest entry id SQLite can hold.
 _LARGEST_ID = 2**63 - 1
+
+
+class RealDefaults(argparse.HelpFormatter):
+    """``--help`` with each option's default, where it has one: an option whose
+    default is None or False (unset, or a flag) shows none, and one whose help
+    already says its default is left as it is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text
+            or action.default in (None, False, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 def number(

@@ -359,7 +359,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    defaults = argparse.ArgumentDefaultsHelpFormatter
+    defaults = argtypes.RealDefaults
     commands.add_parser("demo", help="run a scripted workload against the embedded simulator")
     explain = commands.add_parser("explain", help="what a status means and what the adapter does")
     explain.add_argument("status", metavar="STATUS", help="an HTTP status such as 429")

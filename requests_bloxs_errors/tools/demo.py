@@ -129,7 +129,7 @@ def _outage_scene(term: Terminal, world: _World, auth: Credential, number: int) 
     term.line(f"{number}. A long outage: the circuit opens, writes go to the outbox", "bold")
     try:
         with tempfile.TemporaryDirectory(prefix="rbe-demo-") as folder:
-            outbox = Outbox(f"sqlite://{folder}/outbox.db")
+            outbox = Outbox(f"sqlite:///{folder}/outbox.db")
             return _outage(term, world, auth, outbox, number)
     except ImportError as exc:  # the outbox seals what it keeps: it needs cryptography
         term.line(f"   (skipped: {exc})", "dim")

@@ -29,7 +29,7 @@ from ..patch import install_mounts
 from ..resilience.breaker import CircuitBreaker
 from ..resilience.outbox import Outbox
 from ..resilience.ratelimit import RateLimit
-from ..storage import PermitLog, TokenStore
+from ..storage import OutboxStore, PermitLog, TokenStore, accepted
 from ..storage import parse as parse_storage
 from ..urls import Prefix, origin, redact_url, safe_for_message
 
@@ -74,12 +74,12 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "RBE_STORAGE",
-        "where the limit is shared: memory://, sqlite:///path or redis://host:port/db",
+        f"where the limit is shared: {accepted(PermitLog)}",
         "memory://",
     ),
     Variable(
         "RBE_TOKEN_CACHE",
-        "share one token among processes: sqlite:///path or redis://host:port/db",
+        f"share one token among processes: {accepted(TokenStore)}",
         "none (each process its own)",
     ),
     Variable(
@@ -87,7 +87,7 @@ VARIABLES: tuple[Variable, ...] = (
         "fail fast while a host keeps failing: on, off, or FAILURES/OPEN_SECONDS such as 5/30",
         "off (on means 5/30)",
     ),
-    Variable("RBE_OUTBOX", "keep failed writes for a replay: sqlite:///path", "none"),
+    Variable("RBE_OUTBOX", f"keep failed writes for a replay: {accepted(OutboxStore)}", "none"),
     Variable(
         "RBE_TELEMETRY",
         "spans and metrics to OpenTelemetry's global providers: on or off (every adapter "
@@ -200,9 +200,13 @@ def config_from_env(
         kwargs["telemetry"] = False
     if get.get("RBE_OUTBOX"):
         try:
+            parse_storage(get["RBE_OUTBOX"], what="RBE_OUTBOX", capability=OutboxStore)
             kwargs["outbox"] = Outbox(get["RBE_OUTBOX"])
         except (ValueError, ImportError) as exc:
-            raise ConfigError(f"RBE_OUTBOX: {exc}") from None
+            message = str(exc)
+            raise ConfigError(
+                message if "RBE_OUTBOX" in message else f"RBE_OUTBOX: {message}"
+            ) from None
     mounts = _mounts(get.get("RBE_PREFIX"), credentials_from(get), kwargs)
     shown = {name: _shown_value(name, value) for name, value in get.items()}
     return EnvConfig(

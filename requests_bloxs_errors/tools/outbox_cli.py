@@ -30,7 +30,7 @@ import requests
 
 from ..adapter import mount
 from ..resilience.outbox import Outbox, OutboxEntry
-from ..storage import parse
+from ..storage import OutboxStore, accepted, parse
 from ..urls import host_of
 from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
@@ -64,7 +64,7 @@ def add_commands(
     ):
         action = actions.add_parser(name, help=help_text)
         action.add_argument(
-            "--db", default=None, help="the outbox: sqlite:///path (default: $RBE_OUTBOX)"
+            "--db", default=None, help=f"the outbox: {accepted(OutboxStore)} (default: $RBE_OUTBOX)"
         )
         if name in ("list", "show"):
             action.add_argument("--json", action="store_true", help="print JSON")
@@ -89,12 +89,10 @@ class OutboxUsageError(Exception):
     """Bad input: printed as one line by the main command, exit status 2."""
 
 
-def open_outbox(url: str) -> Outbox:
+def open_outbox(url: str, what: str = "--db") -> Outbox:
     """The outbox at ``url``; an absent file is an error here, never created."""
-    storage = parse(url, what="--db")
-    if storage.scheme != "sqlite":
-        raise OutboxUsageError("--db must be sqlite:///path, the outbox an adapter writes")
-    if not os.path.lexists(storage.path):
+    storage = parse(url, what=what, capability=OutboxStore)
+    if storage.path and not os.path.lexists(storage.path):
         raise OutboxUsageError(f"no outbox at {storage.path}")
     return Outbox(url)
 
@@ -111,8 +109,8 @@ def run_outbox(
     """
     url = args.db or os.environ.get("RBE_OUTBOX", "").strip()
     if not url:
-        raise OutboxUsageError("give --db sqlite:///path, or set RBE_OUTBOX")
-    outbox = open_outbox(url)
+        raise OutboxUsageError(f"give --db {accepted(OutboxStore)}, or set RBE_OUTBOX")
+    outbox = open_outbox(url, "--db" if args.db else "RBE_OUTBOX")
     try:
         if args.outbox_command == "list":
             return _list(term, outbox, as_json=args.json)

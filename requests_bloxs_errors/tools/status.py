@@ -39,6 +39,7 @@ from ..storage import (
     PermitLog,
     StorageURL,
     TokenStore,
+    accepted,
     open_backend,
     parse,
 )
@@ -68,12 +69,12 @@ def add_command(commands: Any) -> None:
         "token) and the outbox's entries by host and state. A store that cannot be read is "
         "one line on stderr, and the exit status is 1.",
     )
-    for flag, variable, what, _ in SECTIONS:
+    for flag, variable, what, capability in SECTIONS:
         status.add_argument(
             "--" + flag.replace("_", "-"),
             metavar="URL",
             default=None,
-            help=f"the {what} (default: ${variable})",
+            help=f"the {what}: {accepted(capability)} (default: ${variable})",
         )
     status.add_argument("--json", action="store_true", help="print one JSON document")
 

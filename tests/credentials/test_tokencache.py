@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(params=["sqlite", "redis"])
 def cache(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/tokens.db"
+        return f"sqlite:///{tmp_path}/tokens.db"
     url: str = request.getfixturevalue("redis_url")
     return url
 
@@ -181,7 +181,7 @@ def test_the_sqlite_entry_holds_no_token_key_or_secret_in_clear(tmp_path):
     path = tmp_path / "tokens.db"
     with Simulator() as sim:
         key, secret = sim.bloxs_credentials
-        auth = rbe.BloxsTokenAuth(sim.url, key, secret, cache=f"sqlite://{path}")
+        auth = rbe.BloxsTokenAuth(sim.url, key, secret, cache=f"sqlite:///{path}")
         token = _signed(auth).removeprefix("Bearer ")
     files = [p for p in tmp_path.iterdir() if p.name.startswith("tokens.db")]
     assert {p.name for p in files} >= {"tokens.db", "tokens.db-wal"}
@@ -261,7 +261,7 @@ def test_a_corrupt_sqlite_file_leaves_each_process_its_own_token(tmp_path, caplo
     path.write_bytes(b"definitely not sqlite" * 100)
     path.chmod(0o600)
     fetch, calls = _counting()
-    auth = rbe.TokenAuth(fetch, cache=f"sqlite://{path}", cache_key="k")
+    auth = rbe.TokenAuth(fetch, cache=f"sqlite:///{path}", cache_key="k")
     assert _signed(auth) == f"Bearer {calls[0]}"
     assert _signed(auth) == f"Bearer {calls[0]}"  # held in the process
     (warning,) = [w for w in _warnings(caplog) if "Token cache" in w]
@@ -293,7 +293,7 @@ def test_an_unreachable_redis_never_fails_a_call_and_sharing_resumes(redis_serve
 
 def test_token_auth_needs_a_cache_key_for_a_shared_cache(tmp_path):
     with pytest.raises(ValueError, match="cache_key"):
-        rbe.TokenAuth(lambda: "t", cache=f"sqlite://{tmp_path}/t.db")
+        rbe.TokenAuth(lambda: "t", cache=f"sqlite:///{tmp_path}/t.db")
     assert rbe.TokenAuth(lambda: "t").cache is None
 
 
@@ -304,7 +304,7 @@ def test_a_shared_cache_without_cryptography_is_a_one_line_error(tmp_path, monke
     monkeypatch.setitem(sys.modules, "cryptography", None)
     with pytest.raises(ImportError) as caught:
         rbe.ClientCredentialsAuth(
-            "http://127.0.0.1/token", "id", "secret", cache=f"sqlite://{tmp_path}/t.db"
+            "http://127.0.0.1/token", "id", "secret", cache=f"sqlite:///{tmp_path}/t.db"
         )
     assert "requests-bloxs-errors[crypto]" in str(caught.value)
     assert "\n" not in str(caught.value)
@@ -317,7 +317,7 @@ def test_a_bad_cache_url_is_refused_when_the_credential_is_made():
 
 def test_the_environment_configures_the_cache(tmp_path):
     base = {"BLOXS_BASE_URL": "http://127.0.0.1:9", "BLOXS_API_KEY": "k", "BLOXS_API_SECRET": "s"}
-    config = envconfig.config_from_env({**base, "RBE_TOKEN_CACHE": f"sqlite://{tmp_path}/t.db"})
+    config = envconfig.config_from_env({**base, "RBE_TOKEN_CACHE": f"sqlite:///{tmp_path}/t.db"})
     assert isinstance(config.adapter_kwargs["auth"].cache, tokencache.SharedTokens)
     assert envconfig.config_from_env(base).adapter_kwargs["auth"].cache is None
 
@@ -325,10 +325,10 @@ def test_the_environment_configures_the_cache(tmp_path):
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"RBE_TOKEN_CACHE": "sqlite:///tmp/t.db"}, "RBE_TOKEN_CACHE needs credentials"),
+        ({"RBE_TOKEN_CACHE": "sqlite:////tmp/t.db"}, "RBE_TOKEN_CACHE needs credentials"),
         (
             {"BLOXS_API_KEY": "k", "BLOXS_API_SECRET": "s", "BLOXS_HMAC": "1",
-             "RBE_TOKEN_CACHE": "sqlite:///tmp/t.db"},
+             "RBE_TOKEN_CACHE": "sqlite:////tmp/t.db"},
             "BLOXS_HMAC",
         ),
         (
@@ -348,7 +348,7 @@ def test_a_cache_file_others_can_read_is_refused_not_used(tmp_path, caplog):
     path.write_bytes(b"")
     path.chmod(0o644)  # made by someone else's umask, or planted
     fetch, calls = _counting()
-    auth = rbe.TokenAuth(fetch, cache=f"sqlite://{path}", cache_key="k")
+    auth = rbe.TokenAuth(fetch, cache=f"sqlite:///{path}", cache_key="k")
     assert _signed(auth) == f"Bearer {calls[0]}"  # the call still succeeds
     (warning,) = [w for w in _warnings(caplog) if "Token cache" in w]
     assert "PermissionError" in warning

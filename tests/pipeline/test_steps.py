@@ -59,7 +59,7 @@ def test_step_is_public_and_a_user_step_runs_at_each_place_with_per_call_state(s
 def test_user_steps_run_after_the_built_in_ones_and_adapter_steps_is_read_only(session, tmp_path):
     breaker = rbe.CircuitBreaker()
     limit = rbe.RateLimit({"*": "5/second"})
-    outbox = rbe.Outbox(f"sqlite://{tmp_path}/outbox.db")
+    outbox = rbe.Outbox(f"sqlite:///{tmp_path}/outbox.db")
     mine = Journal()
     adapter = rbe.mount(
         session,
@@ -130,7 +130,7 @@ def test_a_step_that_raises_a_bloxs_error_refuses_the_call_as_the_breaker_does(
 ):
     server.route("POST", "/w", Reply(201, "created"))
     quota = Quota(1)
-    outbox = f"sqlite://{tmp_path}/outbox.db"
+    outbox = f"sqlite:///{tmp_path}/outbox.db"
     rbe.mount(session, "http://", steps=[quota], outbox=outbox, raise_errors=True)
     assert session.post(server.url("/w"), data=b"1").status_code == 201
     with pytest.raises(rbe.RateLimitError) as caught:

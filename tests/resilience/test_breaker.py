@@ -183,7 +183,7 @@ def test_a_closed_circuit_does_not_serialize_calls(server, session):
 
 def test_an_adapter_with_a_breaker_and_an_outbox_pickles(tmp_path):
     adapter = rbe.BloxsAdapter(
-        circuit_breaker=rbe.CircuitBreaker(failures=2), outbox=f"sqlite://{tmp_path}/o.db"
+        circuit_breaker=rbe.CircuitBreaker(failures=2), outbox=f"sqlite:///{tmp_path}/o.db"
     )
     copy = pickle.loads(pickle.dumps(adapter))
     assert copy.circuit_breaker.failures == 2

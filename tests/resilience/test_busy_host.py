@@ -119,7 +119,7 @@ def test_four_processes_sharing_a_store_never_exceed_the_rule_at_the_server(
     arrivals, tmp_path, request, kind
 ):
     if kind == "sqlite":
-        storage = f"sqlite://{tmp_path}/fleet.db"
+        storage = f"sqlite:///{tmp_path}/fleet.db"
     else:
         storage = request.getfixturevalue("redis_url")
     worst = _rounds(arrivals, storage, processes=4, threads=2)

@@ -282,7 +282,7 @@ def test_a_write_the_rate_limit_refused_is_kept_as_never_sent(server, session, o
 
 
 def test_an_entry_that_does_not_open_is_marked_dead_on_replay(server, session, tmp_path):
-    url = f"sqlite://{tmp_path}/o.db"
+    url = f"sqlite:///{tmp_path}/o.db"
     server.route("PUT", "/r", Reply(500, "down"))
     rbe.mount(session, "http://", outbox=url, max_retries=0)
     session.put(server.url("/r"), data=b"x")
@@ -323,7 +323,7 @@ def test_a_401_on_replay_keeps_the_entry_queued(server, session, outbox_url):
 def test_unreadable_entries_are_listed_and_marked_dead_without_a_traceback(
     server, session, tmp_path
 ):
-    url = f"sqlite://{tmp_path}/o.db"
+    url = f"sqlite:///{tmp_path}/o.db"
     server.route("PUT", "/r", Reply(500, "down"))
     rbe.mount(session, "http://", outbox=url, max_retries=0)
     session.put(server.url("/r?k=query-secret"), data=b"x")
@@ -342,7 +342,7 @@ def test_unreadable_entries_are_listed_and_marked_dead_without_a_traceback(
 
 
 def test_a_planted_key_file_is_refused_and_nothing_is_kept(server, session, tmp_path, caplog):
-    url = f"sqlite://{tmp_path}/o.db"
+    url = f"sqlite:///{tmp_path}/o.db"
     key = tmp_path / "o.db.key"
     key.write_bytes(b"k" * 32)
     key.chmod(0o644)  # someone else may know or read it

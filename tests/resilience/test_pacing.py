@@ -44,7 +44,7 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "memory":
         return "memory://"
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path}/rbe.db"
+        return f"sqlite:///{tmp_path}/rbe.db"
     url: str = request.getfixturevalue("redis_url")
     return url
 
@@ -125,7 +125,15 @@ def test_dealcloud_categories_are_method_and_path_and_assume_nothing():
 
 
 @pytest.mark.parametrize(
-    "url", ["memcached://127.0.0.1", "sqlite://relative.db", "file:///tmp/x", "redis://", ""]
+    "url",
+    [
+        "memcached://127.0.0.1",
+        "sqlite://relative.db",
+        "sqlite:///relative.db",
+        "file:///tmp/x",
+        "redis://",
+        "",
+    ],
 )
 def test_unknown_or_malformed_storage_is_a_value_error(url):
     with pytest.raises(ValueError, match="storage"):
@@ -137,7 +145,8 @@ def test_redis_without_its_extra_is_a_one_line_error(monkeypatch):
     with pytest.raises(ImportError) as caught:
         rbe.RateLimit({"*": "1/second"}, storage="redis://127.0.0.1:6379/0")
     message = str(caught.value)
-    assert "requests-bloxs-errors[redis]" in message
+    assert "pip install 'requests-bloxs-errors[redis]'" in message
+    assert "(from a checkout: pip install '.[redis]')" in message
     assert "\n" not in message
 
 
@@ -382,7 +391,7 @@ def test_token_requests_count_against_authorization(session):
 @pytest.mark.slow  # a fleet of processes
 def test_processes_sharing_a_store_keep_the_quota_together(server, tmp_path, request, kind):
     storage = (
-        f"sqlite://{tmp_path}/fleet.db"
+        f"sqlite:///{tmp_path}/fleet.db"
         if kind == "sqlite"
         else request.getfixturevalue("redis_url")
     )
@@ -434,7 +443,9 @@ def test_a_corrupt_sqlite_file_never_fails_a_call(server, session, tmp_path, cap
     path.chmod(0o600)
     server.route("GET", "/f", Reply(200, "ok"))
     rbe.mount(
-        session, "http://", rate_limit=rbe.RateLimit({"*": "50/second"}, storage=f"sqlite://{path}")
+        session,
+        "http://",
+        rate_limit=rbe.RateLimit({"*": "50/second"}, storage=f"sqlite:///{path}"),
     )
     assert [session.get(server.url("/f")).status_code for _ in range(3)] == [200] * 3
     assert len(_warnings(caplog)) == 1
@@ -445,7 +456,7 @@ def test_a_locked_sqlite_file_falls_back_and_sharing_resumes(
 ):
     path = tmp_path / "locked.db"
     server.route("GET", "/f", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite://{path}", clock=clock)
+    limit = rbe.RateLimit({"*": "50/minute"}, storage=f"sqlite:///{path}", clock=clock)
     rbe.mount(session, "http://", rate_limit=limit)
     assert session.get(server.url("/f")).ok  # creates the file and its tables
     holder = sqlite3.connect(path, isolation_level=None)
@@ -470,7 +481,7 @@ def test_the_sqlite_file_is_created_for_its_owner_only(server, session, tmp_path
     path = tmp_path / "private.db"
     server.route("GET", "/f", Reply(200, "ok"))
     rbe.mount(
-        session, "http://", rate_limit=rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{path}")
+        session, "http://", rate_limit=rbe.RateLimit({"*": "5/second"}, storage=f"sqlite:///{path}")
     )
     assert session.get(server.url("/f?apikey=zz-secret")).ok
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -479,11 +490,11 @@ def test_the_sqlite_file_is_created_for_its_owner_only(server, session, tmp_path
 
 def test_an_adapter_with_a_limit_pickles(server, tmp_path):
     server.route("GET", "/f", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{tmp_path}/p.db")
+    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite:///{tmp_path}/p.db")
     adapter = rbe.BloxsAdapter(rate_limit=limit)
     copy = pickle.loads(pickle.dumps(adapter))
     assert copy.rate_limit.rules == {"*": (5, 1.0)}
-    assert copy.rate_limit.storage == parse(f"sqlite://{tmp_path}/p.db")
+    assert copy.rate_limit.storage == parse(f"sqlite:///{tmp_path}/p.db")
     with requests.Session() as session:
         session.mount("http://", copy)
         assert session.get(server.url("/f")).ok
@@ -494,7 +505,7 @@ def test_an_adapter_with_a_limit_pickles(server, tmp_path):
 
 def test_the_environment_configures_a_shared_limit(tmp_path):
     config = envconfig.config_from_env(
-        {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": f"sqlite://{tmp_path}/q.db"}
+        {"RBE_RATE_LIMIT": "bloxs", "RBE_STORAGE": f"sqlite:///{tmp_path}/q.db"}
     )
     limit = config.adapter_kwargs["rate_limit"]
     assert limit.rules["filter"] == (100, 60.0)

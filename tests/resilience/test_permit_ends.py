@@ -79,7 +79,7 @@ def test_a_call_that_ends_unsent_gives_its_permit_back(server, session, clock):
 
 
 def test_a_killed_holder_blocks_the_fleet_for_its_hold_only(tmp_path):
-    storage = f"sqlite://{tmp_path}/fleet.db"
+    storage = f"sqlite:///{tmp_path}/fleet.db"
     key = "http://127.0.0.1:1|*"
     taker = (
         "import os, sys\n"

@@ -172,7 +172,7 @@ POISONS = {
 def test_3_a_hostile_429_holds_a_shared_category_one_period_at_most(
     server, tmp_path, poison, caplog, clock
 ):
-    storage = f"sqlite://{tmp_path}/limit.db"
+    storage = f"sqlite:///{tmp_path}/limit.db"
     server.route("GET", "/x", POISONS[poison])
     first = rbe.RateLimit({"*": "100/second"}, storage=storage, clock=clock)
     with requests.Session() as session:
@@ -195,7 +195,7 @@ def test_3_a_hostile_429_holds_a_shared_category_one_period_at_most(
 
 
 def test_3_a_stated_period_is_clamped_to_an_hour_without_a_configured_rule(server, tmp_path):
-    storage = f"sqlite://{tmp_path}/limit.db"
+    storage = f"sqlite:///{tmp_path}/limit.db"
     server.route("GET", "/api/rest/v4/x", POISONS["stated quota"])
     limit = rbe.RateLimit.dealcloud(storage=storage)
     with requests.Session() as session:
@@ -207,7 +207,7 @@ def test_3_a_stated_period_is_clamped_to_an_hour_without_a_configured_rule(serve
 
 
 def test_3_a_poisoned_token_endpoint_cannot_stop_authorization_for_the_fleet(server, tmp_path):
-    storage = f"sqlite://{tmp_path}/limit.db"
+    storage = f"sqlite:///{tmp_path}/limit.db"
     server.route("POST", "/Authorization", Reply(429, "no", {"Retry-After": "99999999"}))
     server.route("GET", "/api/v1/x", Reply(200, "ok"))
     limit = rbe.RateLimit.bloxs(storage=storage)
@@ -286,7 +286,7 @@ def _a_call_with_a_deadline(server, **adapter) -> tuple[requests.Response, float
 
 
 def test_5_a_locked_sqlite_file_costs_a_part_of_the_deadline_only(server, tmp_path):
-    storage = f"sqlite://{tmp_path}/limit.db"
+    storage = f"sqlite:///{tmp_path}/limit.db"
     limit = rbe.RateLimit({"*": "100/second"}, storage=storage)
     key = limit.key(requests.Request("GET", server.url("/")).prepare(), "*")
     limit.store.acquire(key, (100, 1.0), 1)  # creates the file
@@ -334,7 +334,7 @@ def test_6_a_planted_side_file_refuses_the_outbox(server, session, tmp_path, suf
     planted = tmp_path / f"outbox.db{suffix}"
     _plant(planted)
     server.route("POST", "/w", Reply(500, "down"))
-    rbe.mount(session, "http://", outbox=f"sqlite://{tmp_path}/outbox.db", max_retries=0)
+    rbe.mount(session, "http://", outbox=f"sqlite:///{tmp_path}/outbox.db", max_retries=0)
     response = session.post(server.url("/w"), data=b"secret body")
     assert response.status_code == 500
     assert planted.read_bytes() == b""  # nothing went into the other user's file
@@ -346,7 +346,7 @@ def test_6_a_planted_side_file_refuses_the_limit_store(server, session, tmp_path
     planted = tmp_path / "limit.db-wal"
     _plant(planted)
     server.route("GET", "/x", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{tmp_path}/limit.db")
+    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite:///{tmp_path}/limit.db")
     rbe.mount(session, "http://", rate_limit=limit)
     assert [session.get(server.url("/x")).status_code for _ in range(3)] == [200] * 3
     assert planted.read_bytes() == b""
@@ -356,7 +356,7 @@ def test_6_a_planted_side_file_refuses_the_limit_store(server, session, tmp_path
 
 def test_6_side_files_are_created_for_their_owner_only(server, session, tmp_path):
     server.route("GET", "/x", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite://{tmp_path}/limit.db")
+    limit = rbe.RateLimit({"*": "5/second"}, storage=f"sqlite:///{tmp_path}/limit.db")
     rbe.mount(session, "http://", rate_limit=limit)
     session.get(server.url("/x"))
     for suffix in ("", "-wal", "-shm"):
@@ -368,7 +368,7 @@ def test_6_side_files_are_created_for_their_owner_only(server, session, tmp_path
 
 
 def test_7_permits_and_pauses_from_an_hour_ahead_do_not_stall_the_true_clock(tmp_path):
-    storage = parse(f"sqlite://{tmp_path}/limit.db")
+    storage = parse(f"sqlite:///{tmp_path}/limit.db")
     true_clock = FakeClock()
     fast_clock = FakeClock(wall=true_clock.time() + 3600)  # then set back by an hour
     fast = SQLiteBackend(storage, fast_clock)
@@ -389,7 +389,7 @@ def test_7_a_permit_impossibly_far_ahead_is_stale_in_every_shared_store(tmp_path
     # than max_wait)
     import redis
 
-    sqlite = SQLiteBackend(parse(f"sqlite://{tmp_path}/a.db"))
+    sqlite = SQLiteBackend(parse(f"sqlite:///{tmp_path}/a.db"))
     sqlite.acquire("k", (1, 1.0), 60)
     with sqlite._file.transaction() as db:
         db.execute("UPDATE rbe_permits SET at = at + 864000, expires = expires + 864000")
@@ -429,14 +429,14 @@ def test_8_a_bad_database_is_one_line_and_exit_2(server, tmp_path, damage, actio
         path.write_bytes(b"this is not a database, " * 200)
         path.chmod(0o600)
     elif damage == "world-readable":
-        _make_outbox(server, f"sqlite://{path}")
+        _make_outbox(server, f"sqlite:///{path}")
         path.chmod(0o644)
     elif damage == "directory":
         path.mkdir()
     else:
         os.symlink(tmp_path / "other.db", path)
         os.symlink(path, tmp_path / "other.db")
-    finished = run("outbox", *action, "--db", f"sqlite://{path}", env=NO_CREDENTIALS)
+    finished = run("outbox", *action, "--db", f"sqlite:///{path}", env=NO_CREDENTIALS)
     line = one_line_exit_2(finished)
     assert str(path) in line
 
@@ -504,7 +504,7 @@ def test_11_a_bad_url_is_blamed_on_its_own_variable(tmp_path, environ, named):
             "DEALCLOUD_CLIENT_SECRET": "s",
         }
     )
-    base = {**vendor, "RBE_TOKEN_CACHE": f"sqlite://{tmp_path}/tokens.db"}
+    base = {**vendor, "RBE_TOKEN_CACHE": f"sqlite:///{tmp_path}/tokens.db"}
     with pytest.raises(ConfigError) as caught:
         config_from_env({**base, **environ})
     message = str(caught.value)
@@ -561,7 +561,7 @@ def test_12_memory_forgets_idle_logs_and_expired_rules():
 
 def test_12_sqlite_deletes_ended_pauses_expired_rules_and_idle_permits(tmp_path):
     clock = FakeClock()
-    store = SQLiteBackend(parse(f"sqlite://{tmp_path}/limit.db"), clock)
+    store = SQLiteBackend(parse(f"sqlite:///{tmp_path}/limit.db"), clock)
     for n in range(20):
         store.acquire(f"k{n}", (5, 1.0), 60)
         store.pause(f"k{n}", 2.0)

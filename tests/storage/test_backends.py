@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_threads_behind_a_locked_store_do_not_queue_for_seconds(tmp_path):
     path = tmp_path / "locked.db"
-    limit = rbe.RateLimit({"*": "1000/second"}, storage=f"sqlite://{path}")
+    limit = rbe.RateLimit({"*": "1000/second"}, storage=f"sqlite:///{path}")
     request = requests.Request("GET", "http://127.0.0.1/").prepare()
     key = limit.key(request, "*")
     limit.store.acquire(key, (1000, 1.0), 1)  # creates the file
@@ -102,13 +102,59 @@ def test_a_registered_backend_serves_the_rate_limit_by_its_scheme(server, sessio
 
 
 def test_a_feature_names_the_schemes_that_can_keep_it(dict_scheme):
-    with pytest.raises(ValueError, match="cannot keep an outbox in dict://") as caught:
+    with pytest.raises(
+        ValueError, match=r"cannot be dict:// \(dict:// keeps no outbox\)"
+    ) as caught:
         rbe.Outbox("dict://anywhere/bucket")  # a memory-like backend keeps no outbox
     message = str(caught.value)
-    assert "'sqlite:///path'" in message
+    assert message.endswith("it must be sqlite:////absolute/path.db")
     assert "redis" not in message
-    with pytest.raises(ValueError, match="must be 'memory://' or 'sqlite:///path'"):
+    with pytest.raises(ValueError, match=r"^storage must be ") as caught:
         rbe.RateLimit({"*": "1/second"}, storage="mongo://x")
+    assert str(caught.value) == (
+        "storage must be memory://, sqlite:////absolute/path.db, redis://host:port/db, "
+        "rediss://host:port/db or dict://...; got 'mongo://x'"
+    )
+
+
+def test_what_a_built_in_backend_offers_is_known_without_importing_it():
+    """``schemes()`` answers for the built-in backends from a table (no ``sqlite3``
+    import for a message or ``--help``); the table says what the classes do."""
+    from requests_bloxs_errors.storage import _BUILT_IN_OFFERS, _offers
+
+    for scheme, offers in _BUILT_IN_OFFERS.items():
+        cls = storage.backend_class(scheme)
+        for capability in (storage.PermitLog, storage.TokenStore, storage.OutboxStore):
+            assert _offers(cls, capability) == (capability in offers), (scheme, capability)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sqlite:///relative.db", "names the relative path 'relative.db'"),
+        ("sqlite:///var/tmp/rbe.db", "such as 'sqlite:////var/tmp/rbe.db'"),
+        ("sqlite:///", "names no file"),
+        ("sqlite://host/x.db", "must be 'sqlite:///' then the absolute path"),
+        ("sqlite:////var/tmp/", "must name a file"),
+    ],
+)
+def test_an_sqlite_url_names_an_absolute_path_or_is_refused(url, says):
+    """Three slashes then the absolute path, as SQLAlchemy writes it; a relative path
+    would be a different file for each process that starts elsewhere."""
+    for make in (
+        lambda: rbe.RateLimit({"*": "1/second"}, storage=url),
+        lambda: rbe.Outbox(url),
+    ):
+        with pytest.raises(ValueError, match="sqlite") as caught:
+            make()
+        assert says in str(caught.value)
+        assert "\n" not in str(caught.value)
+
+
+def test_an_sqlite_url_with_four_slashes_is_the_absolute_path(tmp_path):
+    parsed = storage.parse(f"sqlite:///{tmp_path}/rbe.db", capability=storage.PermitLog)
+    assert parsed.path == f"{tmp_path}/rbe.db"
+    assert storage.parse("sqlite:////var/lib/app/rbe.db").path == "/var/lib/app/rbe.db"
 
 
 @pytest.mark.parametrize("scheme", ["", "Upper", "two words", 3])

@@ -77,7 +77,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     if request.param == "memory":
         yield Store(MemoryBackend(clock=clock), clock)
         return
-    backend = SQLiteBackend(parse(f"sqlite://{tmp_path}/permits.db"), clock)
+    backend = SQLiteBackend(parse(f"sqlite:///{tmp_path}/permits.db"), clock)
     yield Store(backend, clock)
     backend.close()
 
@@ -192,7 +192,7 @@ def test_a_snapshot_shows_learned_rules_pauses_and_permits(store):
 
 def test_two_sqlite_connections_share_one_order(tmp_path):
     clock = FakeClock()
-    url = parse(f"sqlite://{tmp_path}/shared.db")
+    url = parse(f"sqlite:///{tmp_path}/shared.db")
     one, two = SQLiteBackend(url, clock), SQLiteBackend(url, clock)  # two processes
     first = one.acquire(KEY, ONE, 60)
     waiting = two.acquire(KEY, ONE, 60)

@@ -103,8 +103,8 @@ def test_the_outbox_commands_find_the_outbox_in_rbe_outbox(server, session, outb
 @pytest.mark.parametrize(
     "arguments",
     [
-        ("outbox", "list", "--db", "sqlite:///nonexistent/dir/outbox.db"),
-        ("outbox", "show", "abc", "--db", "sqlite:///tmp/x.db"),
+        ("outbox", "list", "--db", "sqlite:////nonexistent/dir/outbox.db"),
+        ("outbox", "show", "abc", "--db", "sqlite:////tmp/x.db"),
         ("outbox", "drop", "99", "--db", "mongo://x"),
         ("outbox", "list"),
     ],

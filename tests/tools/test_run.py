@@ -119,13 +119,3 @@ def test_install_from_env_in_python(sim, monkeypatch):
     assert len(sim.token_requests()) == 1
     with pytest.raises(rbe.ConfigError, match="RBE_MAX_RETRIES"):
         rbe.install_from_env({"RBE_MAX_RETRIES": "-3"})
-
-
-def test_the_readme_lists_every_variable():
-    from requests_bloxs_errors.tools.envconfig import VARIABLES
-
-    readme = (Path(ROOT) / "README.rst").read_text()
-    for name, what, default in VARIABLES:
-        assert f"``{name}``" in readme
-        assert what in readme
-        assert default in readme

@@ -51,7 +51,7 @@ def _learn_a_quota(storage: str) -> str:
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
 def test_status_shows_the_rules_in_force_and_the_pauses(tmp_path, request, kind):
     storage = (
-        f"sqlite://{tmp_path}/limit.db"
+        f"sqlite:///{tmp_path}/limit.db"
         if kind == "sqlite"
         else request.getfixturevalue("redis_url")
     )
@@ -79,7 +79,7 @@ def test_status_shows_the_rules_in_force_and_the_pauses(tmp_path, request, kind)
 
 def test_status_shows_token_entries_by_credential_never_the_token(tmp_path):
     pytest.importorskip("cryptography")
-    cache = f"sqlite://{tmp_path}/tokens.db"
+    cache = f"sqlite:///{tmp_path}/tokens.db"
     with Simulator() as sim:
         key, secret = sim.bloxs_credentials
         with requests.Session() as session:
@@ -126,7 +126,7 @@ def test_a_store_that_cannot_be_read_is_one_line_and_exit_1(tmp_path, outbox_url
     assert "hunter2" not in shown.stderr + shown.stdout
     assert "Traceback" not in shown.stderr
     assert "outbox:" in shown.stdout  # the other store still shows
-    missing = run("status", "--storage", f"sqlite://{tmp_path}/nothing-here.db")
+    missing = run("status", "--storage", f"sqlite:///{tmp_path}/nothing-here.db")
     assert missing.returncode == 1
     assert "no such file" in missing.stderr
     assert not (tmp_path / "nothing-here.db").exists()  # status never creates a file
@@ -143,7 +143,7 @@ def test_config_check_tries_every_configured_store(tmp_path, outbox_url):
         "--check",
         env={
             "RBE_RATE_LIMIT": "bloxs",
-            "RBE_STORAGE": f"sqlite://{tmp_path}/limit.db",
+            "RBE_STORAGE": f"sqlite:///{tmp_path}/limit.db",
             "RBE_OUTBOX": outbox_url,
         },
     )
