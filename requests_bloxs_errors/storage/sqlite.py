@@ -102,9 +102,7 @@ _NO_LATER = 2**63 - 1
 SETTLE_FOR = 30.0
 
 
-#: How an SQLite URL is written: ``sqlite:///`` then the file's absolute path.
-FORM = "sqlite:////absolute/path.db"
-#: An example for messages: the path ``/var/lib/app/rbe.db``.
+#: An SQLite URL for messages: ``sqlite:///`` then the path ``/var/lib/app/rbe.db``.
 EXAMPLE = "sqlite:////var/lib/app/rbe.db"
 
 
