@@ -1,8 +1,7 @@
 """Directives that write parts of the documentation from the code, so they cannot drift.
 
 ``.. rbe-error-table::``
-    the error table as ``python -m requests_bloxs_errors table`` prints it,
-    then the same rows as a table.
+    the error table as ``python -m requests_bloxs_errors table`` prints it.
 ``.. rbe-retry-rules::``
     the retry rules (:func:`requests_bloxs_errors.errors.table.rules_text`).
 ``.. rbe-program-help::`` and ``.. rbe-cli::``
@@ -83,17 +82,20 @@ class _Generated(SphinxDirective):
 
 
 class ErrorTable(SphinxDirective):
-    """The table as the ``table`` command prints it."""
+    """The table as the ``table`` command prints it (the rules it prints after the
+    table are :class:`RetryRules`, as a list)."""
 
     def run(self) -> list[nodes.Node]:
         out = io.StringIO()
         print_table(Terminal(out))
-        return [_literal(out.getvalue().rstrip())]
+        table = out.getvalue().split("\n\n", 1)[0]
+        return [_literal(table.rstrip())]
 
 
 class RetryRules(_Generated):
-    def lines(self) -> list[str]:
+    """The retry rules, one item each, as ``table`` prints them under the table."""
 
+    def lines(self) -> list[str]:
         return [f"* {line}" for line in rules_text()]
 
 
