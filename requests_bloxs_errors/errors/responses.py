@@ -14,6 +14,7 @@ handles like any other, marked local by the :data:`LOCAL_HEADER` header, with
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from http import HTTPStatus
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from requests import PreparedRequest, Response
 from requests.structures import CaseInsensitiveDict
+from urllib3 import HTTPResponse
 
 from ..events import Attempt
 from ..exceptions import BloxsError
@@ -151,6 +153,15 @@ def local_response(
             LOCAL_HEADER: why,
             **(headers or {}),
         }
+    )
+    # a script that reads ``response.raw`` gets the same bytes, as from a server
+    response.raw = HTTPResponse(
+        body=io.BytesIO(body),
+        headers=dict(response.headers),
+        status=status,
+        reason=response.reason,
+        preload_content=False,
+        decode_content=False,
     )
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]

@@ -94,6 +94,10 @@ def test_1_an_open_circuit_comes_back_as_a_local_503(server, session, outbox_url
     assert caught.value.retry_after == pytest.approx(12.2)
     assert rbe.attempts(reply) == ()  # nothing was sent
     assert len(server.seen()) == 1
+    # a script that reads the raw stream, as some legacy code does, gets the same body
+    assert json.loads(reply.raw.read()) == problem
+    assert reply.raw.status == 503
+    assert reply.raw.headers[LOCAL_HEADER] == "circuit_open"
 
 
 def test_1_no_permit_in_time_comes_back_as_a_local_429(server, session):
