@@ -35,7 +35,8 @@ def test_five_failed_calls_open_the_circuit_and_the_sixth_fails_fast(server, ses
     started = time.monotonic()
     reply = session.get(server.url("/x?secret=zz"))  # a local 503, as errors are not raised
     caught = refused(reply, rbe.CircuitOpenError)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.0  # (loose: it only catches a hang)
+    assert len(server.seen()) == 5  # the sixth never reached the server
     error = caught.value
     assert isinstance(error, rbe.ServiceUnavailableError)
     assert isinstance(error, requests.HTTPError)

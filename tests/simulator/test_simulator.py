@@ -178,12 +178,13 @@ def test_drop_resets_the_connection(sim, raw):
 
 
 def test_slow_answers_late_without_blocking_others(sim, raw):
-    sim.slow(0.5, path=COMPLEXES + "/1")
+    sim.slow(1.0, path=COMPLEXES + "/1")
     started = time.monotonic()
     with pytest.raises(requests.ReadTimeout):
         raw.get(sim.url + COMPLEXES + "/1", timeout=(2, 0.2))
     assert raw.get(sim.url + COMPLEXES + "/2", timeout=2).status_code == 200
-    assert time.monotonic() - started < 0.45  # the slow answer held no lock
+    # the slow answer held no lock: behind it, the second answer would come after 1 s
+    assert time.monotonic() - started < 0.9
 
 
 def test_the_adapter_against_a_scripted_maintenance(sim):
