@@ -24,7 +24,6 @@ from .helpers.redisserver import free_port
 from .helpers.server import Reply, json_reply
 
 README = docs.TEXT  # the README and every page of docs/
-_code_blocks = docs.code_blocks
 
 
 def _on(sim: Simulator, code: str) -> str:
@@ -47,7 +46,7 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     """The README's examples and the credentials page's, against the simulator; every
     other example of the README and the pages has a test of its own below."""
-    assert len(_code_blocks()) == 13, "a new example in the README or docs/ needs a case here"
+    assert len(docs.code_blocks()) == 13, "a new example in the README or docs/ needs a case here"
     quick_start = docs.block_with("def fetch_token")
     legacy = docs.block_with("rbe.installed(")
     bloxs = docs.block_with('auth = rbe.BloxsTokenAuth("https://acme.bloxs.io"')
@@ -86,7 +85,7 @@ def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
 
 def test_the_readme_step_example_logs_a_slow_call(sim, caplog):
     """ "Your own steps": the example's step sees a call that waited and says so."""
-    (block,) = [b for b in _code_blocks() if "class SlowCalls" in b]
+    block = docs.block_with("class SlowCalls")
     scope: dict[str, object] = {}
     exec(_on(sim, block), scope)
     session = scope["session"]
@@ -131,7 +130,7 @@ def test_the_readme_pacing_examples_run_without_a_429(tmp_path, monkeypatch, red
 
 def test_the_readme_example_shows_the_learned_rule_and_the_pause(capsys):
     """ "Pacing to the quota": what the limiter learned is printed, as the comment says."""
-    (block,) = [b for b in _code_blocks() if "limit.state()" in b]
+    block = docs.block_with("limit.state()")
     exec(block, {})
     rules, state = capsys.readouterr().out.splitlines()
     assert rules == "{'GET /api/rest/v4/data/entrydata/deal/entries': (2, 1.0)}"
@@ -145,7 +144,7 @@ def test_the_readme_telemetry_example_prints_what_it_says(capsys):
     comments under the example list them."""
     from .helpers import otel
 
-    (block,) = [b for b in _code_blocks() if "InMemorySpanExporter()" in b]
+    block = docs.block_with("InMemorySpanExporter()")
     expected = [
         line.strip().removeprefix("# ").split("  ")[0]
         for line in block.splitlines()
@@ -163,7 +162,7 @@ def test_the_readme_prometheus_example_serves_what_the_alert_rule_reads(sim):
     """The Prometheus example, in a process of its own (the exporter registers in
     prometheus_client's global registry): a scrape shows the metrics and labels the
     README's alert rule uses."""
-    (block,) = [b for b in _code_blocks() if "PrometheusMetricReader" in b]
+    block = docs.block_with("PrometheusMetricReader")
     telemetry = docs.PAGES["telemetry"]
     rule = telemetry[telemetry.index("groups:") : telemetry.index("In your own tests, the SDK")]
     for name in ("rbe_client_retries_total", "rbe_error_kind", "rbe_client_circuit_open"):
@@ -257,7 +256,7 @@ def test_the_readme_fleet_example_shares_tokens_through_sqlite_and_redis(
 ):
     """The "One token for a fleet" example, twice, as two processes would run it:
     the second finds both tokens in the caches and calls no token endpoint."""
-    (block,) = [b for b in _code_blocks() if "cache=" in b]
+    block = docs.block_with("cache=")
     with Simulator() as bloxs_sim, Simulator() as dealcloud_sim:  # two hosts, as in the example
         _credentials_in_env(monkeypatch, bloxs_sim, dealcloud_sim)
         code = (
@@ -282,7 +281,7 @@ def test_the_readme_outage_example_keeps_the_write_and_alerts_a_webhook(
 ):
     """ "When the API stays down": the create fails for good, is kept in the outbox,
     and the chat webhook (a loopback server here) hears of it once."""
-    (block,) = [b for b in _code_blocks() if "circuit_breaker=" in b]
+    block = docs.block_with("circuit_breaker=")
     server.route("POST", "/hook", Reply(200, "ok"))
     sim.fail(500, path=COMPLEXES, method="POST", times=None)
     code = (

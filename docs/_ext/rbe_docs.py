@@ -4,7 +4,7 @@
     the error table as ``python -m requests_bloxs_errors table`` prints it.
 ``.. rbe-retry-rules::``
     the retry rules (:func:`requests_bloxs_errors.errors.table.rules_text`).
-``.. rbe-program-help::`` and ``.. rbe-cli::``
+``.. rbe-cli::``
     the program's ``--help``, then every command's (a section each), from the
     parsers the command line uses.
 ``.. rbe-variables::``
@@ -101,14 +101,12 @@ class RetryRules(_Generated):
 
 class Variables(_Generated):
     def lines(self) -> list[str]:
-
         rows = [[f"``{v.name}``", v.what, v.default] for v in VARIABLES]
         return _table(["variable", "what", "default"], rows, [22, 58, 20])
 
 
 class Endpoints(_Generated):
     def lines(self) -> list[str]:
-
         rows = [[methods, f"``{path}``", what] for methods, path, what in ENDPOINTS]
         return _table(["method", "path", "what"], rows, [16, 44, 40])
 
@@ -118,7 +116,6 @@ class SimulatorSettings(_Generated):
     its docstring's ``:param:`` lines."""
 
     def lines(self) -> list[str]:
-
         meaning = _params(Simulator.__doc__ or "")
         rows = []
         # the values themselves: autodoc_preserve_defaults rewrites the signature's
@@ -149,7 +146,6 @@ def _params(doc: str) -> dict[str, str]:
 
 class Schemes(_Generated):
     def lines(self) -> list[str]:
-
         settings = [
             ("the rate limit: ``RateLimit(storage=...)``, ``RBE_STORAGE``", PermitLog),
             ("the token cache: ``cache=`` of a credential, ``RBE_TOKEN_CACHE``", TokenStore),
@@ -186,26 +182,21 @@ def _commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str,
 
 
 class CommandLine(_Generated):
-    def lines(self) -> list[str]:
+    """The program's ``--help`` (its commands, one line each), then every command's
+    under a title of its own."""
 
+    def lines(self) -> list[str]:
         with _help_width():
             found = list(_commands(_parser(), "requests-bloxs-errors"))
         lines: list[str] = []
-        for command, text in found[1:]:  # the first is the program's own: above the list
-            name = command.removeprefix("requests-bloxs-errors ")
-            lines += [name, "~" * len(name), "", ".. code-block:: text", ""]
+        for number, (command, text) in enumerate(found):
+            if number:  # the program's own help stands above the commands' sections
+                name = command.removeprefix("requests-bloxs-errors ")
+                lines += [name, "~" * len(name), ""]
+            lines += [".. code-block:: text", ""]
             lines += [f"    {line}" if line else "" for line in text.rstrip().splitlines()]
             lines.append("")
         return lines
-
-
-class ProgramHelp(SphinxDirective):
-    """The program's own ``--help``: its commands, one line each."""
-
-    def run(self) -> list[nodes.Node]:
-
-        with _help_width():
-            return [_literal(_parser().format_help().rstrip())]
 
 
 def setup(app: Sphinx) -> dict[str, object]:
@@ -216,5 +207,4 @@ def setup(app: Sphinx) -> dict[str, object]:
     app.add_directive("rbe-schemes", Schemes)
     app.add_directive("rbe-simulator-settings", SimulatorSettings)
     app.add_directive("rbe-cli", CommandLine)
-    app.add_directive("rbe-program-help", ProgramHelp)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -201,12 +201,14 @@ def config_from_env(
     if get.get("RBE_OUTBOX"):
         try:
             parse_storage(get["RBE_OUTBOX"], what="RBE_OUTBOX", capability=OutboxStore)
+        except ValueError as exc:  # the message names RBE_OUTBOX and what it accepts
+            raise ConfigError(str(exc)) from None
+        except ImportError as exc:  # a registered backend whose package is missing
+            raise ConfigError(f"RBE_OUTBOX: {exc}") from None
+        try:
             kwargs["outbox"] = Outbox(get["RBE_OUTBOX"])
         except (ValueError, ImportError) as exc:
-            message = str(exc)
-            raise ConfigError(
-                message if "RBE_OUTBOX" in message else f"RBE_OUTBOX: {message}"
-            ) from None
+            raise ConfigError(f"RBE_OUTBOX: {exc}") from None
     mounts = _mounts(get.get("RBE_PREFIX"), credentials_from(get), kwargs)
     shown = {name: _shown_value(name, value) for name, value in get.items()}
     return EnvConfig(
