@@ -46,12 +46,13 @@ from .credentials.refusals import FreshRefusals
 from .errors.bodies import drain_error_body, read_error_body
 from .errors.classify import classify, error_for, trace_id_of
 from .errors.parsing import retry_after_from_headers
-from .errors.responses import BloxsResponse, attempts, local_reply
+from .errors.responses import BloxsResponse, attempts, is_local, local_reply
 from .errors.table import Rule, advice, rule_for
 from .events import Hooks, ReauthEvent, logger
 from .exceptions import BloxsError
 from .pipeline.call import Call
-from .pipeline.failures import Failure, failure_of, release
+from .pipeline.failures import Failure, failure_of, interrupted, release
+from .pipeline.headwait import head_deadline, watch_heads
 from .pipeline.policy import Action, Decision, decide
 from .pipeline.retry import (
     DEFAULT_BACKOFF_FACTOR,
@@ -193,11 +194,6 @@ class AdapterOptions(TypedDict, total=False):
     pool_connections: int
     pool_maxsize: int
     pool_block: bool
-
-
-def _is_local(response: Response) -> bool:
-    """A local reply: the adapter refused the call, nothing was sent."""
-    return bool(getattr(response, "local", False))
 
 
 def _traced(response: Response) -> str:
@@ -456,6 +452,28 @@ class BloxsAdapter(HTTPAdapter):
             f"auth={auth} raise_errors={self._raise_errors}>"
         )
 
+    # -- pools: the deadline covers the wait for a response head ---------------
+
+    def init_poolmanager(
+        self,
+        connections: int,
+        maxsize: int,
+        block: bool = DEFAULT_POOLBLOCK,
+        **pool_kwargs: Any,
+    ) -> None:
+        """As :class:`~requests.adapters.HTTPAdapter` makes it, with pools whose
+        wait for a response head ends by the call's deadline (see
+        :mod:`~requests_bloxs_errors.pipeline.headwait`)."""
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        watch_heads(self.poolmanager)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        """As :class:`~requests.adapters.HTTPAdapter` makes it, with pools whose
+        wait for a response head ends by the call's deadline."""
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        watch_heads(manager)
+        return manager
+
     # -- sending --------------------------------------------------------------
 
     def send(  # noqa: PLR0917 - the signature requests' Session.send calls
@@ -479,7 +497,7 @@ class BloxsAdapter(HTTPAdapter):
             return self._send(request, stream, timeout, verify, cert, proxies)
         began = self._clock.monotonic()
         response = self._send(request, stream, timeout, verify, cert, proxies)
-        tried = len(getattr(response, "_bloxs_history", ())) or (0 if _is_local(response) else 1)
+        tried = len(getattr(response, "_bloxs_history", ())) or (0 if is_local(response) else 1)
         logger.debug(
             "%s %s -> %d in %.3fs (%d attempt%s)%s",
             request.method,
@@ -501,17 +519,42 @@ class BloxsAdapter(HTTPAdapter):
         cert: bytes | str | tuple[bytes | str, bytes | str] | None,
         proxies: Mapping[str, str] | None,
     ) -> Response:
-        """:meth:`send`, without its DEBUG line."""
+        """:meth:`send`, without its DEBUG line: the call, and the one way it ends.
+
+        However the attempts end (a response, a refusal, a transport failure,
+        or an exception in the middle: a header that cannot be encoded, a body
+        generator that raised, a signal handler's timeout), every step hears of
+        it once and gives back what it took; the exception then reaches the
+        caller unchanged.
+        """
         call = self._start(request, timeout)
         # (a plain adapter has no step: the places are skipped, not called empty)
         steps = call.pipeline if call.pipeline is not None and call.pipeline.steps else None
+        if steps is None:  # nothing was taken, so nothing to give back
+            return self._attempts(call, None, stream, timeout, verify, cert, proxies)
+        try:
+            return self._attempts(call, steps, stream, timeout, verify, cert, proxies)
+        except BaseException as exc:
+            if not call.ended:  # it left the loop in the middle
+                self._interrupted(call, steps, exc)
+            raise
+
+    def _attempts(  # noqa: PLR0917 - send()'s own arguments
+        self,
+        call: Call,
+        steps: Pipeline | None,
+        stream: bool,
+        timeout: TimeoutArg,
+        verify: bool | str,
+        cert: bytes | str | tuple[bytes | str, bytes | str] | None,
+        proxies: Mapping[str, str] | None,
+    ) -> Response:
+        """The attempt loop; every exit that is not an exception in the middle ends
+        the call through the steps (``on_outcome`` or ``on_refused``)."""
+        request = call.request
         if steps is not None:
-            try:
-                answer = steps.before_call(call)
-            except BloxsError as refusal:  # not sent: an open circuit
-                return self._refused(call, refusal)
-            if answer is not None:  # answered without sending: a script's token request
-                steps.on_outcome(call, answer, None)
+            answer = self._admit(call, steps)
+            if answer is not None:
                 return answer
         view = self._view
         while True:
@@ -530,24 +573,29 @@ class BloxsAdapter(HTTPAdapter):
             attempt_timeout: Any = timeout
             if call.deadline is not None:
                 attempt_timeout = _attempt_timeout(timeout, call.time_left() or 0.0)
+            call.in_flight = True
             try:
-                response = HTTPAdapter.send(
-                    view,
-                    outgoing,
-                    stream=stream,
-                    timeout=attempt_timeout,
-                    verify=verify,
-                    cert=cert,
-                    proxies=proxies,
-                )
+                with head_deadline(call.deadline, call.clock):  # (no-op without a deadline)
+                    response = HTTPAdapter.send(
+                        view,
+                        outgoing,
+                        stream=stream,
+                        timeout=attempt_timeout,
+                        verify=verify,
+                        cert=cert,
+                        proxies=proxies,
+                    )
             except RequestException as exc:
+                call.in_flight = False
                 if self._after_failure(call, exc):
                     continue
                 raise  # requests' own exception, as a plain HTTPAdapter raises it
             except Urllib3Error as exc:  # the few that requests lets through untranslated
+                call.in_flight = False
                 if self._after_failure(call, exc):
                     continue
                 raise ConnectionError(exc, request=outgoing) from exc
+            call.in_flight = False
             status = response.status_code
             if status < 400 or status >= 600:  # 600 on: no HTTP error to requests
                 if steps is None and not (call.journal or call.paced or call.superseded):
@@ -563,6 +611,30 @@ class BloxsAdapter(HTTPAdapter):
             if decision.action is Action.REAUTH and self._reauth(call, outgoing, response, rule):
                 continue
             return self._final(call, response, decision)
+
+    def _admit(self, call: Call, steps: Pipeline) -> Response | None:
+        """Once per call, before its first attempt: None to send it, else the call's
+        answer (a local reply for a refusal, or a script's token request answered)."""
+        try:
+            answer = steps.before_call(call)
+        except BloxsError as refusal:  # not sent: an open circuit
+            return self._refused(call, refusal)
+        if answer is not None:  # answered without sending: a script's token request
+            steps.on_outcome(call, answer, None)
+        return answer
+
+    def _interrupted(self, call: Call, steps: Pipeline, exc: BaseException) -> None:
+        """An exception left the loop in the middle: the steps hear of it as the call's
+        final failure (kind ``"interrupted"``), so that each gives back what it took."""
+        failure = interrupted(exc)
+        steps.on_outcome(call, None, failure)
+        logger.debug(
+            "%s %s was interrupted by %s%s",
+            call.method,
+            call.url,
+            failure.kind,
+            " while an attempt was in flight" if call.in_flight else "",
+        )
 
     def _start(self, request: PreparedRequest, timeout: Any = None) -> Call:
         clock = self._clock
@@ -710,6 +782,7 @@ class BloxsAdapter(HTTPAdapter):
         else a local reply that says the same (see
         :func:`~requests_bloxs_errors.errors.responses.local_reply`)."""
         self._not_signed(call, refusal)  # (on_refused: the steps' one word on this call)
+        call.refused(refusal)  # (ERROR, and the give-up hooks)
         if self._raise_errors:
             raise refusal
         return local_reply(call.request, refusal, call.outbox_id)
@@ -750,8 +823,12 @@ class BloxsAdapter(HTTPAdapter):
                 call.method, call.url, response.status_code, rule.kind, trace_id_of(response, body)
             )
         )
-        with signing.signing(auth, call.deadline, self._rate_limit, self._clock):
-            resend = auth.refresh(outgoing, response)
+        try:
+            with signing.signing(auth, call.deadline, self._rate_limit, self._clock):
+                resend = auth.refresh(outgoing, response)
+        except Exception as unsigned:  # no fresh credentials: the token endpoint is down,
+            self._not_signed(call, unsigned)  # or refused them; the call ends unsent
+            raise
         if not resend:
             return False
         call.record(response.status_code, rule.kind, 0.0, "reauth")

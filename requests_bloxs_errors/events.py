@@ -95,12 +95,18 @@ class ReauthEvent:
 
 @dataclass(frozen=True)
 class GiveUpEvent:
-    """The adapter stopped retrying a retryable failure.
+    """The adapter stopped a call whose failure a later try could cure: it stopped
+    retrying, or did not send the call at all.
 
     :ivar reason: why: retries exhausted, the deadline, a ``Retry-After``
-        longer than ``max_retry_after``.
-    :ivar status: the last status, or None when the last attempt got no response.
+        longer than ``max_retry_after``, a write that may have been processed
+        and has no ``Idempotency-Key`` (not resent), or ``"not sent: ..."`` when
+        a step refused to send it (no rate-limit permit in time; an open circuit's
+        refusals are announced by its alert instead, once per outage).
+    :ivar status: the last status (for a call not sent, the status of the local
+        reply: 429 or 503), or None when the last attempt got no response.
     :ivar history: every attempt of the call.
+    :ivar sent: False when the last try was refused before it was sent.
     """
 
     method: str
@@ -111,6 +117,7 @@ class GiveUpEvent:
     retry_after: float | None
     trace_id: str | None
     history: tuple[Attempt, ...]
+    sent: bool = True
 
     @property
     def attempts(self) -> int:
@@ -196,6 +203,20 @@ def _log_reauth(event: ReauthEvent) -> None:
 
 
 def _log_give_up(event: GiveUpEvent) -> None:
+    if not event.sent:
+        logger.error(
+            "Giving up on %s %s%s: local %s (%s); %s%s",
+            event.method,
+            event.url,
+            f" after {event.attempts} attempt{'' if event.attempts == 1 else 's'}"
+            if event.attempts
+            else "",
+            event.status,
+            event.kind,
+            event.reason,
+            _traced(event.trace_id),
+        )
+        return
     logger.error(
         "Giving up on %s %s after %d attempt%s: %s (%s); %s%s",
         event.method,

@@ -23,8 +23,9 @@ Misuse of the library (bad configuration) raises :class:`TypeError` or
 (refused connections, timeouts) stay the usual :mod:`requests` exceptions.
 A token endpoint that answers 2xx without a usable token (or redirects)
 raises :class:`TokenResponseError`, a :class:`requests.RequestException`. A
-call whose ``deadline`` passes while it waits for a token raises
-:class:`DeadlineExceeded`, a :class:`requests.Timeout`.
+call whose ``deadline`` passes while it waits for a token, or for a
+response's status line and headers, raises :class:`DeadlineExceeded`, a
+:class:`requests.Timeout` (for the head, also a :class:`requests.ReadTimeout`).
 """
 
 from __future__ import annotations
@@ -197,8 +198,12 @@ class TokenResponseError(RequestException):
 
 
 class DeadlineExceeded(Timeout):
-    """The call's ``deadline`` passed before a request could be sent.
+    """The call's ``deadline`` passed before a request could be sent, or before
+    its response's status line and headers arrived.
 
     Raised while waiting for another thread's token fetch; a
-    :class:`requests.Timeout`, so code that handles timeouts handles it.
+    :class:`requests.Timeout`, so code that handles timeouts handles it. A
+    response head cut off at the deadline raises
+    :class:`~requests_bloxs_errors.pipeline.headwait.HeadTimeout`, which is
+    also a :class:`requests.ReadTimeout`.
     """

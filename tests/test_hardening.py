@@ -194,8 +194,13 @@ def test_4_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, sessio
     with ThreadPoolExecutor(4) as pool:
         kinds = list(pool.map(lambda _: call(), range(4)))
     assert time.monotonic() - started < 3.5  # was 4 s for the fetcher, more for waiters
-    assert rbe.DeadlineExceeded in kinds  # the threads that waited for the fetch
-    assert requests.ReadTimeout in kinds  # the thread that fetched
+    # every call ran out of its time: the threads that waited for the fetch, and
+    # the one that fetched, whose wait for the token endpoint's answer ended at
+    # the deadline with a ReadTimeout that is also a DeadlineExceeded (the
+    # waiters that get the lock in time raise a copy of it; see
+    # tests/pipeline/test_head_deadline.py)
+    assert all(issubclass(kind, rbe.DeadlineExceeded) for kind in kinds), kinds
+    assert any(issubclass(kind, requests.ReadTimeout) for kind in kinds), kinds
 
 
 def _trickled_error(conn, _request) -> None:

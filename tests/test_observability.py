@@ -10,6 +10,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.clock import FakeClock
 
 from .helpers.server import Recorded, Reply
 
@@ -56,11 +57,40 @@ def test_error_when_giving_up(server, session, rbe_logs):
 def test_non_retryable_errors_do_not_log_a_give_up(server, session, rbe_logs):
     rbe.mount(session, "http://")
     server.route("GET", "/r", Reply(404, "x"))
-    server.route("POST", "/w", Reply(500, "x"))
     session.get(server.url("/r"))
-    session.post(server.url("/w"))
     assert not ours(rbe_logs, logging.ERROR)
     assert not ours(rbe_logs, logging.WARNING)
+
+
+def test_10_a_write_not_resent_because_unsafe_is_a_give_up(server, session, rbe_logs):
+    # a 500 would be retried for a GET; a POST without an Idempotency-Key is not resent,
+    # and that is a give-up the operator hears of (it used to pass in silence)
+    events: list[rbe.GiveUpEvent] = []
+    rbe.mount(session, "http://", on_give_up=events.append)
+    server.route("POST", "/w", Reply(500, "x"))
+    session.post(server.url("/w"))
+    (error,) = ours(rbe_logs, logging.ERROR)
+    assert "Giving up on POST" in error.getMessage()
+    assert "may have been processed" in error.getMessage()
+    (event,) = events
+    assert (event.method, event.status, event.sent) == ("POST", 500, True)
+    assert "Idempotency-Key" in event.reason
+
+
+def test_10_a_call_refused_for_want_of_a_permit_is_a_give_up(server, session, rbe_logs):
+    events: list[rbe.GiveUpEvent] = []
+    server.route("GET", "/x", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": (1, 10.0)}, max_wait=0.5, clock=FakeClock())
+    rbe.mount(session, "http://", rate_limit=limit, on_give_up=events.append)
+    assert session.get(server.url("/x")).status_code == 200
+    refused = session.get(server.url("/x"))
+    assert (refused.status_code, refused.local) == (429, True)
+    (error,) = ours(rbe_logs, logging.ERROR)
+    assert "Giving up on GET" in error.getMessage()
+    assert "local 429 (rate_limited)" in error.getMessage()
+    (event,) = events
+    assert (event.status, event.kind, event.sent, event.attempts) == (429, "rate_limited", False, 0)
+    assert event.reason.startswith("not sent: the next '*' permit")
 
 
 def test_hooks_receive_frozen_events(server, session):

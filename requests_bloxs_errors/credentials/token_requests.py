@@ -23,18 +23,65 @@ answers it as it would have. Secrets never reach a log line.
 
 from __future__ import annotations
 
+import json
+import re
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from ..errors.responses import local_response
 from ..events import logger
 from ..pipeline.steps import Step
+from . import signing
 
 if TYPE_CHECKING:
-    from requests import Response
+    from requests import PreparedRequest, Response
 
     from ..pipeline.call import Call
 
-__all__ = ["TokenRequests"]
+__all__ = ["TokenRequests", "asks_for_a_token"]
+
+#: The last segments of a token endpoint's path: Bloxs's ``{base}/Authorization``,
+#: OAuth2's ``.../oauth/token`` (DealCloud's ``/api/rest/v1/oauth/token``) and kin.
+_TOKEN_PATH = re.compile(r"/(authorization|token|oauth2?/token)/?$", re.IGNORECASE)
+#: Fields of a body that hold a secret (JSON keys or form fields, any case).
+_SECRET_FIELDS = frozenset(
+    {"apisecret", "client_secret", "client_assertion", "password", "refresh_token"}
+)
+
+
+def asks_for_a_token(request: PreparedRequest) -> bool:
+    """Whether ``request`` asks a token endpoint for a token, or carries a secret in
+    its body, whatever credentials the adapter holds: a POST to a path ending in
+    ``/Authorization`` or ``/token``, or a body with ``apiSecret``,
+    ``client_secret``, ``password``, ``refresh_token`` or ``grant_type``.
+
+    Such a request is never kept for later (the outbox would store and replay
+    its secret); it is answered now, or fails now.
+    """
+    url = request.url or ""
+    path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0].partition("#")[0]
+    if (request.method or "").upper() == "POST" and _TOKEN_PATH.search("/" + path):
+        return True
+    return _has_secret(request.body)
+
+
+def _has_secret(body: object) -> bool:
+    if isinstance(body, str):
+        body = body.encode("utf-8", "replace")
+    if not isinstance(body, bytes) or not body:
+        return False
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    if isinstance(document, dict):
+        return any(str(name).lower() in _SECRET_FIELDS for name in document)
+    try:
+        fields = parse_qsl(body.decode("latin-1"), keep_blank_values=True)
+    except ValueError:
+        return False
+    names = {name.lower() for name, _ in fields}
+    return bool(names & _SECRET_FIELDS) or "grant_type" in names
 
 
 class TokenRequests(Step):
@@ -46,10 +93,11 @@ class TokenRequests(Step):
         :class:`~requests_bloxs_errors.ClientCredentialsAuth`).
     """
 
-    __slots__ = ("credential",)
+    __slots__ = ("credential", "rate_limit")
 
-    def __init__(self, credential: Any) -> None:
+    def __init__(self, credential: Any, rate_limit: Any = None) -> None:
         self.credential = credential
+        self.rate_limit = rate_limit
 
     def before_call(self, call: Call) -> Response | None:
         """A local answer for the credential's own token request, else None."""
@@ -61,7 +109,10 @@ class TokenRequests(Step):
         if not credential.asks_for_these_credentials(request):
             return None  # other credentials: to the server, unchanged
         try:
-            answer = credential.token_answer()
+            # the fetch this may cause works for this call: within its deadline, and
+            # paced by the adapter's rate limit (its 'authorization' category)
+            with signing.signing(credential, call.deadline, self.rate_limit, call.clock):
+                answer = credential.token_answer()
         except Exception as exc:  # no token to be had: the request goes out as it was
             logger.info(
                 "%s %s asks for the adapter's own token, which it cannot get now (%s); "

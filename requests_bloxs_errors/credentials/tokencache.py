@@ -37,7 +37,15 @@ from typing import Any
 from ..clock import SYSTEM, Clock
 from ..events import logger
 from ..exceptions import DeadlineExceeded
-from ..storage import TokenStore, accepted, lease_owner, open_backend, parse, store_timeout
+from ..storage import (
+    TokenStore,
+    accepted,
+    lease_owner,
+    open_backend,
+    parse,
+    record_timeout,
+    store_timeout,
+)
 from ..storage.fallback import Fallback
 from ..storage.sealing import Sealer, aead_class, derive_key
 
@@ -133,18 +141,20 @@ class SharedTokens:
                     if found is not None:
                         return found
                     return self._fetch_and_store(fetch, deadline)
-                finally:
-                    store.unlock(self.name, owner, self._timeout(deadline))
+                finally:  # (what this hold did reaches the store past the deadline too)
+                    store.unlock(self.name, owner, self._timeout(deadline, record=True))
             if deadline is not None and self._clock.monotonic() + POLL >= deadline:
                 raise DeadlineExceeded(
                     "the deadline passed while another process fetched the shared token"
                 )
             self._clock.sleep(POLL)
 
-    def _timeout(self, deadline: float | None) -> float:
-        """The seconds a store operation may take for a call ending at ``deadline``."""
+    def _timeout(self, deadline: float | None, *, record: bool = False) -> float:
+        """The seconds a store operation may take for a call ending at ``deadline``
+        (``record``: to store what has already happened, see
+        :func:`~requests_bloxs_errors.storage.record_timeout`)."""
         left = None if deadline is None else max(0.0, deadline - self._clock.monotonic())
-        return store_timeout(left)
+        return record_timeout(left) if record else store_timeout(left)
 
     def _valid(
         self, refused: str | None, deadline: float | None
@@ -181,7 +191,7 @@ class SharedTokens:
         if ttl > 0 and math.isfinite(ttl):
             document = {"token": token, "expires": expires, "lifetime": lifetime}
             sealed = self._sealer.seal(json.dumps(document).encode(), self._label)
-            self._store.write(self.name, sealed, ttl, self._timeout(deadline))
+            self._store.write(self.name, sealed, ttl, self._timeout(deadline, record=True))
         return token, lifetime
 
     def close(self) -> None:

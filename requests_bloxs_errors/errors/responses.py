@@ -31,7 +31,14 @@ from .classify import ErrorInfo, classify, error_for
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["LOCAL_HEADER", "BloxsResponse", "attempts", "local_reply", "local_response"]
+__all__ = [
+    "LOCAL_HEADER",
+    "BloxsResponse",
+    "attempts",
+    "is_local",
+    "local_reply",
+    "local_response",
+]
 
 #: The header that marks a reply the adapter made itself, and says why
 #: (``circuit_open``, ``rate_limited``, ``token``...): no server sent it.
@@ -53,6 +60,7 @@ class BloxsResponse(Response):
         "_bloxs_history",
         "_bloxs_outbox_id",
         "_bloxs_error",
+        "_bloxs_local",
     ]
 
     _bloxs_info: ErrorInfo | None = None
@@ -60,6 +68,9 @@ class BloxsResponse(Response):
     _bloxs_outbox_id: int | None = None
     #: For a local reply: the class of the error the call would have raised.
     _bloxs_error: type[BloxsError] | None = None
+    #: Made by the adapter (:func:`local_response`), not received: a server's header
+    #: of the same name makes no reply local.
+    _bloxs_local = False
 
     @property
     def error_info(self) -> ErrorInfo | None:
@@ -74,7 +85,7 @@ class BloxsResponse(Response):
     @property
     def local(self) -> bool:
         """Whether the adapter made this reply itself (nothing was sent)."""
-        return LOCAL_HEADER in self.headers
+        return is_local(self)
 
     def raise_for_status(self) -> None:
         """Raise the typed exception for this error response."""
@@ -165,7 +176,15 @@ def local_response(
     )
     response._content = body
     response._content_consumed = True  # type: ignore[attr-defined]
+    response._bloxs_local = True
     return response
+
+
+def is_local(response: object) -> bool:
+    """Whether the adapter made ``response`` itself (a refusal, a script's token
+    request answered with the adapter's token): nothing reached the host, so it
+    says nothing of the host's health."""
+    return getattr(response, "_bloxs_local", False) is True
 
 
 def _reason(status: int) -> str:
@@ -193,7 +212,7 @@ def attempts(response: Response | BaseException) -> tuple[Attempt, ...]:
     if isinstance(response, BloxsError):
         return response.history
     history: tuple[Attempt, ...] = getattr(response, "_bloxs_history", ())
-    if history or isinstance(response, BaseException) or getattr(response, "local", False):
+    if history or isinstance(response, BaseException) or is_local(response):
         return history
     info = classify(response)
     kind = info.kind if info is not None else "ok"

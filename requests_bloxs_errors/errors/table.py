@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_RETRY_STATUSES",
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_ORDER",
+    "INTERRUPTED_RULE",
     "QUOTA_RULE",
     "READS_TEXT",
     "READ_METHODS",
@@ -353,6 +354,19 @@ TRANSPORT_RULES: Mapping[str, TransportRule] = MappingProxyType(
             ),
         )
     }
+)
+
+#: A call that an exception ended in the middle: not a transport failure of the
+#: host's, but the caller's or the client's own (a header value that cannot be
+#: encoded, a body generator that raised, a signal handler's job timeout, a
+#: KeyboardInterrupt). Never resent, never kept by the outbox, never counted
+#: against the host's circuit; the exception reaches the caller unchanged.
+INTERRUPTED_RULE = TransportRule(
+    kind="interrupted",
+    retry=Retryable.NEVER,
+    description="an exception of the caller's or the client's own ended the call in the "
+    "middle (a header that cannot be encoded, a body generator that raised, a signal); it "
+    "is raised as it is",
 )
 
 

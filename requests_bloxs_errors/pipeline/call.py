@@ -19,7 +19,7 @@ from ..errors.table import is_read
 from ..events import Attempt, GiveUpEvent, Hooks, RetryEvent
 from ..urls import host_of, redact_url
 from .failures import Failure
-from .policy import Action, Context, Decision
+from .policy import Context, Decision
 from .retry import body_is_replayable
 
 if TYPE_CHECKING:
@@ -72,6 +72,14 @@ class Call:
     superseded: Sequence[Response] = ()
     #: The body's position before the first attempt (files are rewound to it).
     body_position: int | None = None
+    #: An attempt is being sent: set just before the transport is asked, cleared when
+    #: it answered or failed. An exception that leaves the loop while it is set may
+    #: have reached the server; one that leaves it otherwise was never sent.
+    in_flight = False
+    #: The steps have heard how the call ends (``on_outcome`` or ``on_refused`` ran).
+    ended = False
+    #: Why a step refused to send the call, in words (see :meth:`not_sent`).
+    refusal_reason: str | None = None
     _state: dict[Any, Any] | None = None
     _url: str | None = None
     _host: str | None = None
@@ -228,6 +236,7 @@ class Call:
         :return: the error, ``response`` None, with the attempts made so far.
         """
         message = f"{self.method} {self.url} was not sent: {reason}"
+        self.refusal_reason = reason
         info = ErrorInfo(
             status=status,
             kind=kind,
@@ -238,6 +247,27 @@ class Call:
             retry_after=wait,
         )
         return error(message, response=None, info=info, history=tuple(self.journal))
+
+    def refused(self, refusal: BaseException) -> None:
+        """Announce that a step refused to send the call (no permit in time): a give-up,
+        logged at ERROR and passed to the ``on_give_up`` hooks. An open circuit's
+        refusals are not: its alert announces the outage once, not once per call."""
+        if getattr(refusal, "kind", None) == "circuit_open":
+            return
+        reason = self.refusal_reason or str(refusal)
+        self.hooks.give_up(
+            GiveUpEvent(
+                method=self.method,
+                url=self.url,
+                status=getattr(refusal, "status_code", None),
+                kind=getattr(refusal, "kind", None) or type(refusal).__name__,
+                reason=f"not sent: {reason}",
+                retry_after=getattr(refusal, "retry_after", None),
+                trace_id=getattr(refusal, "trace_id", None),
+                history=tuple(self.journal),
+                sent=False,
+            )
+        )
 
     def rewind(self) -> None:
         """Put a file body back where it started, before a resend."""
@@ -299,7 +329,7 @@ class Call:
         """Record the call's last attempt and announce a give-up; return the history."""
         self.record(status, kind, 0.0, decision.label)
         history = tuple(self.journal)
-        if decision.action is Action.GIVE_UP:
+        if decision.gave_up:
             self.hooks.give_up(
                 GiveUpEvent(
                     method=self.method,

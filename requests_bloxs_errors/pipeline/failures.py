@@ -26,23 +26,24 @@ from urllib3.exceptions import (
     SSLError,
 )
 
-from ..errors.table import TRANSPORT_RULES, TransportRule
+from ..errors.table import INTERRUPTED_RULE, TRANSPORT_RULES, TransportRule
 
-__all__ = ["Failure", "causes", "failure_of", "release"]
+__all__ = ["Failure", "causes", "failure_of", "interrupted", "release"]
 
 
 @dataclass(frozen=True)
 class Failure:
     """A request that got no response.
 
-    :ivar exception: what to raise to the caller: requests' own exception.
+    :ivar exception: what to raise to the caller: requests' own exception (or, for
+        an :func:`interrupted` call, what interrupted it).
     :ivar error: the underlying urllib3 (or socket) error, for ``Retry.increment``.
     :ivar kind: the error's type name, as the attempt journal shows it.
     :ivar rule: the row of the transport table it falls under.
     """
 
-    exception: RequestException
-    error: Exception
+    exception: BaseException
+    error: BaseException
     kind: str
     rule: TransportRule
 
@@ -61,6 +62,13 @@ def failure_of(exc: RequestException | HTTPError) -> Failure:
     if not isinstance(error, Exception):
         error = raised
     return Failure(raised, error, type(error).__name__, TRANSPORT_RULES[_row(raised, error)])
+
+
+def interrupted(exc: BaseException) -> Failure:
+    """The failure of a call that ``exc`` ended in the middle (see
+    :data:`~requests_bloxs_errors.errors.table.INTERRUPTED_RULE`): the steps hear of
+    it as the call's final failure, the caller gets ``exc`` itself."""
+    return Failure(exc, exc, type(exc).__name__, INTERRUPTED_RULE)
 
 
 def _row(raised: RequestException, error: Exception) -> str:

@@ -87,8 +87,11 @@ class Decision:
 
     @property
     def gave_up(self) -> bool:
-        """True when a retryable outcome was not retried (the give-up hooks fire)."""
-        return self.action is Action.GIVE_UP
+        """True when a retryable outcome was not retried (the give-up hooks fire): the
+        call could not wait for it, or a reason forbade it (a POST without an
+        ``Idempotency-Key`` that may have been processed, a body that cannot be
+        rewound, a fresh credential refused moments ago)."""
+        return self.action is Action.GIVE_UP or (self.action is Action.RETURN and bool(self.reason))
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,8 @@ def decide(context: Context) -> Decision:
     if refusal is not None:
         return Decision(Action.RETURN, refusal)
     error = context.failure.error if context.failure is not None else None
+    if not isinstance(error, Exception):  # (an interrupted call is never decided)
+        error = None
     retry = context.retry
     if (context.idempotency_key or context.read) and retry.allowed_methods is not None:
         # the table said yes: an Idempotency-Key (or a read, such as a Bloxs filter

@@ -35,6 +35,18 @@ calls each step that has one, in the pipeline's order, at its place:
 
 The last four places observe what has happened: an exception a step raises
 there is logged and ignored, so observing a call never changes its outcome.
+A step whose class sets ``observes = True`` (telemetry, your metrics) only
+observes at every place: what it raises in ``before_call`` or
+``before_attempt`` is logged and ignored too, and it can neither refuse nor
+answer a call.
+
+However a call ends, every step hears of it once: ``on_outcome`` with the
+final response or failure, or ``on_refused``. An exception that leaves the
+loop in the middle (a header value that cannot be encoded, a body generator
+that raised, a signal handler's timeout) reaches ``on_outcome`` as a
+failure of kind ``"interrupted"`` (its ``exception`` is what was raised),
+so that every step gives back what it took (a permit, a probe, a span);
+then the caller gets that exception unchanged.
 Per-call data of any step lives in ``call.state`` (a dict; key it by the
 step). :class:`Step` gives no-op defaults to subclass.
 
@@ -80,6 +92,10 @@ class Step:
 
     See the module docstring for when each runs and what it may do.
     """
+
+    #: True for a step that only observes (see the module docstring): nothing it
+    #: raises, at any place, changes a call.
+    observes = False
 
     def before_call(self, call: Call) -> Response | None:
         """Runs once per call, before its first attempt; may raise a ``BloxsError``, or
@@ -148,7 +164,11 @@ class Pipeline:
     def __init__(self, steps: Iterable[object]) -> None:
         self.steps = tuple(steps)
         self._at: dict[str, tuple[Callable[..., Any], ...]] = {
-            place: tuple(m for m in (_acts_at(s, place) for s in self.steps) if m is not None)
+            place: tuple(
+                _observing(m) if place in _DECIDING and getattr(s, "observes", False) else m
+                for s, m in ((s, _acts_at(s, place)) for s in self.steps)
+                if m is not None
+            )
             for place in PLACES
         }
 
@@ -186,14 +206,35 @@ class Pipeline:
             _observe(method, call, failure)
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
-        """Run every ``on_outcome``."""
+        """Run every ``on_outcome``: the call has ended (at most once per call)."""
+        if call.ended:
+            return
+        call.ended = True
         for method in self._at["on_outcome"]:
             _observe(method, call, response, failure)
 
     def on_refused(self, call: Call, error: BaseException) -> None:
-        """Run every ``on_refused``."""
+        """Run every ``on_refused``: the call has ended unsent (at most once per call)."""
+        if call.ended:
+            return
+        call.ended = True
         for method in self._at["on_refused"]:
             _observe(method, call, error)
+
+
+#: The places where a step may change the call (refuse it, answer it, wait).
+_DECIDING = frozenset({"before_call", "before_attempt"})
+
+
+def _observing(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` of a step that only observes, at a deciding place: what it raises
+    is logged and ignored, and it answers nothing."""
+
+    def observed(call: Call) -> None:
+        _observe(method, call)
+
+    observed.__name__ = getattr(method, "__name__", "?")
+    return observed
 
 
 def _observe(method: Callable[..., Any], *args: Any) -> Any:
@@ -255,7 +296,7 @@ def steps_in_order(
     if credential is not None and callable(getattr(credential, "is_token_request", None)):
         from ..credentials.token_requests import TokenRequests  # noqa: PLC0415
 
-        steps.append(TokenRequests(credential))
+        steps.append(TokenRequests(credential, rate_limit))
     if circuit_breaker is not None:
         from ..resilience.breaker import Circuits  # noqa: PLC0415 - loaded when used
 

@@ -27,6 +27,7 @@ from requests.exceptions import ConnectionError, Timeout
 from ..clock import SYSTEM, Clock
 from ..errors.classify import classify
 from ..errors.parsing import retry_after_from_headers
+from ..errors.responses import is_local
 from ..events import AlertEvent
 from ..exceptions import CircuitOpenError, ServerError
 from ..pipeline.steps import Step
@@ -285,8 +286,13 @@ class Circuits(Step):
         )
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
-        """Count the call's final outcome for its host."""
+        """Count the call's final outcome for its host (a reply the adapter made itself
+        says nothing of it)."""
         host = call.host
+        if response is not None and is_local(response):
+            if self._probe(call):
+                self.breaker.release_probe(host)
+            return
         if response is not None:
             status = response.status_code
             info = classify(response) if status >= 500 else None  # (cached by the adapter)

@@ -10,7 +10,8 @@ them again cannot help.
 Each entry is committed before the call returns or raises. What the
 request carried (its URL with the query string, its headers minus
 credentials, its body) is sealed with AES-GCM under a key kept in a file of
-its own next to the database (``<path>.key``, 0600); the database shows only
+its own next to the database (``<path>.key``, 0600; a backend of your own
+names it: its ``key_path``); the database shows only
 the method, the URL without its query string, the error and the times.
 :meth:`Outbox.replay` sends the entries through a session of yours (its
 adapter signs with fresh credentials), each exactly once even with two
@@ -22,17 +23,20 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import os
 from base64 import b64decode, b64encode
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..clock import SYSTEM, Clock
+from ..credentials.token_requests import asks_for_a_token
 from ..errors.classify import classify
+from ..errors.responses import is_local
 from ..errors.table import QUOTA_RULE, rule_for
 from ..events import AlertEvent, logger
 from ..exceptions import BloxsError
 from ..pipeline.steps import Step
-from ..storage import OutboxStore, ProcessLock, lease_owner, open_backend, parse
+from ..storage import OutboxStore, ProcessLock, StorageURL, lease_owner, open_backend, parse
 from ..storage.sealing import Sealer, aead_class, key_file
 from ..urls import host_of, redact_url
 
@@ -146,12 +150,14 @@ class Outbox:
 
     Usage::
 
-        >>> rbe.mount(session, "https://acme.bloxs.io/", outbox="sqlite:///var/lib/app/outbox.db")
-        >>> report = rbe.Outbox("sqlite:///var/lib/app/outbox.db").replay(session)
+        >>> rbe.mount(session, "https://acme.bloxs.io/", outbox="sqlite:////var/lib/app/outbox.db")
+        >>> report = rbe.Outbox("sqlite:////var/lib/app/outbox.db").replay(session)
 
-    :param url: ``"sqlite:///path"``; the file (and ``<path>.key``) are
-        created readable by their owner only.
-    :raises ValueError: for another kind of URL.
+    :param url: ``"sqlite:////absolute/path.db"``; the file (and ``<path>.key``)
+        are created readable by their owner only.
+    :raises ValueError: for another kind of URL, or a backend of your own that
+        names no file for the sealing key (see
+        :class:`~requests_bloxs_errors.storage.OutboxStore`).
     :raises ImportError: without the ``crypto`` extra.
     """
 
@@ -162,7 +168,7 @@ class Outbox:
         #: Where time comes from (entries' times, leases, alerts).
         self.clock = clock
         self._store: OutboxStore = open_backend(storage, clock)
-        self._key_path = storage.path + ".key"
+        self._key_path = _key_path(self._store, storage)
         self._sealer: Sealer | None = None
         #: Hosts whose failing writes were announced (a "queued" alert) and have
         #: not answered since: one alert per outage, not one per write.
@@ -349,6 +355,18 @@ class Outbox:
         self._store.close()
 
 
+def _key_path(store: OutboxStore, storage: StorageURL) -> str:
+    """Where ``store`` keeps the outbox's sealing key, or the one-line error: a
+    relative path (or none) would be another file in each process's directory."""
+    path = getattr(store, "key_path", None)
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValueError(
+            f"outbox {storage.scheme}:// names no file for its sealing key: its backend must "
+            "name one in key_path, an absolute path every process that replays the outbox reads"
+        )
+    return path
+
+
 def _text(value: str | bytes) -> str:
     return value.decode("latin-1") if isinstance(value, bytes) else value
 
@@ -378,10 +396,12 @@ class Queueing(Step):
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Queue a write whose final outcome a later attempt may cure."""
+        if response is not None and is_local(response):
+            return  # the adapter answered it (a script's token request): the host did not
         if response is not None and response.status_code < 400:
             self.outbox.answered(call.host)  # it answers: the next outage alerts again
-        if call.method not in WRITES or call.read or call.for_credential or _replaying.get():
-            return  # (a read changes nothing; a token request carries a secret: never kept)
+        if not _keepable(call):
+            return
         if response is not None:
             status = response.status_code
             rule = rule_for(status, "Retry-After" in response.headers)
@@ -399,12 +419,7 @@ class Queueing(Step):
     def on_refused(self, call: Call, error: BaseException) -> None:
         """Queue a write that was never sent: refused (an open circuit, no permit in
         time), or its credentials could not be had (the token endpoint down)."""
-        if (
-            call.method in WRITES
-            and not call.read
-            and not call.for_credential
-            and not _replaying.get()
-        ):
+        if _keepable(call):
             kind = getattr(error, "kind", None) or type(error).__name__
             self._queue(call, kind, None, None, not_sent=True)
 
@@ -470,6 +485,19 @@ class Queueing(Step):
                     trace_id=trace,
                 )
             )
+
+
+def _keepable(call: Call) -> bool:
+    """Whether a failed call may be kept: a write (a read changes nothing), not a
+    replay, and nothing that carries a secret (a credential's own token request, a
+    script's request to a token endpoint): a secret is never stored or replayed."""
+    return (
+        call.method in WRITES
+        and not call.read
+        and not call.for_credential
+        and not _replaying.get()
+        and not asks_for_a_token(call.request)
+    )
 
 
 def _body_bytes(call: Call) -> bytes | None:

@@ -32,7 +32,7 @@ from ..errors.table import QUOTA_RULE
 from ..events import logger
 from ..exceptions import RateLimitError
 from ..pipeline.steps import Step
-from ..storage import store_timeout
+from ..storage import record_timeout, store_timeout
 from ..storage.windows import MAX_PAUSE, permit_hold
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class Pacing(Step):
             return
         key, stamp = held
         store = self.limit.store
-        timeout = store_timeout(call.time_left())
+        timeout = record_timeout(call.time_left())  # (past the deadline too)
         if cancel:
             store.cancel(key, stamp, timeout)
         else:
@@ -158,7 +158,7 @@ class Pacing(Step):
         store = limit.store
         if quota is not None:
             quota = limit.bounded_rule(category, *quota)
-            store.learn(key, *quota, timeout=store_timeout(call.time_left()))
+            store.learn(key, *quota, timeout=record_timeout(call.time_left()))
         hold = retry_after
         if hold is None:
             known = quota or limit.rule(category)
@@ -166,7 +166,7 @@ class Pacing(Step):
         if hold is None or hold <= 0:
             return None
         hold = limit.bounded_pause(category, hold)
-        store.pause(key, hold, limit.rule(category), store_timeout(call.time_left()))
+        store.pause(key, hold, limit.rule(category), record_timeout(call.time_left()))
         logger.info(
             "Rate limit: %r of %s paused for %.2fs after %d%s%s",
             category,
@@ -179,9 +179,11 @@ class Pacing(Step):
         return hold
 
     def on_outcome(self, call: Call, response: Response | None, failure: Any) -> None:
-        """Stamp the end of the last attempt; hold the category when a success says the
-        quota is spent."""
-        self._end(call)
+        """Stamp the end of the last attempt (give the permit back when an exception
+        interrupted the call before it was sent); hold the category when a success
+        says the quota is spent."""
+        interrupted = failure is not None and failure.rule.kind == "interrupted"
+        self._end(call, cancel=interrupted and not call.in_flight)
         if response is None or response.status_code >= 400:
             return
         if "X-Rate-Limit-Remaining" not in response.headers:
@@ -203,7 +205,7 @@ class Pacing(Step):
         if hold <= 0:
             return None
         hold = limit.bounded_pause(category, hold)
-        limit.store.pause(key, hold, limit.rule(category), store_timeout(call.time_left()))
+        limit.store.pause(key, hold, limit.rule(category), record_timeout(call.time_left()))
         return hold
 
 

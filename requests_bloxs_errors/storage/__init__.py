@@ -33,7 +33,9 @@ Your own backend plugs in by scheme, without touching the package::
 
 The class is made as ``EtcdBackend(parsed_url, clock)``, may check a URL in a
 classmethod ``check(parsed_url, what) -> parsed_url`` (raising ``ValueError``),
-and offers the methods of the capabilities it has.
+and offers the methods of the capabilities it has. An outbox backend also
+names the file of the outbox's sealing key in ``key_path`` (see
+:class:`~.base.OutboxStore`).
 
 May import: :mod:`..clock`, :mod:`..events`, :mod:`..urls`. Nothing here
 knows HTTP. Backends (and ``sqlite3``, ``redis``, ``cryptography``) load on
@@ -49,11 +51,13 @@ from typing import Any
 from ..clock import SYSTEM, Clock
 from ..urls import safe_for_message
 from .base import (
+    RECORD_TIMEOUT,
     RETRY_STORE_AFTER,
     STORE_MIN_TIME,
     STORE_SHARE,
     STORE_TIMEOUT,
     Backend,
+    NoTimeLeft,
     OutboxStore,
     PermitLog,
     ProcessLock,
@@ -63,15 +67,18 @@ from .base import (
     check_private,
     lease_owner,
     missing_extra,
+    record_timeout,
     store_timeout,
 )
 
 __all__ = [
+    "RECORD_TIMEOUT",
     "RETRY_STORE_AFTER",
     "STORE_MIN_TIME",
     "STORE_SHARE",
     "STORE_TIMEOUT",
     "Backend",
+    "NoTimeLeft",
     "OutboxStore",
     "PermitLog",
     "ProcessLock",
@@ -85,6 +92,7 @@ __all__ = [
     "missing_extra",
     "open_backend",
     "parse",
+    "record_timeout",
     "register_backend",
     "schemes",
     "store_timeout",
@@ -126,9 +134,10 @@ def register_backend(scheme: str, backend: Any) -> None:
 
     The class is made as ``backend(parsed_url, clock)`` when a feature opens
     the store, and offers the methods of the capabilities it has
-    (:class:`PermitLog`, :class:`TokenStore`, :class:`OutboxStore`). A
-    classmethod ``check(parsed_url, what)`` may refuse a malformed URL with a
-    ``ValueError``. Registering a scheme again replaces its backend.
+    (:class:`PermitLog`, :class:`TokenStore`, :class:`OutboxStore`; an
+    outbox's also has a ``key_path``). A classmethod ``check(parsed_url,
+    what)`` may refuse a malformed URL with a ``ValueError``. Registering a
+    scheme again replaces its backend.
 
     :raises ValueError: for a scheme that is not a lower-case word.
     """

@@ -20,7 +20,9 @@ cannot answer in time raises; the feature then falls back (see
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -29,12 +31,14 @@ from ..urls import safe_for_message
 
 __all__ = [
     "DEFAULT_HOLD",
+    "RECORD_TIMEOUT",
     "RETRY_STORE_AFTER",
     "STORE_MIN_TIME",
     "STORE_SHARE",
     "STORE_TIMEOUT",
     "Backend",
     "Grant",
+    "NoTimeLeft",
     "OutboxRow",
     "OutboxStore",
     "PermitLog",
@@ -45,8 +49,10 @@ __all__ = [
     "TokenStore",
     "budget",
     "check_private",
+    "check_private_stat",
     "lease_owner",
     "missing_extra",
+    "record_timeout",
     "store_timeout",
 ]
 
@@ -56,6 +62,8 @@ STORE_TIMEOUT = 1.0
 STORE_SHARE = 0.5
 #: Below this many seconds a store is not asked at all: the caller falls back at once.
 STORE_MIN_TIME = 0.01
+#: The least a store gets to record what has already happened (see :func:`record_timeout`).
+RECORD_TIMEOUT = 0.2
 #: Seconds between attempts to reach a failed store again.
 RETRY_STORE_AFTER = 5.0
 
@@ -108,9 +116,22 @@ def store_timeout(time_left: float | None) -> float:
     return min(STORE_TIMEOUT, time_left * STORE_SHARE)
 
 
+def record_timeout(time_left: float | None) -> float:
+    """How long a store may take to record what has already happened (a permit's
+    end, a pause a 429 taught) for a call with ``time_left`` seconds: as
+    :func:`store_timeout`, but never less than :data:`RECORD_TIMEOUT`, so that a
+    call that ran out of time still tells the fleet what it used and learned."""
+    return max(store_timeout(time_left), RECORD_TIMEOUT)
+
+
 class StoreBusy(OSError):
     """A store could not be had in the time given: this process's connection stayed
     busy, or the call had too little time left to ask it."""
+
+
+class NoTimeLeft(StoreBusy):
+    """The call had too little time left to ask the store at all: the store was not
+    asked, so this says nothing of its health (no outage is recorded)."""
 
 
 def budget(timeout: float | None) -> float:
@@ -118,7 +139,7 @@ def budget(timeout: float | None) -> float:
     if timeout is None:
         return STORE_TIMEOUT
     if timeout < STORE_MIN_TIME:
-        raise StoreBusy(f"{timeout:.3f}s left: too little to ask the store")
+        raise NoTimeLeft(f"{timeout:.3f}s left: too little to ask the store")
     return min(timeout, STORE_TIMEOUT)
 
 
@@ -138,7 +159,21 @@ def missing_extra(extra: str, package: str, feature: str) -> ImportError:
 def check_private(fd: int, path: str) -> None:
     """Refuse a file this user does not own, or that others may read or write:
     someone else could read what is kept there, or have planted what is read."""
-    info = os.fstat(fd)
+    check_private_stat(os.fstat(fd), path)
+
+
+def check_private_stat(info: os.stat_result, path: str) -> None:
+    """:func:`check_private` on what ``os.lstat`` (or ``os.fstat``) said of ``path``.
+
+    Opening and closing a descriptor of a file drops every POSIX lock the
+    process holds on it (SQLite's included): a file that may be open is
+    checked from its ``lstat``. A symlink or a directory is refused with the
+    error opening it would have raised.
+    """
+    if stat.S_ISLNK(info.st_mode):
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), path)
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
     if info.st_uid != os.geteuid() or info.st_mode & 0o077:
         raise PermissionError(
             f"{path} must belong to this user and be readable by it alone (mode 0600); "
@@ -332,7 +367,19 @@ OutboxRow = tuple[Any, ...]
 
 @runtime_checkable
 class OutboxStore(Protocol):
-    """The outbox's store: a durable queue whose entries are claimed under a lease."""
+    """The outbox's store: a durable queue whose entries are claimed under a lease.
+
+    What an entry carries is sealed under a key the store never holds: the
+    backend names the file that keeps it in :attr:`key_path` (an attribute or
+    a property). An outbox on a backend without one is refused when it is
+    configured.
+    """
+
+    @property
+    def key_path(self) -> str:
+        """The absolute path of the file that keeps the outbox's sealing key (made
+        0600 on the first write): one that every process that replays this store
+        reads, outside the store (SQLite's: the database's path and ``.key``)."""
 
     def add_entry(
         self,

@@ -24,6 +24,7 @@ from .base import (
     RETRY_STORE_AFTER,
     Backend,
     Grant,
+    NoTimeLeft,
     PermitState,
     ProcessLock,
     RuleValue,
@@ -222,6 +223,8 @@ class Fallback:
                 self._outage.answered()
 
     def _failed(self, exc: BaseException) -> None:
+        if isinstance(exc, NoTimeLeft):  # not asked at all: no word on its health
+            return
         self._outage.failed(exc)
         with contextlib.suppress(Exception):
             self._primary.close()

@@ -4,6 +4,14 @@ Permit logs (the end-stamped sliding window of :mod:`.windows`, on the
 process's monotonic clock) and token entries. What a feature keeps here is
 gone with the process; it is also where a shared store's feature keeps its
 state while that store fails (:mod:`.fallback`).
+
+What has ended is forgotten by a sweep of everything the store holds, due
+every :data:`~.windows.SWEEP_EVERY` seconds or once it paces
+:data:`~.windows.MEMORY_KEYS` keys, and run only once the store has done as
+many operations since the last sweep as that sweep kept entries: a sweep
+costs amortized O(1) per operation, however many endpoints are paced, and
+the store never holds more than twice what was live at its last sweep (or
+those limits).
 """
 
 from __future__ import annotations
@@ -77,6 +85,8 @@ class MemoryBackend:
         self._learned: dict[str, tuple[int, float, float]] = {}
         self._stamps = count(1)
         self._sweep_at = clock.monotonic() + SWEEP_EVERY
+        self._work = 0  # operations since the last sweep
+        self._kept = 0  # entries the last sweep kept: the work that pays for the next
 
     def _rule(self, key: str, now: float, rule: RuleValue | None) -> RuleValue | None:
         """The learned rule of ``key`` while it lasts, else ``rule``."""
@@ -111,8 +121,6 @@ class MemoryBackend:
         limit, period = rule
         log = self._logs.get(key)
         if log is None:
-            if len(self._logs) >= MEMORY_KEYS:
-                self._forget(now)
             log = self._logs[key] = _Permits()
         log.expire(now)
         log.prune(now, period)
@@ -190,9 +198,11 @@ class MemoryBackend:
                 log.flight.pop(stamp, None)
 
     def _now(self) -> float:
-        """The time, after forgetting what has ended when a sweep is due (under the lock)."""
+        """The time, after forgetting what has ended when a sweep is due and paid for
+        (under the lock): one operation's share of the next sweep's cost."""
         now = self._clock.monotonic()
-        if now >= self._sweep_at:
+        self._work += 1
+        if self._work >= self._kept and (now >= self._sweep_at or len(self._logs) >= MEMORY_KEYS):
             self._forget(now)
         return now
 
@@ -215,6 +225,14 @@ class MemoryBackend:
         self._learned = {key: rule for key, rule in self._learned.items() if rule[2] > now}
         self._tokens = {name: entry for name, entry in self._tokens.items() if entry[1] > now}
         self._token_locks = {name: h for name, h in self._token_locks.items() if h[1] > now}
+        self._work = 0
+        self._kept = (
+            len(self._logs)
+            + len(self._pauses)
+            + len(self._learned)
+            + len(self._tokens)
+            + len(self._token_locks)
+        )
 
     def pause(
         self,

@@ -415,28 +415,44 @@ class RedisBackend:
         pipe.execute()
 
     def snapshot(self, timeout: float | None = None) -> list[PermitState]:
+        return self.survey(timeout)[0]
+
+    def survey(
+        self, timeout: float | None = None
+    ) -> tuple[list[PermitState], list[tuple[str, str]]]:
+        """:meth:`snapshot`, and the keys it skipped.
+
+        A key under ``rbe:{...}:`` that is not what this package writes there
+        (another type, a value that is not a number, a name it never makes) is
+        skipped, not fatal: the rest is read, and the key is listed as
+        ``(name, why)``. Only a store that cannot be read at all raises.
+        """
         client = self._redis.client(timeout)
         now = _seconds(client.time())
         found: dict[str, dict[str, Any]] = {}
-        for name in client.scan_iter(match="rbe:{*}:*", count=500):
-            tag, _, kind = name.decode().rpartition(":")
-            key = tag[len("rbe:{") : -1]
-            if kind == "flight":
-                found.setdefault(key, {})["in_flight"] = client.zcard(name)
-            elif kind == "ended":
-                found.setdefault(key, {})["ended"] = client.zcard(name)
-            elif kind == "pause":
-                left = float(client.get(name) or 0) - now
-                if left > 0:
-                    found.setdefault(key, {})["paused_for"] = min(left, MAX_PAUSE)
-            elif kind == "rule":
-                rule = client.hmget(name, "limit", "period")
-                if rule[0] is not None:
-                    found.setdefault(key, {}).update(
-                        learned=(int(rule[0]), float(rule[1])),
-                        learned_for=max(0.0, client.pttl(name) / 1000),
-                    )
-        return [PermitState(key, **found[key]) for key in sorted(found)]
+        skipped: list[tuple[str, str]] = []
+        for raw in client.scan_iter(match="rbe:{*}:*", count=500):
+            try:
+                name = raw.decode()
+            except UnicodeDecodeError:
+                skipped.append((raw.decode("utf-8", "backslashreplace"), "a name not in UTF-8"))
+                continue
+            tag, _, kind = name.rpartition(":")
+            if not tag.endswith("}") or kind not in _KEY_TYPES:
+                skipped.append((name, "a name this package does not write"))
+                continue
+            try:
+                state = _key_state(client, raw, kind, now)
+            except redis_module().ResponseError as exc:  # WRONGTYPE, or one refused
+                skipped.append((name, _wrong(client, raw, kind, exc)))
+                continue
+            except (ValueError, TypeError):
+                skipped.append((name, "a value that is not a number"))
+                continue
+            if state:
+                found.setdefault(tag[len("rbe:{") : -1], {}).update(state)
+        states = [PermitState(key, **found[key]) for key in sorted(found)]
+        return states, sorted(skipped)
 
     # -- tokens -------------------------------------------------------------------
 
@@ -463,7 +479,7 @@ class RedisBackend:
         client = self._redis.client(timeout)
         found = []
         for key in client.scan_iter(match="rbe:token:{*}", count=500):
-            name = key.decode()[len("rbe:token:{") : -1]
+            name = key.decode("utf-8", "backslashreplace")[len("rbe:token:{") : -1]
             left = client.pttl(key)
             if left > 0:
                 found.append((name, left / 1000))
@@ -471,6 +487,46 @@ class RedisBackend:
 
     def close(self) -> None:
         self._redis.close()
+
+
+#: What this package keeps under each ``rbe:{key}:`` name, as Redis's ``TYPE`` says it.
+_KEY_TYPES = {"flight": "zset", "ended": "zset", "pause": "string", "rule": "hash", "n": "string"}
+
+
+def _key_state(client: Any, name: bytes, kind: str, now: float) -> dict[str, Any]:
+    """What one of a limiter key's Redis keys says, as :class:`PermitState` fields.
+
+    :raises redis.ResponseError: a key of another type.
+    :raises ValueError: a value that is not a number.
+    """
+    if kind == "flight":
+        return {"in_flight": client.zcard(name)}
+    if kind == "ended":
+        return {"ended": client.zcard(name)}
+    if kind == "pause":
+        left = float(client.get(name) or 0) - now
+        return {"paused_for": min(left, MAX_PAUSE)} if left > 0 else {}
+    if kind == "rule":
+        limit, period = client.hmget(name, "limit", "period")
+        if limit is None:
+            return {}
+        return {
+            "learned": (int(limit), float(period)),
+            "learned_for": max(0.0, client.pttl(name) / 1000),
+        }
+    int(client.get(name) or 0)  # the counter: nothing to show, but a stray one is named
+    return {}
+
+
+def _wrong(client: Any, name: bytes, kind: str, exc: Exception) -> str:
+    """Why a key's read was refused, in words: its type, when that is what is wrong."""
+    try:
+        held = client.type(name).decode()
+    except redis_module().RedisError:  # the first refusal says enough
+        held = ""
+    if held and held != _KEY_TYPES[kind]:
+        return f"a {held} where this package keeps a {_KEY_TYPES[kind]}"
+    return f"refused: {str(exc).splitlines()[0][:200]}" if str(exc) else "refused"
 
 
 def _seconds(time: tuple[int, int]) -> float:

@@ -8,16 +8,21 @@ across processes.
 The file and its side files (``-wal``, ``-shm``, ``-journal``) are created
 readable by their owner only, and refused when they exist and are not the
 user's own and private: SQLite would otherwise write into a file another
-local user planted. Times are the host's wall clock, which every process on
-the host shares; when it was stepped back (an NTP correction) the file
-notices and every time it keeps moves back with it.
+local user planted. Those checks read ``lstat``, never a descriptor opened
+and closed: closing one drops every POSIX lock the process holds on the
+file, SQLite's included. A process opens each file once, whatever URL names
+it (:class:`SQLiteFile`). Times are the host's wall clock, which every
+process on the host shares; when it was stepped back (an NTP correction)
+the file notices and every time it keeps moves back with it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -37,7 +42,7 @@ from .base import (
     StorageURL,
     StoreBusy,
     budget,
-    check_private,
+    check_private_stat,
 )
 from .windows import (
     CLOCK_STEP,
@@ -139,9 +144,45 @@ def check_url(storage: StorageURL, what: str) -> StorageURL:
     return StorageURL("sqlite", storage.url, path=path)
 
 
+class _Shared:
+    """This process's one connection to one SQLite file, and what goes with it: the
+    lock its threads take turns under, its busy timeout, the schemas applied, and
+    the :class:`SQLiteFile` objects using it (held weakly: one dropped without
+    :meth:`~SQLiteFile.close` stops counting)."""
+
+    __slots__ = ("__weakref__", "busy_ms", "connection", "key", "lock", "pid", "schemas", "users")
+
+    def __init__(self, key: tuple[int, int]) -> None:
+        self.key = key
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.connection: sqlite3.Connection | None = None
+        self.busy_ms = 0  # the busy timeout the connection has now
+        self.schemas: set[str] = set()
+        self.users: weakref.WeakSet[SQLiteFile] = weakref.WeakSet()
+
+
+#: This process's SQLite files by the file itself, ``(st_dev, st_ino)``, whatever
+#: path or URL names it. Weak: a file nobody uses any more is closed with its last
+#: user (or when that is garbage-collected).
+_FILES: weakref.WeakValueDictionary[tuple[int, int], _Shared] = weakref.WeakValueDictionary()
+_FILES_LOCK = ProcessLock()
+#: What a forked child inherited from its parent: kept, never closed (closing them
+#: would close descriptors of files the child opens anew).
+_INHERITED: set[_Shared] = set()
+
+
 class SQLiteFile:
-    """One SQLite file: a connection per process, shared by its threads under a
-    lock, and write transactions that are atomic across processes.
+    """One SQLite file: one connection per process, shared by its threads under a
+    lock and by every :class:`SQLiteFile` that names the file (found by the file
+    itself: another spelling of its path shares it too), and write transactions
+    that are atomic across processes.
+
+    A second connection would be harmless, but the checks of a second opening
+    were not: closing any descriptor of a file drops every POSIX lock the
+    process holds on it, and SQLite in another process then took itself for
+    the file's last user and deleted the write-ahead log under the live
+    connection. A forked child opens its own connection.
 
     Every operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`):
     waiting for this process's other threads and for another process's lock on
@@ -151,26 +192,66 @@ class SQLiteFile:
     :param schema: ``CREATE ... IF NOT EXISTS`` statements, applied on opening.
     """
 
+    __slots__ = ("__weakref__", "_schema", "_shared", "_storage")
+
     def __init__(self, storage: StorageURL, schema: str) -> None:
         self._storage = storage
         self._schema = schema
-        self._lock = ProcessLock()
-        self._connection: sqlite3.Connection | None = None
-        self._pid = 0
-        self._busy_ms = 0  # the busy timeout the connection has now
+        self._shared: _Shared | None = None
 
     @property
     def shown(self) -> str:
         """The file's URL, fit for a log line."""
         return self._storage.shown
 
-    def _db(self, seconds: float) -> sqlite3.Connection:
-        if self._connection is None or self._pid != os.getpid():
-            # a forked child opens its own: a connection must not cross a fork
-            self._connection = open_sqlite(self._storage, self._schema, timeout=seconds)
-            self._pid = os.getpid()
-            self._busy_ms = int(seconds * 1000)
-        return self._connection
+    def _attach(self) -> _Shared:
+        """This process's :class:`_Shared` of the file, found (or made, and the file
+        created) by its device and inode; nothing is connected here."""
+        shared = self._shared
+        if shared is not None and shared.pid == os.getpid():
+            return shared  # (the usual case: no lock)
+        with _FILES_LOCK:
+            shared = self._shared
+            if shared is not None and shared.pid == os.getpid():
+                return shared
+            if shared is not None:
+                _INHERITED.add(shared)  # a forked child opens its own
+                self._shared = None
+            info = _private_file(self._storage.path, create=True)
+            assert info is not None
+            key = (info.st_dev, info.st_ino)
+            shared = _FILES.get(key)
+            if shared is None or shared.pid != os.getpid():
+                if shared is not None:
+                    _INHERITED.add(shared)
+                shared = _FILES[key] = _Shared(key)
+            shared.users.add(self)
+            self._shared = shared
+            return shared
+
+    def _detach(self, shared: _Shared) -> None:
+        """Stop using ``shared`` (the next use finds the file again)."""
+        with _FILES_LOCK:
+            shared.users.discard(self)
+            if self._shared is shared:
+                self._shared = None
+
+    def _db(self, shared: _Shared, seconds: float) -> sqlite3.Connection:
+        """The connection of ``shared`` (whose lock the caller holds), opened now when
+        it is not, with this object's schema applied."""
+        if shared.connection is None:
+            try:
+                shared.connection = _open(self._storage, self._schema, seconds, shared.key)
+            except BaseException:
+                self._detach(shared)  # (the file may be another by the next use)
+                raise
+            shared.busy_ms = int(seconds * 1000)
+            shared.schemas = {self._schema}
+        elif self._schema not in shared.schemas:
+            connection = shared.connection
+            when_unlocked(lambda: _apply(connection, self._schema), give_up_after=seconds)
+            shared.schemas.add(self._schema)
+        return shared.connection
 
     @contextmanager
     def _held(self, timeout: float | None) -> Iterator[sqlite3.Connection]:
@@ -183,20 +264,21 @@ class SQLiteFile:
         """
         seconds = budget(timeout)
         give_up = time.monotonic() + seconds
-        if not self._lock.acquire(timeout=seconds):
+        shared = self._attach()
+        if not shared.lock.acquire(timeout=seconds):
             raise StoreBusy(f"{self._storage.shown} stayed busy for {seconds:g}s")
         try:
-            db = self._db(seconds)
+            db = self._db(shared, seconds)
             if timeout is None:  # the usual case: no deadline, no PRAGMA
                 busy_ms = int(STORE_TIMEOUT * 1000)
             else:
                 busy_ms = max(1, int((give_up - time.monotonic()) * 1000))
-            if busy_ms != self._busy_ms:
+            if busy_ms != shared.busy_ms:
                 db.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                self._busy_ms = busy_ms
+                shared.busy_ms = busy_ms
             yield db
         finally:
-            self._lock.release()
+            shared.lock.release()
 
     @contextmanager
     def transaction(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
@@ -224,33 +306,58 @@ class SQLiteFile:
             return db.execute(sql, parameters).fetchall()
 
     def close(self) -> None:
-        """Close this process's connection."""
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
+        """Stop using the file: this process's connection closes with its last user
+        (the next use opens it again)."""
+        with _FILES_LOCK:
+            shared, self._shared = self._shared, None
+            if shared is None:
+                return
+            if shared.pid != os.getpid():
+                _INHERITED.add(shared)  # (the parent's: never closed here)
+                return
+            shared.users.discard(self)
+        with shared.lock:
+            with _FILES_LOCK:
+                idle = not shared.users
+            if idle and shared.connection is not None:
+                shared.connection.close()
+                shared.connection = None
 
 
 def open_sqlite(
     storage: StorageURL, schema: str, *, timeout: float = STORE_TIMEOUT
 ) -> sqlite3.Connection:
-    """A connection to the SQLite file of ``storage``, created 0600, with ``schema`` applied.
+    """A new connection to the SQLite file of ``storage``, created 0600, with ``schema``
+    applied. :class:`SQLiteFile` shares one per file in a process: use that.
 
     The connection runs in autocommit mode (callers open their own ``BEGIN
     IMMEDIATE`` transactions) and may be used from any thread that holds the
     caller's lock. Processes that open the file at the same moment wait for
     each other (up to ``timeout``), whichever creates the tables.
     """
+    return _open(storage, schema, timeout, None)
+
+
+def _open(
+    storage: StorageURL, schema: str, timeout: float, key: tuple[int, int] | None
+) -> sqlite3.Connection:
+    """:func:`open_sqlite`, refused unless the file opened is the file ``key`` names
+    (None: the one the path names as it is checked)."""
     path = storage.path
     # create it owner-only before SQLite does; then its side files, or refuse the
     # ones another user planted: SQLite would write what it keeps into them
-    _private_file(path, create=True)
+    info = _private_file(path, create=True)
+    assert info is not None
     for suffix in SIDE_FILES:
         _private_file(path + suffix, create=suffix != "-journal")  # a journal means data
     connection = sqlite3.connect(
         path, timeout=timeout, isolation_level=None, check_same_thread=False
     )
     try:
+        opened = os.lstat(path)  # (the file checked, still: not swapped meanwhile)
+        expected = key or (info.st_dev, info.st_ino)
+        if expected != (info.st_dev, info.st_ino) or expected != (opened.st_dev, opened.st_ino):
+            raise PermissionError(f"{path} was replaced while it was being opened")
         when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"), give_up_after=timeout)
         connection.execute("PRAGMA synchronous=NORMAL")
         when_unlocked(lambda: _apply(connection, schema), give_up_after=timeout)
@@ -260,21 +367,31 @@ def open_sqlite(
     return connection
 
 
-def _private_file(path: str, *, create: bool) -> None:
-    """Open ``path`` without following a symlink (creating it 0600 when ``create``)
-    and refuse it unless it is this user's own and private; absent is fine when
-    it is not to be created."""
-    flags = os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
+def _private_file(path: str, *, create: bool) -> os.stat_result | None:
+    """What ``lstat`` says of ``path``, refused unless it is this user's own and
+    private (a symlink is refused, never followed); made 0600 first when it is
+    missing and ``create``, else absent is fine (None).
+
+    A file that exists is never opened here: SQLite may have it open in this
+    process, and closing any descriptor of it would drop SQLite's locks.
+    """
     try:
-        fd = os.open(path, flags, 0o600)
+        info = os.lstat(path)
     except FileNotFoundError:
-        if create:
-            raise
-        return
-    try:
-        check_private(fd, path)
-    finally:
-        os.close(fd)
+        if not create:
+            return None
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:  # another process made it first: theirs is checked
+            info = os.lstat(path)
+        else:
+            try:  # (a file this call made: nobody held a lock on it)
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+    check_private_stat(info, path)
+    return info
 
 
 def _apply(connection: sqlite3.Connection, schema: str) -> None:
@@ -334,6 +451,11 @@ class SQLiteBackend:
 
     def close(self) -> None:
         self._file.close()
+
+    @property
+    def key_path(self) -> str:
+        """The outbox's sealing key: beside the database, ``<path>.key``."""
+        return self.storage.path + ".key"
 
     # -- permits ------------------------------------------------------------------
 

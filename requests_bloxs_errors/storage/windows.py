@@ -43,8 +43,9 @@ Nothing a store keeps can hold a key for long:
   (its period; :data:`MAX_PAUSE` without one), whatever it was asked for;
 * a permit lying further ahead than any could (a value from a clock that
   was wrong) is stale: dropped, not waited for (:func:`ahead_limit`);
-* ended pauses, expired rules and idle permits are forgotten (every
-  :data:`SWEEP_EVERY` seconds in memory and SQLite; Redis keys expire).
+* ended pauses, expired rules and idle permits are forgotten (SQLite every
+  :data:`SWEEP_EVERY` seconds; memory by sweeps whose cost is amortized over
+  its operations, see :mod:`.memory`; Redis keys expire).
 """
 
 from __future__ import annotations

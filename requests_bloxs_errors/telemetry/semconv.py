@@ -26,7 +26,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 def full_url(url: str) -> str:
     """``url`` for ``url.full``: no credentials, every query value ``REDACTED``, no
-    fragment. A URL that does not split gives ``""``."""
+    fragment. A query part without ``=`` (``?<token>``) is all value: it is
+    ``REDACTED`` whole. A URL that does not split gives ``""``."""
     if "?" not in url and "@" not in url and "#" not in url:
         return url  # (the usual case: nothing to remove)
     try:
@@ -39,7 +40,7 @@ def full_url(url: str) -> str:
         host = f"[{host}]"
     netloc = host if port is None else f"{host}:{port}"
     query = "&".join(
-        pair.split("=", 1)[0] + "=REDACTED" if "=" in pair else pair
+        pair.split("=", 1)[0] + "=REDACTED" if "=" in pair else "REDACTED"
         for pair in parts.query.split("&")
         if pair
     )

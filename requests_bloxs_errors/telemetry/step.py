@@ -13,6 +13,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from ..events import logger
 from ..pipeline.steps import Step
 from .semconv import full_url, request_attributes
 
@@ -65,10 +66,15 @@ class _Traced:
 class Telemetry(Step):
     """The step that reports calls to OpenTelemetry's global providers.
 
+    It only observes (``observes``): a span processor, exporter or meter that
+    raises is logged and ignored at every place, and never changes a call.
+
     :param clock: where the checks for a configured SDK take their time from.
     :param breaker: a circuit breaker to report in ``rbe.client.circuit.open``.
     :param outbox: an outbox to report in ``rbe.client.outbox.entries``.
     """
+
+    observes = True
 
     def __init__(self, clock: Clock, breaker: object = None, outbox: object = None) -> None:
         self._clock = clock
@@ -87,12 +93,16 @@ class Telemetry(Step):
             self._found = None  # nothing has configured OpenTelemetry in this process
             return False
         global _api  # noqa: PLW0603 - one module, loaded once
-        from . import otel  # noqa: PLC0415 - the application has loaded OpenTelemetry
+        try:
+            from . import otel  # noqa: PLC0415 - the application has loaded OpenTelemetry
 
-        _api = otel
-        found = otel.instruments()
-        if found is not None and self._found is None:
-            otel.watch(*self._watched)
+            _api = otel
+            found = otel.instruments()
+            if found is not None and self._found is None:
+                otel.watch(*self._watched)
+        except Exception:  # a provider that fails to make instruments: report nothing
+            logger.exception("OpenTelemetry's providers raised; telemetry is off for %gs", RECHECK)
+            found = None
         self._found = found
         return found is not None
 
@@ -158,9 +168,12 @@ class Telemetry(Step):
         if held is None:
             return
         found, traced = held
-        if response is not None and traced.span is not None and traced.ended is None:
-            status = response.status_code
-            self._ended(found, traced, status, str(status) if status >= 400 else None)
+        if traced.attempts and traced.ended is None:  # the last attempt ends with the call
+            if response is not None:  # (a success, or an error response not retried)
+                status = response.status_code
+                self._ended(found, traced, status, str(status) if status >= 400 else None)
+            elif failure is not None:  # an exception in the middle (kind "interrupted")
+                self._ended(found, traced, None, failure.kind)
         info = getattr(response, "_bloxs_info", None)
         if info is not None and traced.span is not None:
             traced.span.set_attribute("rbe.error.kind", info.kind)

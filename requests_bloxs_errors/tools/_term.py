@@ -1,4 +1,14 @@
-"""Plain terminal output for the command line: aligned tables, optional colour.
+"""Plain terminal output for the command line: aligned tables, optional colour, and
+nothing a terminal would obey.
+
+Every command writes through :class:`Terminal` (stdout) or :func:`complain`
+(stderr), and both pass what they print through :func:`neutral`: a control or
+format character (a terminal escape, a bare carriage return, a bell, a bidi
+override) from a server, a shared store or anywhere else is written as its
+escape (``\\x1b``, ``\\r``, ``\\u202e``), never raw. :meth:`Terminal.line` is one
+line, so a line break inside a value is shown as ``\\n`` too; the program's
+own multi-line layout (a wrapped paragraph, a response body's lines) goes
+through :meth:`Terminal.lines`.
 
 Colour only when stdout is a terminal and ``NO_COLOR`` is not set, so piped
 output and logs stay plain text.
@@ -6,16 +16,38 @@ output and logs stay plain text.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Sequence
-from typing import TextIO
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+__all__ = ["PROGRAM", "Terminal", "complain", "neutral", "safe_text", "status_style"]
+
+#: How every message of the command line starts.
+PROGRAM = "requests-bloxs-errors"
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
 
 
+def neutral(text: str, keep: str = "") -> str:
+    """``text`` with each control or format character written as its Python escape.
+
+    :param keep: characters left as they are (``"\\n\\t"`` for a block of lines).
+    :return: printable text (and the ``keep`` characters): no terminal escape,
+        bare carriage return, bell, C1 control or bidi override can act.
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii")
+        for c in text
+    )
+
+
 class Terminal:
-    """Writes lines to ``stream``, coloured when it is a terminal."""
+    """Writes lines to ``stream``, coloured when it is a terminal, each made
+    :func:`neutral` first."""
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
@@ -28,7 +60,18 @@ class Terminal:
         return f"\x1b[{_CODES[style]}m{text}\x1b[0m"
 
     def line(self, text: str = "", style: str | None = None) -> None:
-        print(self.paint(text, style), file=self.stream, flush=True)
+        """Print ``text`` as one line: a line break in it is shown as ``\\n``."""
+        print(self.paint(neutral(text), style), file=self.stream, flush=True)
+
+    def lines(self, text: str, style: str | None = None) -> None:
+        """Print ``text`` line by line (the program's own layout, or a body's): line
+        breaks and tabs are kept, every other control character is neutralised."""
+        for line in text.split("\n"):
+            print(self.paint(neutral(line, keep="\t"), style), file=self.stream, flush=True)
+
+    def json(self, value: Any, default: Callable[[Any], Any] | None = None) -> None:
+        """Print ``value`` as indented JSON (every control character escaped by JSON)."""
+        self.lines(json.dumps(value, indent=2, default=default, ensure_ascii=True))
 
     def table(
         self,
@@ -36,24 +79,30 @@ class Terminal:
         rows: Sequence[Sequence[str]],
         styles: Sequence[str | None] = (),
     ) -> None:
-        """Print ``rows`` under ``header``, columns aligned; ``styles`` colours whole rows."""
-        widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+        """Print ``rows`` under ``header``, columns aligned; ``styles`` colours whole rows.
+        Each cell is one line (:func:`neutral`), so the columns stay aligned."""
+        cells = [[neutral(str(c)) for c in row] for row in rows]
+        widths = [max(len(str(c)) for c in column) for column in zip(header, *cells, strict=False)]
         self.line(
             "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)).rstrip(), "bold"
         )
         self.line("  ".join("-" * w for w in widths))
-        for index, row in enumerate(rows):
-            text = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for index, row in enumerate(cells):
+            text = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
             self.line(text, styles[index] if index < len(styles) else None)
 
 
+def complain(message: str, label: str = "error") -> None:
+    """One line on stderr: ``requests-bloxs-errors: error: message``, :func:`neutral`."""
+    Terminal(sys.stderr).line(f"{PROGRAM}: {label}: {message}")
+
+
 def safe_text(text: str, limit: int = 2000) -> str:
-    """Text from the network made safe to print: at most ``limit`` characters, line
-    breaks kept, every other control or format character (terminal escapes, bare
-    carriage returns, bidi overrides) shown as ``?``."""
-    cut = text[:limit].replace("\r\n", "\n")
-    shown = "".join(c if c.isprintable() or c in "\n\t" else "?" for c in cut)
-    return shown + ("\u2026" if len(text) > limit else "")
+    """Text from the network cut to print as a block (:meth:`Terminal.lines`): at
+    most ``limit`` characters, line breaks kept (``\\r\\n`` as ``\\n``), every other
+    control or format character as its escape (:func:`neutral`)."""
+    cut = neutral(text[:limit].replace("\r\n", "\n"), keep="\n\t")
+    return cut + ("\u2026" if len(text) > limit else "")
 
 
 def status_style(status: int | None) -> str:

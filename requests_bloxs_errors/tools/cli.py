@@ -49,7 +49,7 @@ from ..pipeline.retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAUL
 from ..simulator import ENDPOINTS, Simulator
 from ..urls import origin, redact_url
 from . import _argtypes as argtypes
-from ._term import Terminal, safe_text, status_style
+from ._term import PROGRAM, Terminal, complain, neutral, safe_text, status_style
 from .demo import run_demo
 from .envconfig import (
     VARIABLES,
@@ -78,7 +78,7 @@ def _rule_rows() -> list[tuple[str, Rule]]:
 
 def _field(term: Terminal, label: str, text: str) -> None:
     """One labelled paragraph, wrapped under its label."""
-    term.line(
+    term.lines(
         textwrap.fill(text, 100, initial_indent=f"  {label:<12} ", subsequent_indent=" " * 15)
     )
 
@@ -165,7 +165,7 @@ def _table(term: Terminal) -> int:
     term.table(["status", "kind", "exception", "retried", "re-auth"], rows)
     term.line()
     for line in rules_text():
-        term.line(textwrap.fill(line, 100, subsequent_indent="  "))
+        term.lines(textwrap.fill(line, 100, subsequent_indent="  "))
     term.line("Run 'explain STATUS' for what to do about one of them.")
     return 0
 
@@ -324,7 +324,7 @@ def _request(term: Terminal, args: argparse.Namespace) -> int:
     text = response.text
     if text:
         term.line()
-        term.line(safe_text(text))
+        term.lines(safe_text(text))
     return 0 if response.status_code < 400 else 1
 
 
@@ -348,7 +348,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (with a pointer to --help)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"requests-bloxs-errors: error: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"{PROGRAM}: error: {neutral(message)} (see '{self.prog} --help')\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -402,9 +402,20 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="run a script (or -m module) with the adapter installed, configured from the "
         "environment",
-        description="Install the adapter as RBE_*, BLOXS_* and DEALCLOUD_* say (flags win), "
-        "then run the script in this interpreter with its own arguments; its exit status and "
-        "exceptions are its own.",
+        description=textwrap.fill(
+            "Install the adapter as RBE_*, BLOXS_* and DEALCLOUD_* say (flags win), then run "
+            "the script in this interpreter with its own arguments; its exit status and "
+            "exceptions are its own.",
+            96,
+        )
+        + "\n\n"
+        + textwrap.fill(
+            "run's options come before SCRIPT (or -m MODULE): everything after it is the "
+            "script's. --raise-errors and --no-raise-errors take no value: write "
+            "'run --raise-errors SCRIPT [ARGS...]'.",
+            96,
+            break_on_hyphens=False,
+        ),
         epilog=_variables_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -414,7 +425,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-retry-after", help="longest Retry-After waited for (RBE_MAX_RETRY_AFTER)"
     )
-    run.add_argument("--raise-errors", help="1 to raise typed errors (RBE_RAISE_ERRORS)")
+    run.add_argument(
+        "--raise-errors",
+        action=argparse.BooleanOptionalAction,
+        help="raise typed errors instead of returning error responses, or not "
+        "(RBE_RAISE_ERRORS=1 or 0); no value: 'run --raise-errors SCRIPT'",
+    )
     run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (RBE_LOG_LEVEL)")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]")
@@ -499,18 +515,23 @@ def _run_script(args: argparse.Namespace) -> int:
         "RBE_MAX_RETRIES": args.max_retries,
         "RBE_DEADLINE": args.deadline,
         "RBE_MAX_RETRY_AFTER": args.max_retry_after,
-        "RBE_RAISE_ERRORS": args.raise_errors,
+        "RBE_RAISE_ERRORS": {True: "1", False: "0", None: None}[args.raise_errors],
         "RBE_LOG_LEVEL": args.log_level,
     }
     target = list(args.target)
     if args.module is None and not target:
         raise UsageError("run needs a script or -m MODULE")
     if args.module is None and not os.path.isfile(target[0]):
+        if args.raise_errors is not None and target[0].lower() in _FLAG_WORDS:
+            raise UsageError(
+                "--raise-errors takes no value: write 'run --raise-errors SCRIPT' "
+                "(or --no-raise-errors)"
+            )
         raise UsageError(f"no such script: {target[0]!r}")
     if args.module is not None:
         problem = _module_problem(args.module)
         if problem is not None:  # in python -m's words, and its exit status
-            print(f"{sys.executable}: {problem}", file=sys.stderr)
+            Terminal(sys.stderr).line(f"{sys.executable}: {problem}")
             return 1
     try:
         config = install_from_env(
@@ -533,6 +554,10 @@ def _run_script(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Values ``--raise-errors`` took before it became a flag: one of them where the
+#: script's name should be is that older form.
+_FLAG_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off"})
+
 #: What ``run`` assumes where the environment says nothing: it speaks (WARNING and
 #: above on stderr, with times), so a fleet that loses its shared state hears of it.
 RUN_DEFAULTS = {"RBE_LOG_LEVEL": "WARNING"}
@@ -543,11 +568,10 @@ def _report_unused(mounts: Sequence[tuple[str, dict[str, object]]]) -> None:
     sent, served = usage()
     if sent and not served:
         where = ", ".join(redact_url(prefix) for prefix, _ in mounts)
-        print(
-            f"requests-bloxs-errors: the script made {sent} request(s) and none was under "
+        Terminal(sys.stderr).line(
+            f"{PROGRAM}: the script made {sent} request(s) and none was under "
             f"RBE_PREFIX ({where}): the adapter did nothing; set RBE_PREFIX to the URL of "
-            "the API the script calls",
-            file=sys.stderr,
+            "the API the script calls"
         )
 
 
@@ -574,7 +598,7 @@ def _config(term: Terminal, *, check: bool = False) -> int:
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for line in config.warnings:
-        print(f"requests-bloxs-errors: warning: {line}", file=sys.stderr)
+        complain(line, "warning")
     for prefix, kwargs in config.mounts:
         term.line(f"prefix: {redact_url(prefix)}", "bold")
         for name, value in kwargs.items():
@@ -597,7 +621,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _run_script(args)
         except UsageError as exc:
-            print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+            complain(str(exc))
             return 2
     try:
         return _run(term, args)
@@ -626,15 +650,15 @@ def _run(term: Terminal, args: argparse.Namespace) -> int:
             return run_outbox(term, args, _credentials)
         return _request(term, args)
     except (UsageError, OutboxUsageError, StoreError) as exc:
-        print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+        complain(str(exc))
         return 2
     except (TypeError, ValueError) as exc:  # bad configuration from the flags
-        print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+        complain(str(exc))
         return 2
     except KeyboardInterrupt:
         return 130
     except requests.HTTPError as exc:  # a refused credential, for one
-        print(f"requests-bloxs-errors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        complain(str(exc), type(exc).__name__)
         return 1
 
 

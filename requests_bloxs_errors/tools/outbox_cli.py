@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import sqlite3
 from collections import Counter
@@ -163,7 +162,7 @@ def _fields(entry: OutboxEntry) -> dict[str, Any]:
 def _list(term: Terminal, outbox: Outbox, *, as_json: bool = False) -> int:
     entries = outbox.entries()
     if as_json:
-        print(json.dumps([_fields(e) for e in entries], indent=2))
+        term.json([_fields(e) for e in entries])
         return 0
     if not entries:
         term.line("the outbox is empty")
@@ -207,7 +206,7 @@ def _show(term: Terminal, outbox: Outbox, entry_id: int, *, as_json: bool = Fals
             "body_bytes": len(entry.body),
             "body": entry.body.decode("utf-8", "replace"),
         }
-        print(json.dumps(shown, indent=2))
+        term.json(shown)
         return 0
     term.line(f"{entry.id}. {entry.method} {entry.shown_url}", "bold")
     term.line(f"  queued:     {_when(entry.created)} ({entry.kind}"
@@ -222,10 +221,11 @@ def _show(term: Terminal, outbox: Outbox, entry_id: int, *, as_json: bool = Fals
     if entry.trace_id:
         term.line(f"  trace id:   {entry.trace_id}")
     for name, value in _masked(entry.headers).items():
-        term.line(f"  {name}: {safe_text(value)}")
+        term.line(f"  {name}: {value}")
     term.line(f"  body:       {len(entry.body)} bytes")
     if entry.body:
-        term.line("  " + safe_text(entry.body[:500].decode("utf-8", "replace")))
+        body = safe_text(entry.body[:500].decode("utf-8", "replace"))
+        term.lines("  " + body.replace("\n", "\n  "))
     return 0
 
 

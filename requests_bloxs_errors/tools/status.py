@@ -16,18 +16,21 @@ the outbox (``--outbox``, ``RBE_OUTBOX``)
 
 ``--json`` prints one JSON document instead. A store that cannot be read is
 one line on stderr naming it (password masked) and exit status 1; the other
-sections still print. :func:`check_stores` is ``config --check``: it tries
-each configured store the same way.
+sections still print. A key of a readable store that is not what this
+package writes there (a stray key, another type, a value that is not a
+number) is skipped and named under its section (``skipped`` in JSON); the
+rest still shows. Key names and values are printed neutralised
+(:func:`~._term.neutral`): nothing a store holds reaches the terminal raw.
+:func:`check_stores` is ``config --check``: it tries each configured store
+the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sqlite3
-import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -43,7 +46,7 @@ from ..storage import (
     open_backend,
     parse,
 )
-from ._term import Terminal
+from ._term import Terminal, complain
 
 __all__ = ["add_command", "check_stores", "run_status"]
 
@@ -117,13 +120,13 @@ def run_status(term: Terminal, args: argparse.Namespace, env: Mapping[str, str])
             continue
         try:
             storage = _parsed(url, what, capability)
-            found[flag] = {"url": storage.shown, "entries": readers[flag](storage, env)}
+            found[flag] = {"url": storage.shown, **readers[flag](storage, env)}
         except StoreError as exc:
-            print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+            complain(str(exc))
             found[flag] = {"url": url and parse_shown(url), "error": str(exc)}
             failed = True
     if args.json:
-        print(json.dumps(found, indent=2, default=_plain))
+        term.json(found, default=_plain)
     else:
         _print(term, found)
     return 1 if failed else 0
@@ -142,7 +145,7 @@ def check_stores(term: Terminal, env: Mapping[str, str]) -> int:
             storage = _parsed(url, what, capability)
             _reach(storage, what, create=True)
         except StoreError as exc:
-            print(f"requests-bloxs-errors: error: {exc}", file=sys.stderr)
+            complain(str(exc))
             failed = True
         else:
             term.line(f"{variable}: {storage.shown} answers", "green")
@@ -225,9 +228,19 @@ def _read(storage: StorageURL, what: str, read: Callable[[Any], Any]) -> Any:
 # -- the three sections ----------------------------------------------------------------
 
 
-def _rate_limits(storage: StorageURL, env: Mapping[str, str]) -> list[RateLimitRow]:
+def _survey(backend: Any) -> tuple[list[Any], list[tuple[str, str]]]:
+    """The store's permit states, and the keys it skipped (a backend without
+    ``survey`` skips none)."""
+    survey = getattr(backend, "survey", None)
+    if survey is not None:
+        states, skipped = survey(timeout=STORE_TIMEOUT)
+        return list(states), list(skipped)
+    return list(backend.snapshot(timeout=STORE_TIMEOUT)), []
+
+
+def _rate_limits(storage: StorageURL, env: Mapping[str, str]) -> dict[str, Any]:
     configured = _configured_limit(storage, env)
-    held = _read(storage, "rate-limit storage", lambda b: b.snapshot(timeout=STORE_TIMEOUT))
+    held, skipped = _read(storage, "rate-limit storage", _survey)
     rows = []
     for state in held:
         namespace, _, category = state.key.partition("|")
@@ -244,7 +257,10 @@ def _rate_limits(storage: StorageURL, env: Mapping[str, str]) -> list[RateLimitR
                 paused_for=round(state.paused_for, 1),
             )
         )
-    return rows
+    found: dict[str, Any] = {"entries": rows}
+    if skipped:
+        found["skipped"] = [{"key": name, "why": why} for name, why in skipped]
+    return found
 
 
 def _configured_limit(storage: StorageURL, env: Mapping[str, str]) -> Any:
@@ -264,7 +280,7 @@ def _configured_limit(storage: StorageURL, env: Mapping[str, str]) -> Any:
         return None  # (config says what is wrong with it)
 
 
-def _tokens(storage: StorageURL, env: Mapping[str, str]) -> list[dict[str, Any]]:
+def _tokens(storage: StorageURL, env: Mapping[str, str]) -> dict[str, Any]:
     names = _credential_names(storage, env)
     listed = _read(
         storage,
@@ -273,7 +289,7 @@ def _tokens(storage: StorageURL, env: Mapping[str, str]) -> list[dict[str, Any]]
     )
     if listed is None:
         raise StoreError(f"token cache {storage.shown}: this kind of store cannot list entries")
-    return [
+    entries = [
         {
             "entry": name[:12],
             "credential": names.get(name, "another credential (not in this environment)"),
@@ -281,6 +297,7 @@ def _tokens(storage: StorageURL, env: Mapping[str, str]) -> list[dict[str, Any]]
         }
         for name, left in listed
     ]
+    return {"entries": entries}
 
 
 def _credential_names(storage: StorageURL, env: Mapping[str, str]) -> dict[str, str]:
@@ -300,13 +317,14 @@ def _credential_names(storage: StorageURL, env: Mapping[str, str]) -> dict[str, 
     return names
 
 
-def _outbox(storage: StorageURL, env: Mapping[str, str]) -> list[dict[str, Any]]:
+def _outbox(storage: StorageURL, env: Mapping[str, str]) -> dict[str, Any]:
     rows = _read(storage, "outbox", lambda b: b.entry_rows())
     counts = Counter((row[4], row[10]) for row in rows)  # (host, state); nothing unsealed
-    return [
+    entries = [
         {"host": host, "state": state, "entries": count}
         for (host, state), count in sorted(counts.items())
     ]
+    return {"entries": entries}
 
 
 # -- printing -------------------------------------------------------------------------
@@ -366,3 +384,11 @@ def _print(term: Terminal, found: Mapping[str, Any]) -> None:
                 ["host", "state", "entries"],
                 [[e["host"], e["state"], str(e["entries"])] for e in entries],
             )
+        skipped = section.get("skipped", ())
+        if skipped:
+            term.line(
+                f"  skipped {len(skipped)} key(s) that are not what this package writes:",
+                "yellow",
+            )
+            for stray in skipped:
+                term.line(f"    {stray['key']}: {stray['why']}", "yellow")

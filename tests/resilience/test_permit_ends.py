@@ -6,6 +6,7 @@ pauses are there to see.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -139,3 +140,19 @@ def test_pauses_and_learned_rules_are_visible(server, session, clock):
     assert state.paused_for == pytest.approx(1.0)  # 7 s asked, cut to the rule's period
     clock.advance(0.4)
     assert limit.state()[0].paused_for == pytest.approx(0.6)
+
+
+def test_4_a_call_that_runs_out_of_time_ends_its_permit_and_reports_no_outage(
+    server, session, tmp_path, rbe_logs
+):
+    # the attempt's read timeout is the deadline: when it fires there is no time left,
+    # and ending the permit must still reach the shared store (no WARNING, no outage)
+    server.route("GET", "/slow", Reply(200, "late", delay=2.0))
+    limit = rbe.RateLimit({"*": (5, 60.0)}, storage=f"sqlite:///{tmp_path}/limits.db")
+    rbe.mount(session, "http://", rate_limit=limit, deadline=0.4, max_retries=0)
+    with pytest.raises(requests.exceptions.RequestException):
+        session.get(server.url("/slow"))
+    assert _state(limit) == (0, 1)  # ended in the shared file, not left in flight
+    about_the_store = [r for r in rbe_logs.records if "limits.db" in r.getMessage()]
+    assert not [r for r in about_the_store if r.levelno >= logging.WARNING]
+    assert not limit.store.failing  # no outage recorded: the store was never at fault

@@ -187,15 +187,22 @@ def test_a_refused_call_is_an_rbe_refused_span_and_a_circuit_wait(otel, server, 
     ((attrs, point),) = found["rbe.client.wait.duration"]
     assert (attrs, point.count) == ({"rbe.wait.reason": "circuit"}, 1)
     gauge = {a["rbe.circuit.host"]: p.value for a, p in found["rbe.client.circuit.open"]}
-    assert gauge == {server.url("").rstrip("/"): 1}
+    # (breakers of earlier tests in this process may still report, for their own hosts)
+    assert gauge[server.url("").rstrip("/")] == 1
 
 
 def test_the_outbox_gauge_counts_kept_writes(otel, server, session, outbox_url):
     server.route("POST", "/w", Reply(503, "down"))
-    rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+    adapter = rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
     for _ in range(2):
         session.post(server.url("/w"), data=b"x", headers={"Idempotency-Key": "k"})
-    gauge = {a["rbe.outbox.state"]: p.value for a, p in otel.metrics()["rbe.client.outbox.entries"]}
+    assert adapter.outbox is not None
+    shown = adapter.outbox.storage.shown  # (outboxes of earlier tests in this process report too)
+    gauge = {
+        a["rbe.outbox.state"]: p.value
+        for a, p in otel.metrics()["rbe.client.outbox.entries"]
+        if a["rbe.outbox"] == shown
+    }
     assert gauge == {"queued": 2, "dead": 0}
 
 

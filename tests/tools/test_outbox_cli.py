@@ -123,3 +123,24 @@ def test_dropping_an_entry_that_is_not_there_is_exit_2(server, session, outbox_u
     finished = run("outbox", "drop", "42", "--db", outbox_url)
     assert finished.returncode == 2
     assert "no entry 42" in finished.stderr
+
+
+def test_13_outbox_show_and_replay_print_no_control_characters_from_the_server(session, outbox_url):
+    from ..helpers.rawserver import RawServer, respond
+
+    reason = b"503 \x1b[2J\x1b]0;pwned\x07\x1b[31mGone\x9b31m \xe2\x80\xae"
+    server = RawServer(respond(reason, b"down"))
+    try:
+        rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
+        session.post(server.url("/w"), data=b"x", headers={"Idempotency-Key": "k"})
+        replayed = run("outbox", "replay", "--db", outbox_url)
+    finally:
+        server.close()
+    assert replayed.returncode == 1
+    shown = run("outbox", "show", "1", "--db", outbox_url)
+    listed = run("outbox", "list", "--db", outbox_url)
+    assert shown.returncode == listed.returncode == 0
+    assert "Gone" in replayed.stdout  # the phrase, neutralised:
+    assert "Gone" in shown.stdout
+    for output in (replayed.stdout, shown.stdout, listed.stdout):
+        assert not any(c in output for c in "\x1b\x07\x9b\u202e"), output

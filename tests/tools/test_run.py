@@ -15,6 +15,7 @@ import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import COMPLEXES
 
 from ..helpers.cli import CLI, assert_one_line_error
+from ..helpers.server import Reply
 
 SCRIPT = str(Path(__file__).parent.parent / "helpers" / "legacy_sync.py")
 ROOT = str(Path(__file__).resolve().parents[2])
@@ -119,3 +120,40 @@ def test_install_from_env_in_python(sim, monkeypatch):
     assert len(sim.token_requests()) == 1
     with pytest.raises(rbe.ConfigError, match="RBE_MAX_RETRIES"):
         rbe.install_from_env({"RBE_MAX_RETRIES": "-3"})
+
+
+JOB = """\
+import sys
+
+import requests
+
+try:
+    answer = requests.get(sys.argv[1], timeout=10)
+except requests.HTTPError as exc:
+    print("raised", type(exc).__name__)
+    sys.exit(3)
+print("answered", answer.status_code, "| argv:", " ".join(sys.argv[1:]))
+"""
+
+
+def test_16_run_raise_errors_is_a_flag_that_never_takes_the_scripts_name(server, tmp_path):
+    server.route("GET", "/gone", Reply(404, "no such thing"))
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    url = server.url("/gone")
+    env = {**os.environ, "NO_COLOR": "1", "RBE_PREFIX": server.url("/"), "RBE_LOG_LEVEL": "OFF"}
+    raised = launch([*CLI, "run", "--raise-errors", str(job), url], env)
+    assert raised.returncode == 3, raised.stderr
+    assert raised.stdout == "raised NotFoundError\n"
+    answered = launch(
+        [*CLI, "run", "--no-raise-errors", str(job), url, "--raise-errors"],
+        {**env, "RBE_RAISE_ERRORS": "1"},  # the flag wins; the script's own args are its own
+    )
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout == f"answered 404 | argv: {url} --raise-errors\n"
+    old_form = launch([*CLI, "run", "--raise-errors", "1", str(job), url], env)
+    assert_one_line_error(old_form)
+    assert "--raise-errors takes no value" in old_form.stderr
+    helped = launch([*CLI, "run", "--help"], env)
+    assert helped.returncode == 0
+    assert "run --raise-errors SCRIPT" in " ".join(helped.stdout.split())

@@ -244,3 +244,67 @@ def test_every_line_about_an_error_with_a_trace_id_carries_it(server, session, c
     (done,) = [line for line in lines if " -> 400 in " in line]
     assert "(2 attempts)" in done
     assert done.endswith("; trace id trace-400")
+
+
+def _keys_of_a_fleet(redis_url: str) -> None:
+    """One good key: a permit that ended and a rule the server stated."""
+    store = rbe.RateLimit({"*": "5/second"}, storage=redis_url).store
+    key = "https://api.example:443|GET /items"
+    store.finish(key, store.acquire(key, (5, 60.0), 60).stamp)
+    store.learn(key, 2, 1.0)
+    store.close()
+
+
+def test_13_status_prints_no_control_characters_from_redis_key_names(redis_url):
+    import redis
+
+    _keys_of_a_fleet(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        planted = "https://api.example:443|GET /\x1b[2J\x1b]0;pwned\x07x\nfake row\u202e"
+        client.set("rbe:{" + planted + "}:pause", str(client.time()[0] + 30), ex=60)
+    finally:
+        client.close()
+    shown = run("status", "--storage", redis_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "GET /items" in shown.stdout
+    row = next(line for line in shown.stdout.splitlines() if "pwned" in line)
+    assert re.search(r"\d+s left", row)  # the planted key's row, on one line
+    for output in (shown.stdout, shown.stderr):
+        assert not any(c in output for c in "\x1b\x07\u202e"), output
+    assert not any(line.startswith("fake row") for line in shown.stdout.splitlines())
+
+
+def test_14_status_skips_a_stray_or_wrong_typed_key_and_names_it(redis_url):
+    import redis
+
+    _keys_of_a_fleet(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set("rbe:{https://api.example:443|GET /stray}:flight", "not a sorted set")
+        client.rpush("rbe:{https://api.example:443|GET /list}:rule", "2", "1.0")
+        client.set("rbe:{https://api.example:443|GET /words}:pause", "soon")
+    finally:
+        client.close()
+    shown = run("status", "--storage", redis_url)
+    assert shown.returncode == 0, shown.stderr
+    assert "cannot be reached" not in shown.stdout + shown.stderr
+    row = next(line for line in shown.stdout.splitlines() if "GET /items" in line)
+    assert "2 per 1s, stated by the server" in row  # the rest is shown
+    assert "  skipped 3 key(s)" in shown.stdout
+    after = shown.stdout.split("  skipped 3 key(s)")[1]
+    for name, why in [
+        ("GET /stray}:flight", "a string where this package keeps a zset"),
+        ("GET /list}:rule", "a list where this package keeps a hash"),
+        ("GET /words}:pause", "a value that is not a number"),
+    ]:
+        assert f"rbe:{{https://api.example:443|{name}: {why}" in after
+    answer = run("status", "--storage", redis_url, "--json")
+    assert answer.returncode == 0, answer.stderr
+    section = json.loads(answer.stdout)["storage"]
+    assert [r["category"] for r in section["entries"]] == ["GET /items"]
+    assert sorted(s["key"] for s in section["skipped"]) == [
+        "rbe:{https://api.example:443|GET /list}:rule",
+        "rbe:{https://api.example:443|GET /stray}:flight",
+        "rbe:{https://api.example:443|GET /words}:pause",
+    ]

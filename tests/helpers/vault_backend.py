@@ -1,0 +1,53 @@
+"""A user's own outbox backend, registered under a scheme of its own (``vault://FOLDER``).
+
+It keeps the queue in ``FOLDER/vault.db`` (through the SQLite backend, which
+is beside the point): its URL carries no SQLite path. :class:`VaultBackend`
+names no file for the outbox's sealing key; :class:`KeyedVaultBackend` names
+``FOLDER/vault.key``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from requests_bloxs_errors.clock import Clock
+from requests_bloxs_errors.storage import StorageURL, parse
+from requests_bloxs_errors.storage.base import OutboxRow
+from requests_bloxs_errors.storage.sqlite import SQLiteBackend
+
+
+class VaultBackend:
+    """The outbox's methods, and nothing that says where its key goes."""
+
+    def __init__(self, url: StorageURL, clock: Clock) -> None:
+        self.folder = url.url.partition("://")[2]
+        self._db = SQLiteBackend(parse(f"sqlite:///{self.folder}/vault.db"), clock)
+
+    def add_entry(self, **entry: Any) -> int:
+        return self._db.add_entry(**entry)
+
+    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
+        return self._db.entry_rows(entry_id)
+
+    def queued(self) -> list[tuple[int, bool]]:
+        return self._db.queued()
+
+    def drop_entry(self, entry_id: int) -> bool:
+        return self._db.drop_entry(entry_id)
+
+    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
+        return self._db.claim(entry_id, owner, now, lease)
+
+    def settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
+        self._db.settle(entry_id, owner, outcome)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class KeyedVaultBackend(VaultBackend):
+    """The same, naming the file of the outbox's sealing key."""
+
+    @property
+    def key_path(self) -> str:
+        return f"{self.folder}/vault.key"
