@@ -42,7 +42,7 @@ __all__ = ["TokenRequests", "asks_for_a_token"]
 
 #: The last segments of a token endpoint's path: Bloxs's ``{base}/Authorization``,
 #: OAuth2's ``.../oauth/token`` (DealCloud's ``/api/rest/v1/oauth/token``) and kin.
-_TOKEN_PATH = re.compile(r"/(authorization|token|oauth2?/token)/?$", re.IGNORECASE)
+_TOKEN_PATH = re.compile(r"/(authorization|token)/?$", re.IGNORECASE)
 #: Fields of a body that hold a secret (JSON keys or form fields, any case).
 _SECRET_FIELDS = frozenset(
     {"apisecret", "client_secret", "client_assertion", "password", "refresh_token"}

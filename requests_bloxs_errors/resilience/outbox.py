@@ -432,6 +432,15 @@ class Queueing(Step):
         *,
         not_sent: bool,
     ) -> None:
+        if asks_for_a_token(call.request):  # a secret is never stored, nor replayed
+            logger.warning(
+                "%s %s failed (%s) and is not kept in the outbox: it asks for a token or "
+                "carries a secret; send it again yourself",
+                call.method,
+                call.url,
+                kind,
+            )
+            return
         body = _body_bytes(call)
         if body is None:
             logger.error(
@@ -488,15 +497,10 @@ class Queueing(Step):
 
 
 def _keepable(call: Call) -> bool:
-    """Whether a failed call may be kept: a write (a read changes nothing), not a
-    replay, and nothing that carries a secret (a credential's own token request, a
-    script's request to a token endpoint): a secret is never stored or replayed."""
+    """Whether a failed call is one to keep: a write (a read changes nothing), not a
+    replay, not a credential's own token request (it carries a secret)."""
     return (
-        call.method in WRITES
-        and not call.read
-        and not call.for_credential
-        and not _replaying.get()
-        and not asks_for_a_token(call.request)
+        call.method in WRITES and not call.read and not call.for_credential and not _replaying.get()
     )
 
 

@@ -44,7 +44,11 @@ TOKEN = Reply(200, json.dumps({"token": "t-1"}), {"Content-Type": "application/j
     ids=["bloxs", "dealcloud"],
 )
 def test_2_a_scripts_token_request_that_fails_is_never_kept(
-    server: ScriptServer, session: requests.Session, outbox_url: str, case: tuple[str, str, str]
+    server: ScriptServer,
+    session: requests.Session,
+    outbox_url: str,
+    rbe_logs: pytest.LogCaptureFixture,
+    case: tuple[str, str, str],
 ) -> None:
     path, body, content_type = case
     server.route("POST", path, Reply(503, "down for a moment"))
@@ -56,6 +60,8 @@ def test_2_a_scripts_token_request_that_fails_is_never_kept(
     assert adapter.outbox is not None
     assert adapter.outbox.entries() == []  # nothing kept: no secret stored, none replayed
     assert len(server.seen("POST", path)) == 1
+    (said,) = [r for r in rbe_logs.records if "not kept in the outbox" in r.getMessage()]
+    assert "script-secret-1" not in said.getMessage()
 
 
 def test_2_a_token_request_for_other_credentials_is_never_kept(
