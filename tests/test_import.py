@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import requests_bloxs_errors as rbe
 
@@ -41,3 +42,20 @@ def test_lazy_names_load_on_first_use_and_are_listed():
     ).stdout
     assert "has no attribute 'NoSuchThing'" in out
     assert set(rbe.__all__) <= set(dir(rbe))
+
+
+def test_the_benchmarks_helpers_load_without_pytest():
+    """``python -m benchmarks`` runs with the ``bench`` extra alone: the test helpers it
+    starts Redis and its raw servers with must not need pytest."""
+    script = (
+        "import sys\n"
+        "sys.modules['pytest'] = None  # as if it were not installed\n"
+        "import tests.helpers.redisserver, tests.helpers.rawserver, benchmarks.server\n"
+        "print('loaded')\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=root, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "loaded"

@@ -1,13 +1,18 @@
 """Helpers for the tests: loopback servers (HTTP, raw sockets, a proxy, TLS, Redis) and the
-client scripts the fleet tests run as subprocesses."""
+client scripts the fleet tests run as subprocesses.
+
+Importing this package needs no pytest: the benchmarks (``bench`` extra alone) start
+their Redis server with :mod:`.redisserver`.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+if TYPE_CHECKING:
+    import pytest
 
 __all__ = ["refused", "wait_until"]
 
@@ -30,6 +35,8 @@ def refused(response: Any, error_class: type[BaseException]) -> pytest.Exception
     """Assert ``response`` is a local reply (the adapter refused the call, nothing was
     sent) whose ``raise_for_status()`` raises ``error_class``; what it raised, as
     ``pytest.raises`` gives it."""
+    import pytest  # (here: importing the package must not need it)
+
     assert getattr(response, "local", False), f"not a local reply: {response.status_code}"
     assert response.request is not None
     assert not response.ok
