@@ -658,8 +658,11 @@ class BloxsAdapter(HTTPAdapter):
             )
         deadline = None if self._deadline is None else clock.monotonic() + self._deadline
         if scope is not None:  # a token request, sent from inside a credential
-            # it inherits the deadline of the call that needs the token
-            deadline = signing.earliest(deadline, scope.deadline)
+            # it inherits the deadline of the call that needs the token (read on
+            # that call's clock: carried over to this adapter's, the credential's)
+            deadline = signing.earliest(
+                deadline, signing.on_clock(scope.deadline, scope.clock, clock)
+            )
             if scope.rate_limit is not None and self._rate_limit is None:
                 # a token request counts against the limit of the call it serves
                 pipeline = Pipeline(steps_in_order(rate_limit=scope.rate_limit)).with_steps(

@@ -75,10 +75,17 @@ SYSTEM: Clock = SystemClock()
 class FakeClock:
     """A clock that moves only when told to: by :meth:`advance`, or by a ``sleep``.
 
-    ``sleep(s)`` advances the clock by ``s`` at once, so code that waits runs
-    to completion instantly and a test reads how long it waited from the
-    clock. Both readings move together; :meth:`step_wall` moves the wall
-    clock alone (a host whose clock is set back or forward).
+    ``sleep(s)`` advances the clock by ``s`` at once and records ``s`` in
+    :attr:`sleeps`, so code that waits runs to completion instantly and a
+    test reads how long it waited from the clock. Both readings move
+    together; :meth:`step_wall` moves the wall clock alone (a host whose clock
+    is set back or forward). It is thread-safe: one fake clock may be shared
+    by the simulator's server thread, an adapter and a credential.
+
+    By default it starts at fixed readings (monotonic 1000, wall clock
+    2023-11-14), so a test's readings are the same on every run;
+    :meth:`starting_now` starts it at the real clock's readings instead, so
+    that dates from hosts on the real clock and the fake clock's agree.
 
     Usage::
 
@@ -94,8 +101,23 @@ class FakeClock:
         self._lock = threading.Lock()
         self._monotonic = float(start)
         self._wall = float(wall)
-        #: Every ``sleep`` asked of this clock, in order.
+        #: Every ``sleep`` asked of this clock, in order, as asked (0 and
+        #: negative waits too): what the code under test would have waited.
         self.sleeps: list[float] = []
+
+    @classmethod
+    def starting_now(cls, real: Clock = SYSTEM) -> FakeClock:
+        """A fake clock that starts at ``real``'s readings and then moves only when told.
+
+        Usage::
+
+            >>> clock = FakeClock.starting_now()
+            >>> abs(clock.time() - time.time()) < 60
+            True
+
+        :param real: the clock whose readings to start from.
+        """
+        return cls(start=real.monotonic(), wall=real.time())
 
     def monotonic(self) -> float:
         """The fake monotonic reading."""

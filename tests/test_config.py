@@ -80,7 +80,7 @@ def test_adapter_pickle_round_trip(server):
         auth=rbe.TokenAuth(fetch_token),
         max_retries=2,
         backoff_factor=0.01,
-        deadline=30,
+        deadline=5,
         raise_errors=True,
         max_retry_after=12,
     )
@@ -88,7 +88,6 @@ def test_adapter_pickle_round_trip(server):
     assert isinstance(clone, rbe.BloxsAdapter)
     assert clone.max_retries.total == 2
     assert clone.max_retries.max_retry_after == 12
-    assert clone._deadline == 30
     session = requests.Session()
     session.mount("http://", clone)
     server.route("GET", "/r", Reply(503, "down"), Reply(200, "ok"))
@@ -97,6 +96,11 @@ def test_adapter_pickle_round_trip(server):
     server.route("GET", "/missing", Reply(404, "nope"))
     with pytest.raises(rbe.NotFoundError):  # raise_errors survived
         session.get(server.url("/missing"))
+    server.route("GET", "/later", Reply(503, "later", {"Retry-After": "10"}))
+    with pytest.raises(rbe.ServiceUnavailableError) as caught:
+        session.get(server.url("/later"))
+    # the deadline survived: a wait of 10 s (within max_retry_after) would cross it
+    assert "deadline" in rbe.attempts(caught.value)[-1].decision
 
 
 def test_session_with_adapter_pickles(server):

@@ -1,12 +1,16 @@
 """Security and reliability hardening: one regression test (or a few) per finding.
 
-Each test names the finding it guards. Every one goes through real loopback
-sockets: the package's simulator, the scriptable test server, or the
-raw-socket server for faults below HTTP.
+Each test is named after the behaviour it holds; each section names the finding
+it came from. Every one goes through real loopback sockets: the package's
+simulator, the scriptable test server, or the raw-socket server for faults below
+HTTP. A wait is checked on a fake clock; the few tests that must meet a real
+socket's timing (a slow answer, a trickled body) bound it loosely, against an
+answer that would take far longer.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -22,10 +26,10 @@ from urllib3.util.timeout import Timeout
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors import clock as clock_module
 from requests_bloxs_errors.credentials.refusals import FreshRefusals
+from requests_bloxs_errors.pipeline.steps import Step
 from requests_bloxs_errors.simulator import COMPLEXES
 from requests_bloxs_errors.urls import Prefix
 
-from .helpers import wait_until
 from .helpers.rawserver import RawServer, respond
 from .helpers.server import Reply, json_reply
 
@@ -51,10 +55,10 @@ def finishes(fn, limit: float = 20.0):
     return result.get("value")
 
 
-# -- 1. no deadlock when a token request meets its own credential ------------------
+# -- no deadlock when a token request meets its own credential (finding 1) ---------
 
 
-def test_1_install_with_bloxs_token_auth_sends_requests(sim):
+def test_install_with_bloxs_token_auth_sends_requests(sim):
     """The README's example: install() with credentials, then requests.get()."""
     key, secret = sim.bloxs_credentials
     rbe.install(sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, secret))
@@ -64,7 +68,7 @@ def test_1_install_with_bloxs_token_auth_sends_requests(sim):
     assert "Authorization" not in token_request.headers
 
 
-def test_1_install_with_a_fetch_token_that_calls_requests_post(sim):
+def test_install_with_a_fetch_token_that_calls_requests_post(sim):
     """The README's TokenAuth example under install(): fetch_token's own
     requests.post goes through the installed adapter, unsigned."""
     key, secret = sim.bloxs_credentials
@@ -83,7 +87,7 @@ def test_1_install_with_a_fetch_token_that_calls_requests_post(sim):
     assert "Authorization" not in token_request.headers
 
 
-def test_1_fetch_token_using_the_mounted_session_itself(sim, session):
+def test_a_fetch_token_using_the_mounted_session_itself_does_not_deadlock(sim, session):
     key, secret = sim.bloxs_credentials
 
     def fetch_token():
@@ -98,7 +102,7 @@ def test_1_fetch_token_using_the_mounted_session_itself(sim, session):
     assert len(sim.token_requests()) == 1
 
 
-def test_1_a_re_entrant_sign_is_a_clear_error_not_a_hang(sim, session):
+def test_a_re_entrant_sign_is_a_clear_error_not_a_hang(sim, session):
     """As a plain requests auth the adapter is not there to route around the
     credential: signing from inside its own fetch must fail at once."""
     key, secret = sim.bloxs_credentials
@@ -114,12 +118,12 @@ def test_1_a_re_entrant_sign_is_a_clear_error_not_a_hang(sim, session):
         finishes(lambda: session.get(sim.url + COMPLEXES, timeout=5))
 
 
-# -- 2. the secret never follows a redirect ---------------------------------------
+# -- the secret never follows a redirect (finding 2) ------------------------------
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 @pytest.mark.parametrize("vendor", ["bloxs", "dealcloud"])
-def test_2_token_requests_never_follow_redirects(server, other_server, session, status, vendor):
+def test_token_requests_never_follow_redirects(server, other_server, session, status, vendor):
     other_server.route("POST", "/steal", Reply(200, '{"token": "x", "access_token": "x"}'))
     location = other_server.url("/steal?key=QUERY-VALUE")
     if vendor == "bloxs":
@@ -136,21 +140,21 @@ def test_2_token_requests_never_follow_redirects(server, other_server, session, 
     assert "steal" not in str(error)
 
 
-# -- 3. dot segments do not carry credentials out of the prefix ---------------------
+# -- dot segments do not carry credentials out of the prefix (finding 3) ------------
 
 
 @pytest.mark.parametrize(
     "path",
     ["/api/../outside", "/api/%2e%2e/outside", "/api/%2E%2e%2foutside", "/api/x/../../outside"],
 )
-def test_3_dot_segments_leave_the_prefix(path):
+def test_dot_segments_leave_the_prefix(path):
     prefix = Prefix.parse("https://acme.bloxs.io/api/")
     assert not prefix.matches("https://acme.bloxs.io" + path)
     assert prefix.matches("https://acme.bloxs.io/api/x/../y")
 
 
 @pytest.mark.parametrize("location", ["/api/../outside", "/api/%2e%2e/outside"])
-def test_3_a_redirect_through_dot_segments_is_not_signed(server, session, location):
+def test_a_redirect_through_dot_segments_is_not_signed(server, session, location):
     rbe.mount(session, server.url("/api/"), auth=rbe.TokenAuth(lambda: "tok"))
     server.route("GET", "/api/start", Reply(302, "", {"Location": location}))
     session.get(server.url("/api/start"), allow_redirects=True)
@@ -159,30 +163,39 @@ def test_3_a_redirect_through_dot_segments_is_not_signed(server, session, locati
     assert "Authorization" not in followed.headers
 
 
-def test_3_a_direct_request_with_encoded_dots_is_not_signed(server, session):
+def test_a_direct_request_with_encoded_dots_is_not_signed(server, session):
     rbe.mount(session, server.url("/api/"), auth=rbe.TokenAuth(lambda: "tok"))
     session.get(server.url("/api/%2e%2e/outside"))
     (seen,) = server.seen()
     assert "Authorization" not in seen.headers
 
 
-# -- 4. to 8. the deadline covers everything; waits never overflow ------------------
+# -- the deadline covers everything; waits never overflow (findings 4 to 8) ---------
 
 
-def test_4_the_deadline_covers_a_token_endpoint_asking_to_wait(sim, session):
+def test_the_deadline_covers_a_token_endpoint_asking_to_wait(sim, session, clock):
     key, secret = sim.bloxs_credentials
     sim.fail(503, path="/Authorization", retry_after=2, times=None)
-    rbe.mount(session, sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, secret), deadline=1)
-    started = time.monotonic()
+    auth = rbe.BloxsTokenAuth(sim.url, key, secret, clock=clock)
+    rbe.mount(session, sim.url + "/", auth=auth, deadline=1, clock=clock)
     with pytest.raises(rbe.ServiceUnavailableError):
         session.get(sim.url + COMPLEXES, timeout=10)
-    assert time.monotonic() - started < 1.8  # was 6 s: three waits of 2 s
+    assert clock.sleeps == []  # it was three waits of 2 s
     assert len(sim.token_requests()) == 1  # the 2 s wait would cross the deadline
 
 
-def test_4_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, session):
+#: How long the slow answers below take: far past their calls' deadline of 1 s, so
+#: that a loose bound tells a call that waited for one from a call that did not.
+SLOW = 20.0
+#: The loose bound on a call with a deadline of 1 s: it only catches a call that
+#: waited for a slow answer (real time; a busy machine may add seconds).
+LOOSE = SLOW / 2
+
+
+def test_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, session):
+    # Real time: the token endpoint's slow answer meets a real read timeout.
     key, secret = sim.bloxs_credentials
-    sim.slow(4, path="/Authorization", times=None)
+    sim.slow(SLOW, path="/Authorization", times=None)
     rbe.mount(session, sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, secret), deadline=1)
 
     def call() -> type[BaseException]:
@@ -193,7 +206,7 @@ def test_4_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, sessio
     started = time.monotonic()
     with ThreadPoolExecutor(4) as pool:
         kinds = list(pool.map(lambda _: call(), range(4)))
-    assert time.monotonic() - started < 3.5  # was 4 s for the fetcher, more for waiters
+    assert time.monotonic() - started < LOOSE  # it was the answer's 20 s, more for waiters
     # every call ran out of its time: the threads that waited for the fetch, and
     # the one that fetched, whose wait for the token endpoint's answer ended at
     # the deadline with a ReadTimeout that is also a DeadlineExceeded (the
@@ -204,17 +217,19 @@ def test_4_the_deadline_covers_a_slow_token_endpoint_and_its_waiters(sim, sessio
 
 
 def _trickled_error(conn, _request) -> None:
+    """A 404 whose body of 2,000 bytes takes :data:`SLOW` seconds."""
     head = b"HTTP/1.1 404 Not Found\r\nContent-Length: 2000\r\nContent-Type: text/plain\r\n\r\n"
     conn.sendall(head)
     try:
         for _ in range(2000):
             conn.sendall(b"x")
-            time.sleep(0.002)
+            time.sleep(SLOW / 2000)
     except OSError:
         pass  # the client closed it at its deadline
 
 
-def test_5_reading_an_error_body_stops_at_the_deadline(session):
+def test_reading_an_error_body_stops_at_the_deadline(session):
+    # Real time: the body trickles over a real socket.
     server = RawServer(_trickled_error)
     try:
         rbe.mount(session, "http://", deadline=1)
@@ -223,40 +238,58 @@ def test_5_reading_an_error_body_stops_at_the_deadline(session):
         elapsed = time.monotonic() - started
     finally:
         server.close()
-    assert elapsed < 2.0  # the whole body takes more than 4 s
+    assert elapsed < LOOSE  # the whole body takes 20 s
     assert response.status_code == 404
     assert response.error_info.body_truncated
     assert 0 < len(response.content) < 2000
 
 
-def test_6_a_urllib3_timeout_object_is_capped_by_the_deadline(server, session):
-    server.route("GET", "/slow", Reply(200, "late", delay=4))
+def test_a_urllib3_timeout_object_is_capped_by_the_deadline(server, session):
+    # Real time: the server's late answer meets a real read timeout.
+    server.route("GET", "/slow", Reply(200, "late", delay=SLOW))
     rbe.mount(session, "http://", deadline=1)
     started = time.monotonic()
     with pytest.raises(requests.ReadTimeout):
-        session.get(server.url("/slow"), timeout=Timeout(connect=5, read=10))
-    assert time.monotonic() - started < 2.0
+        session.get(server.url("/slow"), timeout=Timeout(connect=5, read=30))
+    assert time.monotonic() - started < LOOSE  # uncapped, it waits for the 20 s answer
 
 
-def test_7_a_million_retries_end_at_the_deadline_without_recursion(server, session):
-    server.route("GET", "/down", Reply(503, "down", {"Retry-After": "0"}))
-    rbe.mount(session, "http://", max_retries=10**6, deadline=1.5)
-    try:
-        response = session.get(server.url("/down"))
-    except requests.Timeout as exc:
-        # The deadline also caps each attempt's read timeout: on a busy machine
-        # the last attempt may be the one it cuts short. Either ending is the
-        # deadline's; both keep a full journal.
-        journal = rbe.attempts(exc)
-        assert journal[-1].kind == "ReadTimeoutError"
-    else:
-        assert response.status_code == 503
-        journal = rbe.attempts(response)
-    assert len(journal) > 100
+class _Depth(Step):
+    """Records how deep the stack is as each attempt begins."""
+
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+
+    def before_attempt(self, call) -> None:
+        frame, depth = inspect.currentframe(), 0
+        while frame is not None:
+            frame, depth = frame.f_back, depth + 1
+        self.depths.append(depth)
+
+
+def test_a_million_retries_end_at_the_deadline_without_recursion(server, session, clock):
+    # each retry waits the server's 1 s on the fake clock: a deadline of 150.5 s leaves
+    # room for 151 attempts (each sent with half a second left: none cut short)
+    server.route("GET", "/down", Reply(503, "down", {"Retry-After": "1"}))
+    depth = _Depth()
+    rbe.mount(
+        session,
+        "http://",
+        max_retries=10**6,
+        backoff_factor=0,
+        deadline=150.5,
+        clock=clock,
+        steps=[depth],
+    )
+    response = session.get(server.url("/down"))
+    assert response.status_code == 503
+    journal = rbe.attempts(response)
+    assert len(journal) == len(server.seen()) == 151
     assert "deadline" in journal[-1].decision
-    # The server may record the attempt that timed out a moment after we gave up on it.
-    wait_until(lambda: len(server.seen()) >= len(journal))
-    assert len(server.seen()) == len(journal)
+    assert clock.sleeps == [1.0] * 150
+    # every attempt begins from the same frame: a loop, which a million retries
+    # cannot overflow, not a recursion one frame deeper each time
+    assert len(set(depth.depths)) == 1
 
 
 class _Stop(Exception):
@@ -271,9 +304,7 @@ class _Stop(Exception):
         {"retry-after-ms": "9" * 30},
     ],
 )
-def test_8_a_huge_retry_after_is_a_long_sleep_not_an_overflow(
-    server, session, monkeypatch, headers
-):
+def test_a_huge_retry_after_is_a_long_sleep_not_an_overflow(server, session, monkeypatch, headers):
     """With max_retry_after=None the wait is slept, in pieces time.sleep accepts."""
     slept: list[float] = []
 
@@ -294,10 +325,10 @@ def test_8_a_huge_retry_after_is_a_long_sleep_not_an_overflow(
     assert slept[0] <= 86400
 
 
-# -- 9. a remembered refusal raises a fresh exception each time ---------------------
+# -- a remembered refusal raises a fresh exception each time (finding 9) ------------
 
 
-def test_9_remembered_refusals_do_not_grow_a_traceback(sim, session):
+def test_remembered_refusals_do_not_grow_a_traceback(sim, session):
     key, _ = sim.bloxs_credentials
     auth = rbe.BloxsTokenAuth(sim.url, key, "wrong-secret-123")
     rbe.mount(session, sim.url + "/", auth=auth)
@@ -313,10 +344,10 @@ def test_9_remembered_refusals_do_not_grow_a_traceback(sim, session):
     assert str(errors[-1]) == str(errors[0])
 
 
-# -- 11. a resource that refuses every token does not cost a token per call ---------
+# -- a resource that refuses every token does not cost a token per call (finding 11) ---
 
 
-def test_11_fresh_tokens_refused_for_a_request_are_remembered(server, session, monkeypatch):
+def test_fresh_tokens_refused_for_a_request_are_remembered(server, session, clock):
     fetched = []
 
     def fetch_token() -> str:
@@ -324,19 +355,22 @@ def test_11_fresh_tokens_refused_for_a_request_are_remembered(server, session, m
         return f"t{len(fetched)}"
 
     server.route("GET", "/admin", Reply(403, '{"title": "Forbidden"}'))
-    rbe.mount(session, server.url("/"), auth=rbe.TokenAuth(fetch_token))
+    auth = rbe.TokenAuth(fetch_token, clock=clock)
+    rbe.mount(session, server.url("/"), auth=auth, clock=clock)
     for _ in range(50):
         assert session.get(server.url("/admin")).status_code == 403
     assert len(fetched) == 2  # the first token, and one fresh token that did not help
     last = rbe.attempts(session.get(server.url("/admin")))
     assert "refused for this request" in last[-1].decision
-    monkeypatch.setattr(FreshRefusals, "TTL", 0.0)  # once forgotten, a role granted
-    session.adapters[server.url("/")]._fresh_refusals = FreshRefusals()  # meanwhile counts
+    clock.advance(FreshRefusals.TTL / 2)
+    session.get(server.url("/admin"))
+    assert len(fetched) == 2  # still remembered
+    clock.advance(FreshRefusals.TTL / 2)  # forgotten (a role may have been granted meanwhile)
     session.get(server.url("/admin"))
     assert len(fetched) == 3
 
 
-# -- 12. a secret echoed by the token endpoint is redacted everywhere ---------------
+# -- a secret echoed by the token endpoint is redacted everywhere (finding 12) ------
 
 
 def _echoing_endpoint(server, secret_text: str) -> None:
@@ -364,7 +398,7 @@ def _assert_nowhere(error: BaseException, secret: str) -> None:
         assert secret[:7] not in text, text[:200]
 
 
-def test_12_a_secret_echoed_by_the_token_endpoint_is_redacted(server, session):
+def test_a_secret_echoed_by_the_token_endpoint_is_redacted(server, session):
     _echoing_endpoint(server, SECRET)
     rbe.mount(session, server.url("/"), auth=rbe.BloxsTokenAuth(server.url(""), "key-1", SECRET))
     error = pytest.raises(rbe.AuthenticationError, session.get, server.url("/a")).value
@@ -372,7 +406,7 @@ def test_12_a_secret_echoed_by_the_token_endpoint_is_redacted(server, session):
     assert "***" in error.info.title
 
 
-def test_12_a_secret_cut_by_the_body_cap_shows_no_beginning(server, session):
+def test_a_secret_cut_by_the_body_cap_shows_no_beginning(server, session):
     filler = "y" * (rbe.BODY_CAP - 5)
     server.route(
         "POST", "/Authorization", Reply(400, filler + SECRET, {"Content-Type": "text/plain"})
@@ -383,10 +417,10 @@ def test_12_a_secret_cut_by_the_body_cap_shows_no_beginning(server, session):
     _assert_nowhere(error, SECRET)
 
 
-# -- 13. text from the network is cleaned before any message ------------------------
+# -- text from the network is cleaned before any message (finding 13) ---------------
 
 
-def test_13_the_reason_phrase_is_cleaned_and_capped(session):
+def test_the_reason_phrase_is_cleaned_and_capped(session):
     reason = b"\x1b[31mRED\x1b[0m \x85next " + b"A" * 20000
     server = RawServer(respond(b"404 " + reason))
     try:
@@ -400,7 +434,7 @@ def test_13_the_reason_phrase_is_cleaned_and_capped(session):
     assert len(info.message) <= 500
 
 
-# -- 14. a bad prefix does not echo its password -------------------------------------
+# -- a bad prefix does not echo its password (finding 14) ----------------------------
 
 
 @pytest.mark.parametrize(
@@ -411,25 +445,25 @@ def test_13_the_reason_phrase_is_cleaned_and_capped(session):
         "https://user:PASSW0RD@[::1/",
     ],
 )
-def test_14_an_invalid_prefix_does_not_echo_its_password(session, prefix):
+def test_an_invalid_prefix_does_not_echo_its_password(session, prefix):
     error = pytest.raises(ValueError, rbe.mount, session, prefix).value
     assert "PASSW0RD" not in str(error)
 
 
-def test_14_an_invalid_token_url_does_not_echo_its_password():
+def test_an_invalid_token_url_does_not_echo_its_password():
     error = pytest.raises(
         ValueError, rbe.ClientCredentialsAuth, "https://u:PASSW0RD@h:99999/t", "id", "s"
     ).value
     assert "PASSW0RD" not in str(error)
 
 
-# -- 15. values from the token server --------------------------------------------------
+# -- values from the token server (finding 15) -----------------------------------------
 
 
 @pytest.mark.parametrize(
     "token", ["   ", "a\r\nX-Evil: 1", "nul\x00", "caf\u00e9\u2603", "\x1b[2J"]
 )
-def test_15_an_unusable_token_is_a_token_response_error_at_fetch(server, session, token):
+def test_an_unusable_token_is_a_token_response_error_at_fetch(server, session, token):
     server.route("POST", "/Authorization", json_reply(200, json.dumps({"token": token})))
     rbe.mount(session, server.url("/"), auth=rbe.BloxsTokenAuth(server.url(""), "key-1", SECRET))
     for _ in range(3):
@@ -440,7 +474,7 @@ def test_15_an_unusable_token_is_a_token_response_error_at_fetch(server, session
 
 
 @pytest.mark.parametrize("expires_in", ["NaN", "Infinity", "-Infinity", "soon", None, 1e400])
-def test_15_a_garbage_lifetime_is_an_unknown_lifetime(server, session, expires_in):
+def test_a_garbage_lifetime_is_an_unknown_lifetime(server, session, expires_in):
     answer = {"access_token": "tok", "expires_in": expires_in}
     server.route("POST", "/t", Reply(200, json.dumps(answer).replace("1e400", "1e400")))
     server.route("GET", "/a", Reply(200, "ok"))
@@ -450,10 +484,10 @@ def test_15_a_garbage_lifetime_is_an_unknown_lifetime(server, session, expires_i
     assert len(server.seen("POST", "/t")) == 1
 
 
-# -- 16. a failed early renewal keeps the still-valid token ----------------------------
+# -- a failed early renewal keeps the still-valid token (finding 16) -------------------
 
 
-def test_16_a_failed_early_renewal_keeps_the_valid_token(server, session, rbe_logs, clock):
+def test_a_failed_early_renewal_keeps_the_valid_token(server, session, rbe_logs, clock):
     fetches = []
 
     def fetch_token():
@@ -479,7 +513,10 @@ def test_16_a_failed_early_renewal_keeps_the_valid_token(server, session, rbe_lo
     assert logging.WARNING in {r.levelno for r in warnings}
 
 
-def test_13_the_cli_prints_no_terminal_escapes_from_the_server():
+# -- the same on the command line (findings 13 and 14) ------------------------------
+
+
+def test_the_cli_prints_no_terminal_escapes_from_the_server():
     from .helpers.cli import run
 
     body = b"\x1b]0;pwned\x07\x1b[2J<h1>\x1b[31mdown\x1b[0m</h1>\r\nline two\x85\xe2\x80\xae"
@@ -494,7 +531,7 @@ def test_13_the_cli_prints_no_terminal_escapes_from_the_server():
     assert "line two" in result.stdout
 
 
-def test_14_the_cli_does_not_echo_a_password_in_a_bad_url():
+def test_the_cli_does_not_echo_a_password_in_a_bad_url():
     from .helpers.cli import assert_one_line_error, run
 
     result = run("request", "GET", "https://user:PASSW0RD@host:99999/x")

@@ -46,7 +46,7 @@ def _credentials_in_env(monkeypatch, bloxs: Simulator, dealcloud: Simulator) -> 
 def test_every_readme_code_block_runs(sim, tmp_path, monkeypatch):
     """The README's examples and the credentials page's, against the simulator; every
     other example of the README and the pages has a test of its own below."""
-    assert len(docs.code_blocks()) == 13, "a new example in the README or docs/ needs a case here"
+    assert len(docs.code_blocks()) == 14, "a new example in the README or docs/ needs a case here"
     quick_start = docs.block_with("def fetch_token")
     legacy = docs.block_with("rbe.installed(")
     bloxs = docs.block_with('auth = rbe.BloxsTokenAuth("https://acme.bloxs.io"')

@@ -4,7 +4,9 @@
 an Idempotency-Key, PUTs with file bodies, against the simulator answering
 429, 500, 503 (with and without Retry-After) and dropped connections at
 random, while a controller revokes the token every 0.4 s. The server's own
-record then proves the invariants.
+record then proves the invariants. It runs in real time (threads against a real
+server); its one time bound is loose: it catches a call that hung, never a busy
+machine (the deadline's precision is checked on a fake clock elsewhere).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ pytestmark = pytest.mark.slow  # the soak
 
 DEADLINE = 5.0
 TIMEOUT = 1.0
+#: Seconds after which a call counts as hung: far past any call's deadline.
+HUNG = 6 * DEADLINE
 REFUSED_UNPROCESSED = {401, 429}  # turned away before anything was done (so is a 503 + Retry-After)
 
 
@@ -159,9 +163,9 @@ def test_soak(request: pytest.FixtureRequest) -> None:
     fetches = sum(1 for r in seen if r.path == BLOXS_TOKEN_PATH)
     assert 2 <= fetches <= revocations + 1, (fetches, revocations)
 
-    # nothing hung past the deadline (plus one attempt's timeout)
+    # nothing hung
     slowest = max(o[3] for o in outcomes)
-    assert slowest <= DEADLINE + TIMEOUT + 1.0, slowest
+    assert slowest < HUNG, slowest
 
     # no secret in any exception message (logs are scanned by conftest for every test)
     texts = [o[0] for o in outcomes if o[0] != "ok"]

@@ -9,8 +9,9 @@
 
 Each plugs into ``BloxsAdapter(auth=...)`` and :func:`~requests_bloxs_errors.mount`.
 Token requests go through a session of their own with a
-:class:`~requests_bloxs_errors.BloxsAdapter`, so a token endpoint that
-answers 429 or 5xx is retried by the same rules as any request, while
+:class:`~requests_bloxs_errors.BloxsAdapter` on the credential's clock, so a
+token endpoint that answers 429 or 5xx is retried by the same rules as any
+request (its waits on that clock: none at all on a shared ``FakeClock``), while
 refused credentials (400/401/403) raise
 :class:`~requests_bloxs_errors.AuthenticationError` at once, naming the
 credential to check. Secrets never appear in reprs, logs or messages.
@@ -108,8 +109,9 @@ class _EndpointTokenAuth(CachedTokenAuth):
             # never pass through an installed adapter that signs with this credential
             session = ORIGINAL_SESSION()
             session.trust_env = False  # no .netrc credentials or proxies slipped into token calls
-            mount(session, "https://", max_retries=self.max_retries)
-            mount(session, "http://", max_retries=self.max_retries)
+            # on this credential's clock: the waits between its attempts, their deadline
+            mount(session, "https://", max_retries=self.max_retries, clock=self.clock)
+            mount(session, "http://", max_retries=self.max_retries, clock=self.clock)
             self._session = session
         # never follow a redirect: it would carry the secret to wherever it points
         response = self._session.post(
@@ -181,7 +183,8 @@ class BloxsTokenAuth(_EndpointTokenAuth):
         ``api_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
-    :param clock: where time comes from (the token's expiry and renewal).
+    :param clock: where time comes from: the token's expiry and renewal, and
+        the token requests' own retries and waits.
     """
 
     def __init__(
@@ -273,7 +276,8 @@ class ClientCredentialsAuth(_EndpointTokenAuth):
         ``client_secret`` (needs the ``crypto`` extra).
     :param timeout: seconds per token request attempt.
     :param max_retries: retries of a token request on 429/5xx.
-    :param clock: where time comes from (the token's expiry and renewal).
+    :param clock: where time comes from: the token's expiry and renewal, and
+        the token requests' own retries and waits.
     """
 
     def __init__(
@@ -447,16 +451,20 @@ def _redact_response(response: Response, secrets: list[str]) -> None:
 
 
 def _reference_time(response: Response, local: float) -> float:
-    """ "Now" for an expiry the server stated: the later of its ``Date`` and our clock.
+    """ "Now" for an expiry the server stated, on the server's clock: our clock's
+    reading within the second its ``Date`` names, else that second's bound.
 
-    A server clock ahead of ours would otherwise make the token outlive its
-    real expiry; ``Date`` has whole seconds only, so on its own it would
-    overstate every lifetime by up to a second. The later of the two errs on
-    the safe side both ways.
+    The server states the expiry on its own clock, so the lifetime is measured
+    from its ``Date``: a server clock ahead of ours would otherwise make the
+    token outlive its real expiry, and one behind ours (or a simulator on a
+    ``FakeClock``, a credential on the real one) would cut it short, down to a
+    token request for every call. ``Date`` has whole seconds only: our reading
+    is used when it falls within that second (the clocks agree), and otherwise
+    the bound of the second nearer to it. Without a ``Date``, our clock.
     """
     date = response.headers.get("Date")
     server = parse_http_date(date) if date else None
-    return local if server is None else max(server, local)
+    return local if server is None else min(max(server, local), server + 1.0)
 
 
 def bloxs_signature(api_key: str, api_secret: str, timestamp: int, payload_size: int) -> str:

@@ -24,7 +24,17 @@ from typing import Any
 
 from ..clock import SYSTEM, Clock
 
-__all__ = ["Scope", "current", "deadline", "earliest", "enter", "leave", "signing", "time_left"]
+__all__ = [
+    "Scope",
+    "current",
+    "deadline",
+    "earliest",
+    "enter",
+    "leave",
+    "on_clock",
+    "signing",
+    "time_left",
+]
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,10 @@ current = _scope.get
 class signing:
     """Mark ``credential`` busy (and ``deadline`` in force) for a ``with`` block.
 
-    Scopes nest: an inner one keeps the outer credentials and the earlier
-    deadline. (A class rather than a generator: it runs on every signed request.)
+    Scopes nest: an inner one keeps the outer credentials, the outer clock and
+    the earlier deadline (an inner deadline read on another clock is carried
+    over to the outer clock first). (A class rather than a generator: it runs on
+    every signed request.)
     """
 
     __slots__ = ("_scope", "_token")
@@ -78,7 +90,7 @@ class signing:
         else:
             self._scope = Scope(
                 outer.credentials | {id(credential)},
-                earliest(outer.deadline, deadline),
+                earliest(outer.deadline, on_clock(deadline, clock, outer.clock)),
                 outer.rate_limit if rate_limit is None else rate_limit,
                 outer.clock,
             )
@@ -111,6 +123,14 @@ def time_left() -> float | None:
     if scope is None or scope.deadline is None:
         return None
     return max(0.0, scope.deadline - scope.clock.monotonic())
+
+
+def on_clock(deadline: float | None, clock: Clock, other: Clock) -> float | None:
+    """``deadline``, a ``clock.monotonic()`` reading, as the same moment on ``other``:
+    as many seconds from ``other``'s now (itself when both are one clock)."""
+    if deadline is None or other is clock:
+        return deadline
+    return other.monotonic() + (deadline - clock.monotonic())
 
 
 def earliest(first: float | None, second: float | None) -> float | None:

@@ -20,6 +20,18 @@ adapter's attempt loop (see :mod:`.steps`):
   rule;
 * after any response with ``X-Rate-Limit-Remaining: 0`` and an
   ``X-Rate-Limit-Reset`` time, it holds the category until that time.
+
+Two clocks meet here, with one rule: **a call waits on its own clock**, the
+adapter's (``call.clock``), which its deadline, its waits between attempts and
+its ``paced`` seconds are measured on. The limit's clock dates what its store
+keeps (a memory store's readings, an SQLite file's times; Redis keeps its own),
+and the store answers in seconds, which the call then sleeps on its clock. In
+production both are the real clock; a test gives one
+:class:`~requests_bloxs_errors.clock.FakeClock` to both (``RateLimit(...,
+clock=clock)`` and ``mount(..., clock=clock)``), and a wait for a permit is
+then instant and recorded in ``clock.sleeps``. (A limit on another clock than
+the adapter's is still paced by its store's answers, slept on the call's
+clock: give both the same one.)
 """
 
 from __future__ import annotations
@@ -55,6 +67,8 @@ class Pacing(Step):
     Every store operation gets a share of the call's time left (see
     :func:`~requests_bloxs_errors.storage.store_timeout`): a store that cannot
     answer in time is left for in-process pacing, and the request keeps the rest.
+    A wait for a permit is slept on the call's clock, the one its deadline runs
+    on (see the module docstring).
     """
 
     __slots__ = ("limit",)
@@ -108,7 +122,7 @@ class Pacing(Step):
             logger.debug(
                 "Pacing %s %s: waiting %.2fs for a %r permit", call.method, call.url, wait, category
             )
-            limit.clock.sleep(wait)
+            call.clock.sleep(wait)  # the call's clock, as its deadline (module docstring)
             if stamp is None or not firm:
                 continue  # a pause that ended, or a permit to confirm: ask again
             if store.paused_for(key, rule, store_timeout(call.time_left())) <= 0:

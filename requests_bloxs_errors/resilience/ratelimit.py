@@ -179,7 +179,13 @@ class RateLimit:
     :param max_wait: the longest wait for a permit, in seconds (at most a
         day); a longer one raises :class:`~requests_bloxs_errors.RateLimitError`
         at once, without sending. The call's ``deadline`` bounds the wait too.
-    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`).
+    :param clock: where the store's time comes from
+        (:data:`~requests_bloxs_errors.clock.SYSTEM`): what a memory or SQLite
+        store keeps is dated on it (Redis keeps its own). A call's wait for a
+        permit is slept on the adapter's clock, as its deadline is: in a test,
+        give the adapter (``mount(..., clock=)``) the same
+        :class:`~requests_bloxs_errors.clock.FakeClock` (see
+        :mod:`~requests_bloxs_errors.resilience.pacing`).
     :raises ValueError, TypeError: on a bad rule, storage URL or argument.
     :raises ImportError: for a Redis URL without the ``redis`` extra.
     """

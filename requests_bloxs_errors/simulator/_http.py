@@ -2,7 +2,10 @@
 
 It reads whole request bodies (``Content-Length`` or chunked), keeps
 connections alive, and can misbehave on purpose: answer late, or reset the
-connection without answering.
+connection without answering. Its time comes from the clock it is given: when
+a request arrived (:attr:`Request.at`) and every answer's ``Date`` header.
+Only an answer's ``delay`` is real time on the wire, whatever the clock: what
+it is for, a client's read timeout, is measured by the client's socket.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 
 from requests.structures import CaseInsensitiveDict
 
+from ..clock import SYSTEM, Clock
+
 __all__ = ["Answer", "LoopbackServer", "Request"]
 
 
@@ -32,7 +37,7 @@ class Request:
     query: str
     headers: CaseInsensitiveDict[str]
     body: bytes
-    at: float  # time.monotonic() when it was read
+    at: float  # the server clock's monotonic() when it was read
 
     def json(self) -> Any:
         """The body as JSON, or None when it is not JSON."""
@@ -49,7 +54,7 @@ class Answer:
     status: int = 200
     body: bytes | str = b""
     headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds to wait before answering
+    delay: float = 0.0  # real seconds to wait before answering (the client's socket times them)
     drop: bool = False  # reset the connection instead of answering
 
     @classmethod
@@ -66,6 +71,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         pass  # the caller records what it needs
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` header's value: now on the server's clock, as its tokens' expiry is."""
+        now = self.server.clock.time() if timestamp is None else timestamp
+        return super().date_time_string(now)
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -89,10 +99,12 @@ class _Handler(BaseHTTPRequestHandler):
             query=query,
             headers=CaseInsensitiveDict(self.headers.items()),
             body=self._read_body(),
-            at=time.monotonic(),
+            at=self.server.clock.monotonic(),
         )
         answer = self.server.respond(request)
         if answer.delay:
+            # real time, whatever the clock: a late answer is for a client's read
+            # timeout, which its socket measures (a fake clock cannot make it fire)
             time.sleep(answer.delay)
         if answer.drop:
             # SO_LINGER 0: close with a reset, as a crashed proxy would
@@ -117,6 +129,7 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128  # the default 5 drops connections when 32 clients arrive at once
     respond: Callable[[Request], Answer]
+    clock: Clock
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a client that timed out and hung up is expected here, not a server bug
@@ -125,13 +138,22 @@ class _Server(ThreadingHTTPServer):
 
 
 class LoopbackServer:
-    """Serve ``respond(request) -> Answer`` on ``host:port`` (port 0: any free one)."""
+    """Serve ``respond(request) -> Answer`` on ``host:port`` (port 0: any free one).
+
+    :param clock: where :attr:`Request.at` and the ``Date`` header come from.
+    """
 
     def __init__(
-        self, respond: Callable[[Request], Answer], host: str = "127.0.0.1", port: int = 0
+        self,
+        respond: Callable[[Request], Answer],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        clock: Clock = SYSTEM,
     ) -> None:
         self._httpd = _Server((host, port), _Handler)
         self._httpd.respond = respond
+        self._httpd.clock = clock
         self.host = host
         self.port: int = self._httpd.server_address[1]
         self._thread: threading.Thread | None = None

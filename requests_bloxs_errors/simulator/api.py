@@ -115,7 +115,7 @@ class Seen:
     query: str
     headers: Mapping[str, str]
     body: bytes
-    at: float
+    at: float  # the simulator clock's monotonic() when it arrived
     status: int | None  # None: the connection was dropped
     category: str
     fault: str | None  # the scripted fault that answered, if any
@@ -187,8 +187,13 @@ class Simulator:
     :param dealcloud_token_lifetime: seconds a DealCloud token lives (900).
     :param hmac_skew: seconds a v1 signature's timestamp may be off.
     :param clock: where its time comes from: rate-limit windows, token
-        lifetimes, maintenance, signature timestamps (a ``FakeClock`` in tests
-        turns a window over without waiting for it).
+        lifetimes and the ``expiration`` it states, maintenance and
+        ``for_seconds``, signature timestamps, every answer's ``Date`` header
+        and :attr:`Seen.at` (a ``FakeClock`` in tests turns a window over, or
+        ends a maintenance, without waiting for it). Share one with the
+        adapter and the credential and a test never sleeps; only
+        :meth:`slow` and ``fail(delay=...)`` hold an answer back in real time,
+        since what they test, a client's read timeout, is measured by its socket.
     """
 
     def __init__(
@@ -238,7 +243,7 @@ class Simulator:
             "deal": [{"EntryId": n, "DealName": f"Deal {n}"} for n in range(1, 11)]
         }
         self._started = self.clock.monotonic()
-        self._server = LoopbackServer(self._respond, host, port)
+        self._server = LoopbackServer(self._respond, host, port, clock=clock)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -300,6 +305,7 @@ class Simulator:
             None: no limit.
         :param every: fail only every k-th matching request (k, 2k, ...).
         :param retry_after: a ``Retry-After`` value to send.
+        :param delay: answer this many real seconds late (as :meth:`slow`).
         :param body: the body; None picks the API's usual one for ``status``.
         :param for_seconds: the fault ends this long from now; None: when spent.
         """
@@ -346,6 +352,9 @@ class Simulator:
         for_seconds: float | None = None,
     ) -> Fault:
         """Answer matching requests normally, but only after ``seconds``.
+
+        The wait is real time on the wire, whatever the simulator's clock: a
+        late answer is for a client's read timeout, which its socket measures.
 
         :param for_seconds: the fault ends this long from now; None: when spent.
         """

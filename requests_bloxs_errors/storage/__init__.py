@@ -31,6 +31,8 @@ Your own backend plugs in by scheme, without touching the package::
     >>> storage.register_backend("etcd", EtcdBackend)   # a class, or "module:Class"
     >>> rbe.RateLimit({"*": "5/second"}, storage="etcd://etcd.internal:2379")
 
+(:func:`unregister_backend` undoes it, as a test's teardown does.)
+
 The class is made as ``EtcdBackend(parsed_url, clock)``, may check a URL in a
 classmethod ``check(parsed_url, what) -> parsed_url`` (raising ``ValueError``),
 and offers the methods of the capabilities it has. An outbox backend also
@@ -96,6 +98,7 @@ __all__ = [
     "register_backend",
     "schemes",
     "store_timeout",
+    "unregister_backend",
 ]
 
 #: What each capability is called in messages.
@@ -145,6 +148,21 @@ def register_backend(scheme: str, backend: Any) -> None:
         raise ValueError(f"scheme must be a lower-case word such as 'etcd', not {scheme!r}")
     with _lock:
         _BACKENDS[scheme] = backend
+
+
+def unregister_backend(scheme: str) -> None:
+    """Stop serving ``scheme://`` URLs: undoes :func:`register_backend` (a test's
+    backend, a plugin unloaded). A URL with the scheme is refused from then on, as
+    one nobody registered; features already configured with one keep their backend.
+
+    :raises ValueError: for a built-in scheme (``memory``, ``sqlite``, ``redis``,
+        ``rediss``), which are always served.
+    :raises KeyError: for a scheme nobody registered.
+    """
+    if scheme in _BUILT_IN_OFFERS:
+        raise ValueError(f"{scheme}:// is built in and cannot be unregistered")
+    with _lock:
+        del _BACKENDS[scheme]
 
 
 def backend_class(scheme: str) -> Any:

@@ -16,6 +16,13 @@ Every operation takes a ``timeout``: the seconds it may take, connecting and
 waiting for locks included (None: :data:`STORE_TIMEOUT`). A backend that
 cannot answer in time raises; the feature then falls back (see
 :mod:`.fallback`) or, for the outbox, logs that nothing was kept.
+
+Time comes from the clock a backend is made with
+(:mod:`~requests_bloxs_errors.clock`): what a store keeps is dated on it, what
+is left of a ``timeout`` is measured on it, and a pause between tries is slept
+on it. The waits no clock can stand in for are real time, each bounded by the
+operation's ``timeout``: a thread waiting for a lock (a :class:`ProcessLock`'s
+or a connection's timed ``acquire``), SQLite's busy timeout, a Redis socket's.
 """
 
 from __future__ import annotations

@@ -284,6 +284,25 @@ class MemoryBackend:
                 )
             return found
 
+    def held(self) -> dict[str, frozenset[str]]:
+        """What this store keeps now, ended or not: the keys of its permit logs
+        (``"permits"``), pauses (``"pauses"``) and learned rules (``"rules"``), and
+        the names of its token entries (``"tokens"``) and their locks
+        (``"token_locks"``).
+
+        What has ended stays until a sweep forgets it (see the module docstring):
+        this is the store's footprint, where :meth:`snapshot` shows what is in
+        force. Reading it sweeps nothing.
+        """
+        with self._lock:
+            return {
+                "permits": frozenset(self._logs),
+                "pauses": frozenset(self._pauses),
+                "rules": frozenset(self._learned),
+                "tokens": frozenset(self._tokens),
+                "token_locks": frozenset(self._token_locks),
+            }
+
     # -- tokens -------------------------------------------------------------------
 
     def read(self, name: str, timeout: float | None = None) -> bytes | None:

@@ -14,6 +14,14 @@ file, SQLite's included. A process opens each file once, whatever URL names
 it (:class:`SQLiteFile`). Times are the host's wall clock, which every
 process on the host shares; when it was stepped back (an NTP correction)
 the file notices and every time it keeps moves back with it.
+
+Every wait here is measured on the backend's clock (its ``monotonic()``), and
+the retries of a step SQLite refuses at once sleep on it (:func:`when_unlocked`).
+Two waits are real time whatever the clock, as they happen outside Python's
+reach: a thread waiting for this process's other threads (a lock's timed
+``acquire``) and SQLite waiting for another process's lock on the file (its
+busy timeout). Both are bounded by the operation's ``timeout``, and what the
+first took (on the clock) is taken from the second.
 """
 
 from __future__ import annotations
@@ -21,7 +29,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -187,16 +194,21 @@ class SQLiteFile:
     Every operation takes a ``timeout`` (seconds, default :data:`STORE_TIMEOUT`):
     waiting for this process's other threads and for another process's lock on
     the file together stay within it (see
-    :func:`~requests_bloxs_errors.storage.store_timeout`).
+    :func:`~requests_bloxs_errors.storage.store_timeout`). Those two waits are
+    real time; what is left of the timeout is measured on ``clock``.
 
     :param schema: ``CREATE ... IF NOT EXISTS`` statements, applied on opening.
+    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`):
+        the time left of a timeout, and the pauses between retries of a step
+        SQLite refuses at once (:func:`when_unlocked`).
     """
 
-    __slots__ = ("__weakref__", "_schema", "_shared", "_storage")
+    __slots__ = ("__weakref__", "_clock", "_schema", "_shared", "_storage")
 
-    def __init__(self, storage: StorageURL, schema: str) -> None:
+    def __init__(self, storage: StorageURL, schema: str, clock: Clock = SYSTEM) -> None:
         self._storage = storage
         self._schema = schema
+        self._clock = clock
         self._shared: _Shared | None = None
 
     @property
@@ -241,7 +253,9 @@ class SQLiteFile:
         it is not, with this object's schema applied."""
         if shared.connection is None:
             try:
-                shared.connection = _open(self._storage, self._schema, seconds, shared.key)
+                shared.connection = _open(
+                    self._storage, self._schema, seconds, shared.key, self._clock
+                )
             except BaseException:
                 self._detach(shared)  # (the file may be another by the next use)
                 raise
@@ -249,30 +263,37 @@ class SQLiteFile:
             shared.schemas = {self._schema}
         elif self._schema not in shared.schemas:
             connection = shared.connection
-            when_unlocked(lambda: _apply(connection, self._schema), give_up_after=seconds)
+            when_unlocked(
+                lambda: _apply(connection, self._schema), give_up_after=seconds, clock=self._clock
+            )
             shared.schemas.add(self._schema)
         return shared.connection
 
     @contextmanager
-    def _held(self, timeout: float | None) -> Iterator[sqlite3.Connection]:
-        """This process's connection, to one thread at a time, within ``timeout``.
+    def connection(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
+        """This process's connection, to one thread at a time, within ``timeout``
+        (outside any transaction: :meth:`transaction` opens one).
 
         A thread waits for the others no longer than that (then
         :class:`StoreBusy`): behind a file that another process keeps locked,
         threads would otherwise queue here and each wait out SQLite's own busy
-        timeout in turn. What is left of it becomes SQLite's busy timeout.
+        timeout in turn. What is left of it, on the clock, becomes SQLite's
+        busy timeout. Both waits are real time (a lock's timed ``acquire``,
+        SQLite's busy handler): no clock can stand in for them.
+
+        :raises StoreBusy: when another thread of this process kept it longer.
         """
         seconds = budget(timeout)
-        give_up = time.monotonic() + seconds
+        give_up = self._clock.monotonic() + seconds
         shared = self._attach()
-        if not shared.lock.acquire(timeout=seconds):
+        if not shared.lock.acquire(timeout=seconds):  # (real time: a thread's lock)
             raise StoreBusy(f"{self._storage.shown} stayed busy for {seconds:g}s")
         try:
             db = self._db(shared, seconds)
             if timeout is None:  # the usual case: no deadline, no PRAGMA
                 busy_ms = int(STORE_TIMEOUT * 1000)
             else:
-                busy_ms = max(1, int((give_up - time.monotonic()) * 1000))
+                busy_ms = max(1, int((give_up - self._clock.monotonic()) * 1000))
             if busy_ms != shared.busy_ms:
                 db.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 shared.busy_ms = busy_ms
@@ -284,7 +305,7 @@ class SQLiteFile:
     def transaction(self, timeout: float | None = None) -> Iterator[sqlite3.Connection]:
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: SQLite's write lock makes the block
         atomic across processes (a waiting writer gives up after ``timeout``)."""
-        with self._held(timeout) as db:
+        with self.connection(timeout) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -295,14 +316,14 @@ class SQLiteFile:
 
     def read(self, sql: str, parameters: tuple[Any, ...], timeout: float | None = None) -> Any:
         """The first row of a query, outside any transaction (or None)."""
-        with self._held(timeout) as db:
+        with self.connection(timeout) as db:
             return db.execute(sql, parameters).fetchone()
 
     def read_all(
         self, sql: str, parameters: tuple[Any, ...] = (), timeout: float | None = None
     ) -> list[Any]:
         """Every row of a query, outside any transaction."""
-        with self._held(timeout) as db:
+        with self.connection(timeout) as db:
             return db.execute(sql, parameters).fetchall()
 
     def close(self) -> None:
@@ -325,7 +346,7 @@ class SQLiteFile:
 
 
 def open_sqlite(
-    storage: StorageURL, schema: str, *, timeout: float = STORE_TIMEOUT
+    storage: StorageURL, schema: str, *, timeout: float = STORE_TIMEOUT, clock: Clock = SYSTEM
 ) -> sqlite3.Connection:
     """A new connection to the SQLite file of ``storage``, created 0600, with ``schema``
     applied. :class:`SQLiteFile` shares one per file in a process: use that.
@@ -333,13 +354,17 @@ def open_sqlite(
     The connection runs in autocommit mode (callers open their own ``BEGIN
     IMMEDIATE`` transactions) and may be used from any thread that holds the
     caller's lock. Processes that open the file at the same moment wait for
-    each other (up to ``timeout``), whichever creates the tables.
+    each other (up to ``timeout``, on ``clock``), whichever creates the tables.
     """
-    return _open(storage, schema, timeout, None)
+    return _open(storage, schema, timeout, None, clock)
 
 
 def _open(
-    storage: StorageURL, schema: str, timeout: float, key: tuple[int, int] | None
+    storage: StorageURL,
+    schema: str,
+    timeout: float,
+    key: tuple[int, int] | None,
+    clock: Clock = SYSTEM,
 ) -> sqlite3.Connection:
     """:func:`open_sqlite`, refused unless the file opened is the file ``key`` names
     (None: the one the path names as it is checked)."""
@@ -358,9 +383,13 @@ def _open(
         expected = key or (info.st_dev, info.st_ino)
         if expected != (info.st_dev, info.st_ino) or expected != (opened.st_dev, opened.st_ino):
             raise PermissionError(f"{path} was replaced while it was being opened")
-        when_unlocked(lambda: connection.execute("PRAGMA journal_mode=WAL"), give_up_after=timeout)
+        when_unlocked(
+            lambda: connection.execute("PRAGMA journal_mode=WAL"),
+            give_up_after=timeout,
+            clock=clock,
+        )
         connection.execute("PRAGMA synchronous=NORMAL")
-        when_unlocked(lambda: _apply(connection, schema), give_up_after=timeout)
+        when_unlocked(lambda: _apply(connection, schema), give_up_after=timeout, clock=clock)
     except BaseException:
         connection.close()
         raise
@@ -409,24 +438,33 @@ def _apply(connection: sqlite3.Connection, schema: str) -> None:
 
 
 def when_unlocked(
-    step: Callable[[], object], *, give_up_after: float = STORE_TIMEOUT, pause: float = 0.01
+    step: Callable[[], object],
+    *,
+    give_up_after: float = STORE_TIMEOUT,
+    pause: float = 0.01,
+    clock: Clock = SYSTEM,
 ) -> None:
     """Run ``step``, again while the file is locked by another process or busy in
     this one (:class:`StoreBusy`), until ``give_up_after`` seconds have passed.
 
     SQLite returns "locked" at once, without its busy wait, for a journal-mode
     change or a schema check that turns into a write.
+
+    :param pause: seconds between tries, slept on ``clock``.
+    :param clock: where the time given and the pauses are measured (a
+        :class:`~requests_bloxs_errors.clock.FakeClock` gives up after
+        ``give_up_after / pause`` tries, at once).
     """
-    give_up = time.monotonic() + give_up_after
+    give_up = clock.monotonic() + give_up_after
     while True:
         try:
             step()
             return
         except (sqlite3.OperationalError, StoreBusy) as exc:
             busy = isinstance(exc, StoreBusy) or "locked" in str(exc)
-            if not busy or time.monotonic() >= give_up:
+            if not busy or clock.monotonic() >= give_up:
                 raise
-            time.sleep(pause)
+            clock.sleep(pause)
 
 
 class SQLiteBackend:
@@ -434,12 +472,14 @@ class SQLiteBackend:
     (``sqlite:///`` then its absolute path).
 
     :param storage: the parsed URL.
-    :param clock: where time comes from (its ``time()``: the host's wall clock).
+    :param clock: where time comes from: its ``time()`` dates what the file keeps
+        (the host's wall clock), and every wait for the file is measured on it
+        (see :class:`SQLiteFile`).
     """
 
     def __init__(self, storage: StorageURL, clock: Clock = SYSTEM) -> None:
         self.storage = storage
-        self._file = SQLiteFile(storage, SCHEMA)
+        self._file = SQLiteFile(storage, SCHEMA, clock)
         self._clock = clock
         self._sweep_at = 0.0  # (this process's monotonic clock)
         self._step_warned = False
@@ -451,6 +491,13 @@ class SQLiteBackend:
 
     def close(self) -> None:
         self._file.close()
+
+    @property
+    def file(self) -> SQLiteFile:
+        """The :class:`SQLiteFile` the tables are in: its :meth:`~SQLiteFile.transaction`
+        runs a write transaction on this process's connection to it (to read or mend
+        the tables with SQL, as the command line and the tests do)."""
+        return self._file
 
     @property
     def key_path(self) -> str:
@@ -801,4 +848,4 @@ class SQLiteBackend:
                     ("dead" if dead else "queued", error[:500], entry_id, owner),
                 )
 
-        when_unlocked(record, give_up_after=SETTLE_FOR, pause=0.2)
+        when_unlocked(record, give_up_after=SETTLE_FOR, pause=0.2, clock=self._clock)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -242,11 +243,12 @@ def test_auth_needs_a_prefix_with_a_host(session):
 
 
 def test_plain_http_to_a_remote_host_warns_once(rbe_logs):
-    rbe.adapter._plain_http_warned.clear()  # once per process: start from none
+    # once per prefix and process: a host no other test of this process names
+    prefix = f"http://api-{os.urandom(4).hex()}.example.com/"
     auth = rbe.TokenAuth(TokenEndpoint())
-    rbe.BloxsAdapter(prefix="http://api.example.com/", auth=auth)
-    rbe.BloxsAdapter(prefix="http://api.example.com/", auth=auth)
-    rbe.install("http://api.example.com/", auth=auth)  # an adapter per Session from now on
+    rbe.BloxsAdapter(prefix=prefix, auth=auth)
+    rbe.BloxsAdapter(prefix=prefix, auth=auth)
+    rbe.install(prefix, auth=auth)  # an adapter per Session from now on
     requests.Session()
     requests.Session()
     warnings = [r for r in rbe_logs.records if r.levelno == logging.WARNING]

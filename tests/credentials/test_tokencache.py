@@ -25,7 +25,8 @@ import requests
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.credentials import tokencache
 from requests_bloxs_errors.simulator import Simulator
-from requests_bloxs_errors.storage import RETRY_STORE_AFTER
+from requests_bloxs_errors.storage import RETRY_STORE_AFTER, open_backend, parse
+from requests_bloxs_errors.storage.sealing import KEY_BYTES, Sealer
 from requests_bloxs_errors.tools import envconfig
 
 from ..helpers.redisserver import RedisServer, find_redis_server, free_port
@@ -123,9 +124,12 @@ def test_a_dead_lock_holder_blocks_nobody_past_the_lock_timeout(cache, monkeypat
         holder.wait(10)
         fetch, calls = _counting()
         auth = rbe.TokenAuth(fetch, cache=cache, cache_key="k3y-shared")
+        # Real time: the dead process's lock expires on the store's clock (Redis's,
+        # the SQLite file's), which no fake clock moves. The bound is loose: it only
+        # catches a wait for the lock's default lifetime (or for ever).
         started = time.monotonic()
         assert _signed(auth) == f"Bearer {calls[0]}"
-        assert time.monotonic() - started < 1.5 + 2  # the lock expired; no longer
+        assert time.monotonic() - started < tokencache.LOCK_TTL / 2  # the lock expired at 1.5 s
         assert len(calls) == 1
     finally:
         if holder.poll() is None:
@@ -141,7 +145,7 @@ def test_waiters_in_other_processes_use_the_token_one_of_them_fetched(cache):
     lock = threading.Lock()
 
     def slow_fetch() -> tuple[str, float]:
-        time.sleep(0.5)
+        time.sleep(0.5)  # (real time: a slow fetch holds the lock while the others wait)
         with lock:
             calls.append(f"tok-{len(calls)}")
             return calls[-1], 900.0
@@ -214,14 +218,14 @@ def test_a_planted_or_altered_entry_is_not_used(cache, caplog):
     fetch, calls = _counting()
     auth = rbe.TokenAuth(fetch, cache=cache, cache_key="k")
     _signed(auth)
-    store = auth.cache._store
     name = auth.cache.name
-    # a reader of the store without the secret writes a token of its choosing
-    guess = tokencache.SharedTokens(
-        cache, secret="guessed-secret", identity="token|Authorization|k"
-    )
+    # a reader of the store without the secret writes a token of its choosing, sealed
+    # under a key of its own
+    store = open_backend(parse(cache))
+    sealer = Sealer(os.urandom(KEY_BYTES), "a shared token cache")
     planted = {"token": "attacker-token", "expires": time.time() + 900, "lifetime": 900.0}
-    store.write(name, guess._sealer.seal(json.dumps(planted).encode(), name.encode()), 900)
+    store.write(name, sealer.seal(json.dumps(planted).encode(), name.encode()), 900)
+    store.close()
     victim = rbe.TokenAuth(fetch, cache=cache, cache_key="k")
     assert _signed(victim) == f"Bearer {calls[1]}"
     assert len(calls) == 2

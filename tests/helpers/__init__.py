@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pytest
 
-__all__ = ["refused", "wait_until"]
+__all__ = ["Countdown", "refused", "wait_until"]
 
 
 def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
@@ -43,3 +43,33 @@ def refused(response: Any, error_class: type[BaseException]) -> pytest.Exception
     with pytest.raises(error_class) as caught:
         response.raise_for_status()
     return caught
+
+
+class Countdown:
+    """Equal to a wait a store computed on its own real clock (Redis's ``TIME``), of
+    ``expected`` seconds had no time passed: no longer than that, and shorter by at
+    most the real seconds since ``since`` (a :func:`time.monotonic` reading taken
+    before the store was first asked), as every time the store keeps was taken
+    after it. It measures the drift instead of hoping a busy machine keeps it under
+    a fixed tolerance: the one place a test reads the real clock to check a wait,
+    because Redis's clock cannot be faked.
+    """
+
+    #: Rounding of seconds since the epoch in doubles (a Lua script's arithmetic).
+    ROUNDING = 1e-5
+
+    def __init__(self, expected: float, since: float) -> None:
+        self.expected = expected
+        self.since = since
+        self.slack = 0.0
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (int, float)):
+            return NotImplemented
+        self.slack = time.monotonic() - self.since  # (real time: Redis's clock runs on)
+        return self.expected - self.slack - self.ROUNDING <= other <= self.expected + self.ROUNDING
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{self.expected:g} (less up to {self.slack:.3f}s that Redis's clock ran on)"

@@ -2,7 +2,9 @@
 
 Outcomes: a typed ``BloxsError`` (on an error status) or a ``requests``
 exception (when no usable response came); never a raw urllib3 or
-http.client exception, never a hang. Time bounds are loose, to catch hangs.
+http.client exception, never a hang. The faults are real sockets' and run in
+real time, so every time bound is loose (:data:`HANG`): it catches a hang,
+never a busy machine.
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ def test_a_body_trickled_faster_than_the_read_timeout_can_outlast_the_deadline(s
         rbe.mount(session, "http://", max_retries=5, deadline=1.0)
         response, elapsed = timed(lambda: session.get(server.url(), timeout=30))
     assert response.content == body
-    assert 1.0 < elapsed < len(body) * 0.1 + 2
+    assert elapsed > 1.0  # past the deadline (a lower bound: a busy machine only adds)
+    assert elapsed < HANG  # and still ended
 
 
 @pytest.mark.parametrize(

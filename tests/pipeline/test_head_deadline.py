@@ -6,7 +6,10 @@ call for about 6.5 s. The adapter's own wait for the head now ends by the
 deadline (the body stays the caller's to read, under the read timeout).
 
 Every test goes through real loopback sockets: plain, TLS (trustme), a
-forward proxy and a CONNECT tunnel.
+forward proxy and a CONNECT tunnel. They run in real time, as the watchdog
+does (it shuts sockets down at a moment on the real clock): each bound on a
+duration is loose (:data:`BOUND`, against the 6.4 s a trickled head took),
+and a lower bound only says the deadline was not cut early.
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\
 PAYLOAD = HEAD + b"slow!"
 BYTE_EVERY = 0.1
 DEADLINE = 0.5
-#: Loose: the old behaviour took len(HEAD) * BYTE_EVERY = 6.4 s.
-BOUND = 3.0
+#: Loose: the old behaviour took len(HEAD) * BYTE_EVERY = 6.4 s at least (a busy
+#: machine only makes it longer), ten times the deadline.
+BOUND = 5.0
 
 
 class CountingServer(RawServer):
@@ -273,10 +277,9 @@ def test_8_a_slow_but_timely_server_is_unaffected():
     try:
         server.route("GET", "/r", Reply(200, "late but in time", delay=0.3))
         with session_with(deadline=2.0) as session:
-            outcome, elapsed = timed(lambda: session.get(server.url("/r"), timeout=30))
-        assert isinstance(outcome, requests.Response), outcome
+            outcome, _ = timed(lambda: session.get(server.url("/r"), timeout=30))
+        assert isinstance(outcome, requests.Response), outcome  # (not cut at the deadline)
         assert outcome.text == "late but in time"
-        assert elapsed < 2.0
     finally:
         server.close()
 
@@ -373,11 +376,11 @@ def test_8_the_watchdog_wakes_a_blocked_read_at_its_time_and_not_before():
     watchdog = Watchdog(idle=0.5)
     a, b = socket.socketpair()
     with a, b:
-        a.settimeout(5)
+        a.settimeout(30)
         began = time.monotonic()
         alarm = watchdog.arm(began + 0.3, a)
-        assert a.recv(1) == b""  # woken by the shutdown, not by the 5 s timeout
-        assert 0.25 <= time.monotonic() - began < 2.0
+        assert a.recv(1) == b""  # woken by the shutdown, not by the 30 s timeout
+        assert 0.3 - 1e-6 <= time.monotonic() - began < BOUND  # not before its time
         assert watchdog.disarm(alarm) is True
 
     c, d = socket.socketpair()

@@ -26,22 +26,22 @@ def _failing(server, status: int = 500, path: str = "/x", method: str = "GET") -
     server.route(method, path, json_reply(status, '{"traceId": "00-abc-01"}'))
 
 
-def test_five_failed_calls_open_the_circuit_and_the_sixth_fails_fast(server, session):
+def test_five_failed_calls_open_the_circuit_and_the_sixth_fails_fast(server, session, clock):
     _failing(server)
-    breaker = rbe.CircuitBreaker(failures=5, open_for=30)
-    rbe.mount(session, "http://", circuit_breaker=breaker, max_retries=0)
+    breaker = rbe.CircuitBreaker(failures=5, open_for=30, clock=clock)
+    rbe.mount(session, "http://", circuit_breaker=breaker, max_retries=0, clock=clock)
     for _ in range(5):
         assert session.get(server.url("/x")).status_code == 500
-    started = time.monotonic()
+    clock.advance(1.0)
     reply = session.get(server.url("/x?secret=zz"))  # a local 503, as errors are not raised
     caught = refused(reply, rbe.CircuitOpenError)
-    assert time.monotonic() - started < 2.0  # (loose: it only catches a hang)
+    assert clock.sleeps == []  # failed fast: nothing waited for
     assert len(server.seen()) == 5  # the sixth never reached the server
     error = caught.value
     assert isinstance(error, rbe.ServiceUnavailableError)
     assert isinstance(error, requests.HTTPError)
     assert error.response is reply
-    assert 25 < error.retry_after <= 30
+    assert error.retry_after == pytest.approx(29.0)  # what is left of open_for
     assert "zz" not in str(error)
     assert len(server.seen()) == 5  # the sixth never reached the network
     assert breaker.state(f"http://127.0.0.1:{server.port}") == "open"
@@ -172,14 +172,26 @@ def test_alerts_come_once_per_transition(server, session, caplog):
 
 
 def test_a_closed_circuit_does_not_serialize_calls(server, session):
-    server.route("GET", "/slow", Reply(200, "ok", delay=0.3))
+    # counted at the server: how many calls it was answering at once
+    lock = threading.Lock()
+    answering = most = 0
+
+    def slow(request) -> Reply:
+        nonlocal answering, most
+        with lock:
+            answering += 1
+            most = max(most, answering)
+        time.sleep(0.3)  # (real time: long enough for the other calls to arrive)
+        with lock:
+            answering -= 1
+        return Reply(200, "ok")
+
+    server.route_fn("GET", "/slow", slow)
     rbe.mount(session, "http://", circuit_breaker=rbe.CircuitBreaker(), pool_maxsize=64)
-    started = time.monotonic()
     with ThreadPoolExecutor(64) as pool:
         statuses = list(pool.map(lambda _: session.get(server.url("/slow")).status_code, range(64)))
     assert statuses == [200] * 64
-    # serialized, 64 calls of 0.3 s would take 19 s; in parallel they take about 0.3 s
-    assert time.monotonic() - started < 6
+    assert most >= 4  # serialized, the server would answer one call at a time
 
 
 def test_an_adapter_with_a_breaker_and_an_outbox_pickles(tmp_path):

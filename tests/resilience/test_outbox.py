@@ -19,6 +19,7 @@ import pytest
 import requests
 
 import requests_bloxs_errors as rbe
+from requests_bloxs_errors.storage import open_backend
 
 from ..helpers.cli import run
 from ..helpers.redisserver import free_port
@@ -300,12 +301,13 @@ def test_a_replayer_that_lost_its_lease_does_not_settle_the_entry(server, sessio
     rbe.mount(session, "http://", outbox=outbox_url, max_retries=0)
     session.put(server.url("/r"), data=b"x")
     outbox = rbe.Outbox(outbox_url)
-    store = outbox._store
+    store = open_backend(outbox.storage)  # what each replayer claims and settles in
     assert store.claim(1, "replayer-a", time.time(), 3600)
     with sqlite3.connect(outbox.storage.path) as db:  # A's lease ran out
         db.execute("UPDATE rbe_outbox SET lease_until = 0")
     assert store.claim(1, "replayer-b", time.time(), 3600)
     store.settle(1, "replayer-a", None)  # A finishes late: B owns the entry now
+    store.close()
     (entry,) = outbox.entries()
     assert entry.id == 1
 

@@ -33,7 +33,8 @@ def _state(limit: rbe.RateLimit) -> tuple[int, int]:
 
 
 def test_a_slow_answer_moves_the_next_permit_by_its_length(server, session):
-    # (a few loosely bounded end-to-end timings: sleeps are never shorter)
+    # Real time, end to end: the server's slow answer is real. What is asserted is a
+    # lower bound between arrivals at the server, which a busy machine only lengthens.
     server.route("GET", "/slow", Reply(200, "ok", delay=0.3))
     rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (1, 0.5)}))
     assert session.get(server.url("/slow")).ok
@@ -107,7 +108,7 @@ def test_a_killed_holder_blocks_the_fleet_for_its_hold_only(tmp_path):
     clock.advance(10.0)  # its hold
     confirmed = survivor.confirm(key, blocked.stamp, (1, 1.0), 60)
     assert confirmed.firm
-    assert confirmed.wait <= 1.0 + 0.1  # a period after the hold, not longer
+    assert confirmed.wait <= 1.0  # a period after the hold, not longer
 
 
 @pytest.mark.parametrize(

@@ -31,14 +31,15 @@ def test_11_memory_cleanup_costs_amortized_o1_per_permit_past_10000_keys(monkeyp
         grant = store.acquire(f"{ENTRY}{n}", (5, 600.0), 60)
         store.finish(f"{ENTRY}{n}", grant.stamp)
     assert examined > 0  # the store did sweep
-    assert len(store._logs) == 20_000
+    assert len(store.held()["permits"]) == 20_000
     clock.advance(1200)  # every one of them has ended a period ago
     for n in range(20_000, 40_000):
         permits += 1
         grant = store.acquire(f"{ENTRY}{n}", (5, 600.0), 60)
         store.finish(f"{ENTRY}{n}", grant.stamp)
-    assert f"{ENTRY}0" not in store._logs  # what ended is still forgotten
-    assert len(store._logs) <= 20_000
+    kept = store.held()["permits"]
+    assert f"{ENTRY}0" not in kept  # what ended is still forgotten
+    assert len(kept) <= 20_000
 
 
 def test_memory_forgets_what_a_sweep_kept_once_it_has_ended():
@@ -51,4 +52,4 @@ def test_memory_forgets_what_a_sweep_kept_once_it_has_ended():
     clock.advance(100)  # now they have ended
     for n in range(1000):  # as much work again as the sweep kept: the next one is due
         assert store.paused_for(f"{ENTRY}{n}") == 0
-    assert store._pauses == {}
+    assert store.held()["pauses"] == set()

@@ -11,7 +11,9 @@ real second process read it, writes again, and asks the second process again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -163,7 +165,7 @@ from requests_bloxs_errors.storage import parse
 from requests_bloxs_errors.storage.sqlite import SQLiteBackend
 store = SQLiteBackend(parse(sys.argv[1]))
 store.acquire("k", (100, 3600.0), 1)
-with store._file._held(None):  # forked while this process's lock on the file is held
+with store.file.connection():  # forked while this process's lock on the file is held
     child = os.fork()
     if child == 0:
         try:
@@ -192,20 +194,29 @@ def test_a_forked_child_opens_its_own_connection_and_the_parent_keeps_its_own(tm
     assert _used(url) == 3
 
 
+def _descriptors(path: Path) -> int:
+    """How many descriptors this process has open on the file ``path`` (not its side
+    files): as the kernel sees it, one per SQLite connection to it."""
+    target = os.path.realpath(path)
+    found = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own descriptor, closed by now)
+            found += os.readlink(f"/proc/self/fd/{fd}") == target
+    return found
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
 def test_one_connection_serves_every_object_naming_the_file_until_its_last_user_closes(tmp_path):
     (tmp_path / "link").symlink_to(tmp_path)
-    one = SQLiteBackend(parse(f"sqlite:///{tmp_path}/s.db"))
+    path = tmp_path / "s.db"
+    one = SQLiteBackend(parse(f"sqlite:///{path}"))
     two = SQLiteBackend(parse(f"sqlite:///{tmp_path}/link/s.db"))
     one.write("a", b"1", 60)
+    assert _descriptors(path) == 1
     assert two.read("a") == b"1"
-    shared = one._file._shared
-    assert shared is not None
-    assert two._file._shared is shared
-    connection = shared.connection
+    assert _descriptors(path) == 1  # the other spelling of the path shares the connection
     one.close()
     assert two.read("a") == b"1"
-    assert shared.connection is connection  # still open for the other user
+    assert _descriptors(path) == 1  # still open for the other user
     two.close()
-    assert shared.connection is None
-    with pytest.raises(sqlite3.ProgrammingError):
-        connection.execute("SELECT 1")  # closed with its last user
+    assert _descriptors(path) == 0  # closed with its last user

@@ -2,8 +2,9 @@
 fleet of cron jobs fetches one token, both vendors at once, mistakes named before
 the script starts, ``run`` speaks, and a Bloxs filter POST is a read.
 
-Each test is named after the point of the issue it holds to (``test_<n>_...``); the
-fleet checks run real ``run`` processes against the simulator.
+Each test is named after the behaviour it holds; each section names the point of
+the issue it came from. The fleet checks run real ``run`` processes against the
+simulator.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def bloxs_env(sim: Simulator, **extra: str) -> dict[str, str]:
     return {"BLOXS_BASE_URL": sim.url, "BLOXS_API_KEY": key, "BLOXS_API_SECRET": secret, **extra}
 
 
-# -- 1. refusals come back as responses --------------------------------------------------
+# -- refusals come back as responses (point 1) -------------------------------------------
 
 
 def _problem(response: requests.Response) -> dict[str, object]:
@@ -68,7 +69,7 @@ def _problem(response: requests.Response) -> dict[str, object]:
     return document
 
 
-def test_1_an_open_circuit_comes_back_as_a_local_503(server, session, outbox_url):
+def test_an_open_circuit_comes_back_as_a_local_503(server, session, outbox_url):
     clock = FakeClock()
     server.route("POST", "/orders", Reply(500, "down"))
     breaker = rbe.CircuitBreaker(failures=1, open_for=12.5, clock=clock)
@@ -100,10 +101,11 @@ def test_1_an_open_circuit_comes_back_as_a_local_503(server, session, outbox_url
     assert reply.raw.headers[LOCAL_HEADER] == "circuit_open"
 
 
-def test_1_no_permit_in_time_comes_back_as_a_local_429(server, session):
+def test_no_permit_in_time_comes_back_as_a_local_429(server, session):
     server.route("GET", "/x", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": (1, 10.0)}, max_wait=0.5, clock=FakeClock())
-    rbe.mount(session, "http://", rate_limit=limit)
+    clock = FakeClock()
+    limit = rbe.RateLimit({"*": (1, 10.0)}, max_wait=0.5, clock=clock)
+    rbe.mount(session, "http://", rate_limit=limit, clock=clock)
     assert session.get(server.url("/x")).ok
     reply = session.get(server.url("/x"))
     assert reply.status_code == 429
@@ -114,22 +116,24 @@ def test_1_no_permit_in_time_comes_back_as_a_local_429(server, session):
     with pytest.raises(rbe.RateLimitError):
         reply.raise_for_status()
     assert len(server.seen()) == 1
+    assert clock.sleeps == []  # refused at once
 
 
-def test_1_with_raise_errors_the_typed_error_is_raised_at_once(server, session):
+def test_with_raise_errors_the_typed_error_is_raised_at_once(server, session):
     server.route("GET", "/x", Reply(200, "ok"))
-    limit = rbe.RateLimit({"*": (1, 10.0)}, max_wait=0.5, clock=FakeClock())
-    rbe.mount(session, "http://", rate_limit=limit, raise_errors=True)
+    clock = FakeClock()
+    limit = rbe.RateLimit({"*": (1, 10.0)}, max_wait=0.5, clock=clock)
+    rbe.mount(session, "http://", rate_limit=limit, raise_errors=True, clock=clock)
     session.get(server.url("/x"))
     with pytest.raises(rbe.RateLimitError) as caught:
         session.get(server.url("/x"))
     assert caught.value.response is None
 
 
-# -- 2. a script's own token requests ---------------------------------------------------
+# -- a script's own token requests (point 2) --------------------------------------------
 
 
-def test_2_a_scripts_own_token_request_is_answered_with_the_adapters_token(sim):
+def test_a_scripts_own_token_request_is_answered_with_the_adapters_token(sim):
     key, secret = sim.bloxs_credentials
     rbe.install(sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, secret))
     answers = [
@@ -150,7 +154,7 @@ def test_2_a_scripts_own_token_request_is_answered_with_the_adapters_token(sim):
     assert sim.seen("GET", COMPLEXES)[0].headers["Authorization"] == f"Bearer {token}"
 
 
-def test_2_a_token_request_for_other_credentials_goes_out_unchanged_and_unsigned(sim):
+def test_a_token_request_for_other_credentials_goes_out_unchanged_and_unsigned(sim):
     key, secret = sim.bloxs_credentials
     rbe.install(sim.url + "/", auth=rbe.BloxsTokenAuth(sim.url, key, secret))
     requests.get(sim.url + COMPLEXES, timeout=5)  # the adapter holds a token now
@@ -164,7 +168,7 @@ def test_2_a_token_request_for_other_credentials_goes_out_unchanged_and_unsigned
     assert json.loads(script_request.body)["apiSecret"] == "not-it"
 
 
-def test_2_a_dealcloud_token_request_is_answered_in_its_own_format(sim):
+def test_a_dealcloud_token_request_is_answered_in_its_own_format(sim):
     token_url, client_id, client_secret = sim.dealcloud_credentials
     auth = rbe.ClientCredentialsAuth(token_url, client_id, client_secret, scope="data")
     rbe.install(sim.url + "/", auth=auth)
@@ -186,7 +190,7 @@ def test_2_a_dealcloud_token_request_is_answered_in_its_own_format(sim):
 
 
 @pytest.mark.slow  # ten processes
-def test_2_ten_cron_jobs_under_run_cause_one_token_request(tmp_path):
+def test_ten_cron_jobs_under_run_cause_one_token_request(tmp_path):
     with Simulator(window=60.0) as sim:  # 10 token requests a minute, then 429s without wait
         env = bloxs_env(
             sim,
@@ -204,10 +208,10 @@ def test_2_ten_cron_jobs_under_run_cause_one_token_request(tmp_path):
     assert statuses.count(200) == 1 + 50
 
 
-# -- 3. both vendors --------------------------------------------------------------------
+# -- both vendors (point 3) -------------------------------------------------------------
 
 
-def test_3_bloxs_and_dealcloud_together_sign_each_api_with_its_own_credentials(tmp_path):
+def test_bloxs_and_dealcloud_together_sign_each_api_with_its_own_credentials(tmp_path):
     with Simulator() as bloxs, Simulator() as dealcloud:
         token_url, client_id, client_secret = dealcloud.dealcloud_credentials
         env = {
@@ -237,7 +241,7 @@ def test_3_bloxs_and_dealcloud_together_sign_each_api_with_its_own_credentials(t
         assert bloxs.token_requests()
 
 
-# -- 4. mistakes are named before the script starts -----------------------------------------
+# -- mistakes are named before the script starts (point 4) ----------------------------------
 
 
 def _one_line(finished: subprocess.CompletedProcess) -> str:
@@ -247,7 +251,7 @@ def _one_line(finished: subprocess.CompletedProcess) -> str:
     return line
 
 
-def test_4_a_prefix_outside_the_credentials_api_is_named(sim, tmp_path):
+def test_a_prefix_outside_the_credentials_api_is_named(sim, tmp_path):
     script = tmp_path / "job.py"
     script.write_text("print('ran')\n")
     line = _one_line(
@@ -258,7 +262,7 @@ def test_4_a_prefix_outside_the_credentials_api_is_named(sim, tmp_path):
     assert sim.url in line
 
 
-def test_4_a_base_url_with_a_path_is_named(sim, tmp_path):
+def test_a_base_url_with_a_path_is_named(sim, tmp_path):
     script = tmp_path / "job.py"
     script.write_text("print('ran')\n")
     line = _one_line(
@@ -268,7 +272,7 @@ def test_4_a_base_url_with_a_path_is_named(sim, tmp_path):
     assert "/Authorization" in line
 
 
-def test_4_a_misspelt_variable_is_named_with_the_closest_one(sim, tmp_path):
+def test_a_misspelt_variable_is_named_with_the_closest_one(sim, tmp_path):
     script = tmp_path / "job.py"
     script.write_text("print('ran')\n")
     env = {"RBE_LOGLEVEL": "DEBUG", "RBE_MAX_RETRY": "5"}
@@ -282,7 +286,7 @@ def test_4_a_misspelt_variable_is_named_with_the_closest_one(sim, tmp_path):
     assert "did you mean RBE_LOG_LEVEL?" in shown.stderr
 
 
-def test_4_a_script_whose_requests_all_miss_the_prefix_is_told_at_exit(server, tmp_path):
+def test_a_script_whose_requests_all_miss_the_prefix_is_told_at_exit(server, tmp_path):
     server.route("GET", "/x", Reply(200, "ok"))
     script = tmp_path / "job.py"
     script.write_text(
@@ -296,10 +300,10 @@ def test_4_a_script_whose_requests_all_miss_the_prefix_is_told_at_exit(server, t
     assert "RBE_PREFIX" not in served.stderr
 
 
-# -- 5. run speaks by default ----------------------------------------------------------
+# -- run speaks by default (point 5) ---------------------------------------------------
 
 
-def test_5_run_warns_on_stderr_with_a_time_and_off_silences_it(server, tmp_path):
+def test_run_warns_on_stderr_with_a_time_and_off_silences_it(server, tmp_path):
     server.route("GET", "/x", Reply(200, "ok"))
     script = tmp_path / "job.py"
     script.write_text(f"import requests\nrequests.get({server.url('/x')!r}, timeout=5)\n")
@@ -318,7 +322,7 @@ def test_5_run_warns_on_stderr_with_a_time_and_off_silences_it(server, tmp_path)
     assert quiet.stderr == ""
 
 
-def test_5_run_help_lists_every_variable_with_its_default():
+def test_run_help_lists_every_variable_with_its_default():
     shown = run("run", "--help")
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
@@ -327,10 +331,10 @@ def test_5_run_help_lists_every_variable_with_its_default():
         assert " ".join(f"(default: {variable.default})".split()) in text
 
 
-# -- 6. a Bloxs filter POST is a read ------------------------------------------------------
+# -- a Bloxs filter POST is a read (point 6) -----------------------------------------------
 
 
-def test_6_a_filter_post_is_retried_like_a_get_and_never_kept(server, session, outbox_url):
+def test_a_filter_post_is_retried_like_a_get_and_never_kept(server, session, outbox_url):
     server.route("POST", FILTER, Reply(500, "down"), Reply(200, "[]"))
     rbe.mount(session, "http://", outbox=outbox_url, backoff_factor=0.0, max_retries=2)
     response = session.post(server.url(FILTER), json={"city": "Delft"})
@@ -345,7 +349,7 @@ def test_6_a_filter_post_is_retried_like_a_get_and_never_kept(server, session, o
     assert rbe.RateLimit.bloxs().category(response.request) == "filter"
 
 
-def test_6_which_requests_are_reads_is_one_rule_explain_and_the_docs_show():
+def test_which_requests_are_reads_is_one_rule_explain_and_the_docs_show():
     from requests_bloxs_errors.errors.table import READS_TEXT, is_read, rules_text
 
     assert is_read("POST", "https://acme.bloxs.io/api/v1/realestateobjects/complexes/filter")
