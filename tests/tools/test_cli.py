@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
-import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -14,7 +15,6 @@ import requests
 
 from requests_bloxs_errors.simulator import COMPLEXES
 
-from ..helpers import wait_until
 from ..helpers.cli import CLI, assert_one_line_error, run
 
 
@@ -144,35 +144,43 @@ def test_request_bad_flags_are_one_line(sim, args):
 
 
 def test_simulate_serves_until_interrupted():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [*CLI, "simulate", "--port", str(port)],
+    # port 0: the simulator picks a free port and prints its URL, so no other test's
+    # socket can take a port chosen beforehand
+    with subprocess.Popen(
+        [*CLI, "simulate", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "NO_COLOR": "1"},
-    )
-
-    def token_status() -> int | None:
+    ) as process:
+        lines: queue.Queue[str] = queue.Queue()
+        stdout = process.stdout
+        reader = threading.Thread(target=lambda: [lines.put(line) for line in stdout or ()])
+        reader.start()
         try:
-            return requests.post(
-                f"http://127.0.0.1:{port}/Authorization",
+            # (real time, loose: a process starting on a busy machine; it only catches a hang)
+            first = lines.get(timeout=60)
+            found = re.search(r"http://127\.0\.0\.1:\d+", first)
+            assert found is not None, first
+            answer = requests.post(
+                found.group(0) + "/Authorization",
                 json={"apiKey": "demo-key", "apiSecret": "demo-secret"},
-                timeout=2,
-            ).status_code
-        except requests.ConnectionError:
-            return None  # not listening yet
-
-    try:
-        assert wait_until(token_status, timeout=30), "the simulator did not come up"
-        assert token_status() == 200
-    finally:
-        process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+                timeout=30,
+            )
+            assert answer.status_code == 200
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+            reader.join(10)
+        err = process.stderr.read() if process.stderr else ""
+    out = first + "".join(lines.get_nowait() for _ in range(lines.qsize()))
     assert process.returncode == 0, err
-    assert f"http://127.0.0.1:{port}" in out
+    assert found.group(0) in out
+    assert "stopped" in out
     assert "Traceback" not in err
 
 
