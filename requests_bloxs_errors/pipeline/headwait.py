@@ -301,53 +301,57 @@ _WATCHING: set[type[Any]] = set()
 _WATCHED_LOCK = threading.Lock()
 
 
-def _watched_connection(base: type[Any]) -> type[Any]:
-    """A subclass of the connection class ``base`` whose ``getresponse()`` keeps
-    :func:`head_deadline`'s deadline (the same name, so messages read as without it)."""
+def _watched(base: type[Any], members: Callable[[], dict[str, Any]]) -> type[Any]:
+    """The watched subclass of ``base`` (the same name, so messages read as without
+    it), made once with ``members``; a watched class is its own."""
     found = _WATCHED.get(base)
     if found is not None or base in _WATCHING:
         return found or base
     with _WATCHED_LOCK:
         found = _WATCHED.get(base)
         if found is None:
-            # no other parameter: urllib3 1.26 first tries getresponse(buffering=True),
-            # which must fail at once with a TypeError, before any deadline is armed
-            def getresponse(self: Any) -> Any:
-                head = _current.head
-                if head is None:
-                    return base.getresponse(self)  # (looked up now: it may be patched)
-                return head.getresponse(self, base.getresponse)
-
-            getresponse.__doc__ = base.getresponse.__doc__
-            found = type(base.__name__, (base,), {"getresponse": getresponse})
+            found = type(base.__name__, (base,), members())
             _WATCHED[base] = found
             _WATCHING.add(found)
         return found
+
+
+def _watched_connection(base: type[Any]) -> type[Any]:
+    """A subclass of the connection class ``base`` whose ``getresponse()`` keeps
+    :func:`head_deadline`'s deadline."""
+
+    def members() -> dict[str, Any]:
+        # no other parameter: urllib3 1.26 first tries getresponse(buffering=True),
+        # which must fail at once with a TypeError, before any deadline is armed
+        def getresponse(self: Any) -> Any:
+            head = _current.head
+            if head is None:
+                return base.getresponse(self)  # (looked up now: it may be patched)
+            return head.getresponse(self, base.getresponse)
+
+        getresponse.__doc__ = base.getresponse.__doc__
+        return {"getresponse": getresponse}
+
+    return _watched(base, members)
 
 
 def _watched_pool(base: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
     """A subclass of the pool class ``base`` whose connections are made from the
     watched subclass of ``base.ConnectionCls``, as it is when each is made
     (urllib3's HTTP/2 or emscripten support, or a test library, may swap it)."""
-    found = _WATCHED.get(base)
-    if found is not None or base in _WATCHING:
-        return found or base
-    with _WATCHED_LOCK:
-        found = _WATCHED.get(base)
-        if found is None:
 
-            def connection_class(self: HTTPConnectionPool) -> type[Any]:
-                chosen = self.__dict__.get("ConnectionCls", base.ConnectionCls)
-                return _watched_connection(chosen)
+    def members() -> dict[str, Any]:
+        def connection_class(self: HTTPConnectionPool) -> type[Any]:
+            chosen = self.__dict__.get("ConnectionCls", base.ConnectionCls)
+            return _watched_connection(chosen)
 
-            def choose_connection_class(self: HTTPConnectionPool, value: type[Any]) -> None:
-                self.__dict__["ConnectionCls"] = value
+        def choose_connection_class(self: HTTPConnectionPool, value: type[Any]) -> None:
+            self.__dict__["ConnectionCls"] = value
 
-            watched = property(connection_class, choose_connection_class)
-            found = type(base.__name__, (base,), {"ConnectionCls": watched})
-            _WATCHED[base] = found
-            _WATCHING.add(found)
-        return found
+        return {"ConnectionCls": property(connection_class, choose_connection_class)}
+
+    watched: type[HTTPConnectionPool] = _watched(base, members)
+    return watched
 
 
 def watch_heads(manager: PoolManager) -> None:
