@@ -15,10 +15,12 @@ import importlib.util
 import json
 import os
 import runpy
+import signal
 import socket
 import ssl
 import sys
 import textwrap
+import threading
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import NoReturn
@@ -193,6 +195,7 @@ def _simulate(term: Terminal, args: argparse.Namespace) -> int:
         ["method", "path", "what"],
         [[methods, simulator.url + path, what] for methods, path, what in ENDPOINTS],
     )
+    _stop_on_signals()
     try:
         simulator.serve_forever()
     except KeyboardInterrupt:
@@ -200,6 +203,19 @@ def _simulate(term: Terminal, args: argparse.Namespace) -> int:
     finally:
         simulator.stop()
     return 0
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and ``kill`` (SIGTERM) stop the simulator cleanly, also when it
+    was started in the background of a script, which starts it with SIGINT ignored."""
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return  # (signals reach the main thread only: run from one, this has no say)
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, stop)
 
 
 def _stage(simulator: Simulator, args: argparse.Namespace) -> list[str]:

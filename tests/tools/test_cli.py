@@ -146,8 +146,11 @@ def test_request_bad_flags_are_one_line(sim, args):
 def test_simulate_serves_until_interrupted():
     # port 0: the simulator picks a free port and prints its URL, so no other test's
     # socket can take a port chosen beforehand
+    # started as a script's background job is: with SIGINT ignored (CI may start this
+    # suite so); Ctrl-C and kill stop it all the same
+    in_the_background = ["sh", "-c", 'trap "" INT; exec "$0" "$@"']
     with subprocess.Popen(
-        [*CLI, "simulate", "--port", "0"],
+        [*in_the_background, *CLI, "simulate", "--port", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -155,7 +158,9 @@ def test_simulate_serves_until_interrupted():
     ) as process:
         lines: queue.Queue[str] = queue.Queue()
         stdout = process.stdout
-        reader = threading.Thread(target=lambda: [lines.put(line) for line in stdout or ()])
+        reader = threading.Thread(
+            target=lambda: [lines.put(line) for line in stdout or ()], daemon=True
+        )
         reader.start()
         try:
             # (real time, loose: a process starting on a busy machine; it only catches a hang)
