@@ -70,15 +70,9 @@ class TLSTrickleServer(Listener):
         conn.settimeout(10)
         try:
             with self.context.wrap_socket(conn, server_side=True) as tls:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = tls.recv(65536)
-                    if not chunk:
-                        return
-                    request += chunk
-                for byte in self.payload:
-                    tls.sendall(bytes([byte]))
-                    time.sleep(self.interval)
+                request = read_request(tls)
+                if b"\r\n\r\n" in request:
+                    trickle(self.payload, self.interval)(tls, request)
         except OSError:  # the client hung up (ssl.SSLError is an OSError)
             pass
         finally:
