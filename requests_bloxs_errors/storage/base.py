@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 import threading
 from dataclasses import dataclass
@@ -43,11 +44,16 @@ __all__ = [
     "STORE_MIN_TIME",
     "STORE_SHARE",
     "STORE_TIMEOUT",
+    "WAIT_LEASE",
+    "WAIT_RENEW",
     "Backend",
+    "CircuitBoard",
+    "CircuitRecord",
     "Grant",
     "NoTimeLeft",
     "OutboxRow",
     "OutboxStore",
+    "PermitHolder",
     "PermitLog",
     "PermitState",
     "ProcessLock",
@@ -57,6 +63,7 @@ __all__ = [
     "budget",
     "check_private",
     "check_private_stat",
+    "holder",
     "lease_owner",
     "missing_extra",
     "record_timeout",
@@ -73,6 +80,12 @@ STORE_MIN_TIME = 0.01
 RECORD_TIMEOUT = 0.2
 #: Seconds between attempts to reach a failed store again.
 RETRY_STORE_AFTER = 5.0
+#: Seconds a reservation whose request has not been sent yet (its holder is
+#: waiting for its time) is kept without being renewed: a process that dies
+#: while waiting holds nobody for longer than this.
+WAIT_LEASE = 3.0
+#: Seconds between renewals of a waiting reservation (:meth:`PermitLog.confirm`).
+WAIT_RENEW = 1.0
 
 #: ``(limit, period_seconds)``
 RuleValue = tuple[int, float]
@@ -148,6 +161,16 @@ def budget(timeout: float | None) -> float:
     if timeout < STORE_MIN_TIME:
         raise NoTimeLeft(f"{timeout:.3f}s left: too little to ask the store")
     return min(timeout, STORE_TIMEOUT)
+
+
+_HOSTNAME: list[str] = []
+
+
+def holder() -> tuple[str, int]:
+    """``(host, pid)`` of this process, as a store names a permit's holder."""
+    if not _HOSTNAME:
+        _HOSTNAME.append(socket.gethostname() or "localhost")
+    return _HOSTNAME[0], os.getpid()
 
 
 def lease_owner() -> str:
@@ -253,6 +276,28 @@ class Grant(NamedTuple):
 
 
 @dataclass(frozen=True)
+class PermitHolder:
+    """One permit that is not over, and who holds it, as a store's snapshot shows it.
+
+    :ivar state: ``"sending"`` (its request was sent, or is being sent, and has
+        not ended) or ``"waiting"`` (reserved; its holder waits for its time and
+        has sent nothing).
+    :ivar host: the holder's host name.
+    :ivar pid: the holder's process id on that host.
+    :ivar since: when it was reserved (``"waiting"``) or sent (``"sending"``),
+        seconds since the epoch on the store's clock.
+    :ivar at: the permit's time (the earliest it may be sent), seconds since the
+        epoch on the store's clock.
+    """
+
+    state: str
+    host: str
+    pid: int
+    since: float
+    at: float
+
+
+@dataclass(frozen=True)
 class PermitState:
     """What a store holds for one rate-limit key, as :meth:`PermitLog.snapshot` sees it.
 
@@ -260,8 +305,14 @@ class PermitState:
     :ivar learned: the rule the server stated for it, while it lasts, else None.
     :ivar learned_for: seconds that rule still holds (0 without one).
     :ivar paused_for: seconds left of its pause (0 when none).
-    :ivar in_flight: permits reserved whose attempt has not ended.
+    :ivar in_flight: permits whose request was sent and has not ended.
     :ivar ended: permits that ended recently enough to still count.
+    :ivar waiting: permits reserved whose request has not been sent (their
+        holders wait for their time).
+    :ivar holders: the in-flight and waiting permits, each with its holder,
+        oldest first (empty from a backend that does not say).
+    :ivar now: the store's time when it was read, seconds since the epoch (0:
+        unknown), against which :attr:`PermitHolder.since` is measured.
     """
 
     key: str
@@ -270,6 +321,9 @@ class PermitState:
     paused_for: float = 0.0
     in_flight: int = 0
     ended: int = 0
+    waiting: int = 0
+    holders: tuple[PermitHolder, ...] = ()
+    now: float = 0.0
 
 
 @runtime_checkable
@@ -293,10 +347,16 @@ class PermitLog(Protocol):
     ) -> Grant:
         """Reserve the next permit for ``key`` if it comes within ``max_wait`` seconds.
 
+        A permit granted firm with no wait is *sending* from then on: its holder
+        sends at once. Any other is *waiting*, held for :data:`WAIT_LEASE` seconds
+        unless :meth:`confirm` renews it; a waiting permit that lapses is given
+        back (its holder died before sending: nothing was sent). Either is
+        recorded with its holder (:func:`holder`) and since when.
+
         :param rule: the configured rule; a learned one for ``key`` wins. With
             neither, only pauses apply.
-        :param hold: seconds after the permit's time at which it counts as
-            ended if :meth:`finish` never comes (its holder died).
+        :param hold: seconds after it is sent at which a permit counts as ended
+            if :meth:`finish` never comes (its holder died).
         """
 
     def confirm(
@@ -309,10 +369,13 @@ class PermitLog(Protocol):
         *,
         hold: float = DEFAULT_HOLD,
     ) -> Grant:
-        """Look again at a reservation that was not firm, once its time has come: it
-        moves to the earliest time the permits reserved before it now allow. Over
-        ``max_wait``, it is given back (the grant's stamp is None). A reservation the
-        store no longer has is made anew, with ``hold``."""
+        """Look again at a waiting reservation: it moves to the earliest time the
+        permits reserved before it (and any pause) now allow, and its lease is
+        renewed (its holder calls this at least every :data:`WAIT_RENEW` seconds
+        while it waits). Granted firm with no wait, it is *sending* from then on.
+        Over ``max_wait``, it is given back (the grant's stamp is None). A
+        reservation the store no longer has (it lapsed) is made anew, with
+        ``hold``."""
 
     def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
         """Stamp the permit's end: its attempt got a response, or failed, now.
@@ -419,6 +482,48 @@ class OutboxStore(Protocol):
     def settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
         """Record a replay by the lease's ``owner``: None removes the entry (sent);
         ``(error, dead)`` keeps it, dead or queued again, with the error."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@dataclass(frozen=True)
+class CircuitRecord:
+    """One process's circuit for one host, as it publishes it for display.
+
+    Decisions stay in each process; what is published only shows an operator
+    what every process sees (``status``).
+
+    :ivar host: the API host the circuit guards (``scheme://host[:port]``).
+    :ivar state: ``"closed"``, ``"open"`` or ``"half-open"``.
+    :ivar since: when it entered that state, seconds since the epoch.
+    :ivar failures: the failures it counts now.
+    :ivar holder_host: the publishing process's host name.
+    :ivar pid: the publishing process's id.
+    :ivar published: when it was published, seconds since the epoch.
+    """
+
+    host: str
+    state: str
+    since: float
+    failures: int
+    holder_host: str
+    pid: int
+    published: float
+
+
+@runtime_checkable
+class CircuitBoard(Protocol):
+    """Where processes publish their circuits' states for ``status`` to show."""
+
+    def publish_circuit(
+        self, record: CircuitRecord, ttl: float, timeout: float | None = None
+    ) -> None:
+        """Keep ``record`` (replacing the one of the same host, holder host and pid)
+        for ``ttl`` seconds."""
+
+    def circuit_records(self, timeout: float | None = None) -> list[CircuitRecord]:
+        """Every record not yet expired, sorted by host, then holder."""
 
     def close(self) -> None:
         """Release connections."""
