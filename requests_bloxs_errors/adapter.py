@@ -295,7 +295,9 @@ class BloxsAdapter(HTTPAdapter):
             every attempt, or ``"bloxs"`` / ``"dealcloud"`` for the vendor's
             (:meth:`RateLimit.bloxs`, :meth:`RateLimit.dealcloud`); None: no pacing.
         :param circuit_breaker: a :class:`~requests_bloxs_errors.CircuitBreaker`:
-            calls to a host that keeps failing fail fast; None: no breaker.
+            calls to a host that keeps failing fail fast; None: no breaker. A
+            breaker without a ``storage`` of its own publishes its circuits for
+            ``status`` to the rate limit's store when that one is shared.
         :param outbox: an :class:`~requests_bloxs_errors.Outbox` or its
             ``"sqlite:///path"``: writes that failed curably are kept there for
             a later replay (one object per path and process, whichever adapters name
@@ -352,6 +354,9 @@ class BloxsAdapter(HTTPAdapter):
         self._hooks = Hooks.from_arguments(on_retry, on_reauth, on_give_up, on_alert)
         self._rate_limit = _rate_limit(rate_limit)
         self._breaker = _circuit_breaker(circuit_breaker)
+        if self._breaker is not None and self._rate_limit is not None:
+            # (its circuits are published where the rate limit shares its permits)
+            self._breaker.publish_to(self._rate_limit.storage)
         self._outbox = _outbox(outbox)
         self._user_steps = check_steps(steps)
         self._telemetry_wanted = _telemetry(telemetry)

@@ -19,7 +19,8 @@ import pytest
 
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.simulator import ENDPOINTS, Simulator
-from requests_bloxs_errors.storage import OutboxStore, PermitLog, TokenStore, accepted
+from requests_bloxs_errors.storage import OutboxStore, PermitLog, accepted
+from requests_bloxs_errors.tools.settings import shared_token_stores
 
 from .helpers import docs
 from .helpers.cli import run
@@ -132,13 +133,14 @@ def test_every_storage_setting_states_one_list_in_its_error_config_and_the_docs(
     page = _words(built["fleets"])
     environment = {"BLOXS_BASE_URL": "https://acme.bloxs.io", "BLOXS_API_KEY": "k"}
     environment |= {"BLOXS_API_SECRET": "s", "RBE_RATE_LIMIT": "bloxs"}
-    config = _words(run("config", env=environment).stdout)
-    for variable, capability in (
-        ("RBE_STORAGE", PermitLog),
-        ("RBE_TOKEN_CACHE", TokenStore),
-        ("RBE_OUTBOX", OutboxStore),
+    wide = {**environment, "COLUMNS": "400"}  # a line per variable: each list whole
+    config = _words(run("config", env=wide).stdout)
+    shared = shared_token_stores()  # (memory:// shares no token among processes)
+    for variable, forms in (
+        ("RBE_STORAGE", accepted(PermitLog)),
+        ("RBE_TOKEN_CACHE", f"{', '.join(shared[:-1])} or {shared[-1]}"),
+        ("RBE_OUTBOX", accepted(OutboxStore)),
     ):
-        forms = accepted(capability)
         assert forms in config, variable
         refused = run("config", env={**environment, variable: "file:///x"})
         assert refused.returncode == 2

@@ -148,7 +148,11 @@ class Schemes(_Generated):
     def lines(self) -> list[str]:
         settings = [
             ("the rate limit: ``RateLimit(storage=...)``, ``RBE_STORAGE``", PermitLog),
-            ("the token cache: ``cache=`` of a credential, ``RBE_TOKEN_CACHE``", TokenStore),
+            (
+                "the token cache: ``cache=`` of a credential, ``RBE_TOKEN_CACHE`` (all but "
+                "``memory://``, which shares nothing among processes)",
+                TokenStore,
+            ),
             ("the outbox: ``outbox=``, ``rbe.Outbox(...)``, ``RBE_OUTBOX``, ``--db``", OutboxStore),
         ]
         rows = [

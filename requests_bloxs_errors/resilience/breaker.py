@@ -14,10 +14,29 @@ maintenance) opens the circuit for that long at once.
 
 A closed circuit costs a dictionary lookup and an attribute read per call:
 no lock is taken while a request is in flight, and only state changes lock.
+
+Decisions stay in each process; what every process sees can be *published*
+to a shared store for display (``status`` lists it by host and process): give
+the breaker a ``storage`` URL, or the adapter hands it its rate limit's when
+that one is shared (SQLite or Redis). As a call to a host ends, the host's
+circuit is published if its state changed since it was last published (a
+circuit that closes is published once as closed, and its record lapses); if
+only the failures it counts changed, at most every :data:`PUBLISH_EVERY`
+seconds; and while it is open or counts failures, again once a third of
+:attr:`CircuitBreaker.publish_ttl` has passed, so that its record (which
+lasts that long, an open circuit's that long past its probe time) is renewed
+while calls pass. No thread runs for it: the record of a process that stopped
+calling the host, or died, lapses. A host that never failed is never
+published. Publishing happens after a call has ended, within
+:func:`~requests_bloxs_errors.storage.store_timeout` of the time it has left
+(none left: the next call publishes), and never fails a call: a store that
+fails logs one WARNING and is tried again every
+:data:`~requests_bloxs_errors.storage.RETRY_STORE_AFTER` seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,10 +47,22 @@ from ..clock import SYSTEM, Clock
 from ..errors.classify import classify
 from ..errors.parsing import retry_after_from_headers
 from ..errors.responses import is_local
-from ..events import AlertEvent
+from ..events import AlertEvent, logger
 from ..exceptions import CircuitOpenError, ServerError
 from ..pipeline.steps import Step
-from ..storage import ProcessLock
+from ..storage import (
+    CircuitBoard,
+    CircuitRecord,
+    NoTimeLeft,
+    ProcessLock,
+    StorageURL,
+    holder,
+    open_backend,
+    parse,
+    store_timeout,
+)
+from ..storage.fallback import Outage
+from ..urls import host_of
 
 if TYPE_CHECKING:
     from requests import Response
@@ -49,6 +80,18 @@ MAX_MAINTENANCE = 24 * 3600.0
 #: Seconds a probe with neither a deadline nor a timeout may take before another
 #: call replaces it (a probe that never reports back must not close the way forever).
 PROBE_TIMEOUT = 300.0
+#: The least seconds a published circuit's record lasts without being published again
+#: (:attr:`CircuitBreaker.publish_ttl` is at least this, and three times ``open_for``).
+PUBLISH_TTL = 60.0
+#: The least seconds between two publications of one host's circuit whose state
+#: stayed the same (a state change is published at once).
+PUBLISH_EVERY = 2.0
+#: What a circuit's last publication showed when it is not known to the store (a
+#: publication that failed, or was not tried): the next call publishes it.
+_UNPUBLISHED = ("", -1)
+#: The modules whose exceptions say a store failed (anything else is a bug, whose
+#: traceback is logged once).
+_STORE_MODULES = frozenset({"sqlite3", "redis"})
 
 
 @dataclass
@@ -66,6 +109,13 @@ class _Circuit:
     reason: str = ""
     #: This outage was announced (one ``circuit_open`` alert until the circuit closes).
     alerted: bool = False
+    #: When it entered its state (``clock.time()``).
+    since: float = 0.0
+    #: ``(state, failures)`` as last published (a circuit never published: as a
+    #: healthy one, which needs no record).
+    shown: tuple[str, int] = (CLOSED, 0)
+    #: When it was last published (``clock.monotonic()``).
+    shown_at: float = -math.inf
 
 
 class CircuitBreaker:
@@ -84,8 +134,16 @@ class CircuitBreaker:
         Announced maintenance (a 503 with a long ``Retry-After``) holds it open
         for at most this long when it is given, else for at most a day
         (:data:`MAX_MAINTENANCE`).
-    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`).
+    :param clock: where time comes from (:data:`~requests_bloxs_errors.clock.SYSTEM`);
+        its ``time()`` dates what is published.
+    :param storage: where this process publishes its circuits for display
+        (``status``): a storage URL whose backend keeps circuits, such as
+        ``"sqlite:////var/lib/app/rbe.db"`` or ``"redis://host:6379/0"``. None:
+        the adapter's rate-limit store when it is shared (see
+        :meth:`publish_to`), else nothing is published. Decisions never depend
+        on it.
     :raises ValueError, TypeError: on bad values.
+    :raises ImportError: for a Redis URL without the ``redis`` extra.
     """
 
     def __init__(
@@ -95,6 +153,7 @@ class CircuitBreaker:
         *,
         max_open_for: float | None = None,
         clock: Clock = SYSTEM,
+        storage: str | None = None,
     ) -> None:
         if isinstance(failures, bool) or not isinstance(failures, int) or failures < 1:
             raise ValueError(f"failures must be a whole number >= 1, got {failures!r}")
@@ -115,14 +174,24 @@ class CircuitBreaker:
         #: The longest announced maintenance is believed, in seconds.
         self.max_maintenance = self.max_open_for if given is not None else MAX_MAINTENANCE
         self.clock = clock
+        #: Where circuits are published (None: nowhere); see :meth:`publish_to`.
+        self.storage: StorageURL | None = (
+            None if storage is None else parse(storage, what="storage", capability=CircuitBoard)
+        )
+        #: Seconds a published record lasts (an open circuit's: this beyond its probe
+        #: time); it is published again before a third of it has passed.
+        self.publish_ttl = max(PUBLISH_TTL, 3 * self.open_for)
         self._init_runtime()
 
     def _init_runtime(self) -> None:
         self._circuits: dict[str, _Circuit] = {}
         self._lock = ProcessLock()
+        self._board: tuple[Any, Outage] | None = None  # (backend, its outage), opened on use
+        self._bug_logged = False
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k not in ("_circuits", "_lock")}
+        runtime = ("_circuits", "_lock", "_board", "_bug_logged")
+        return {k: v for k, v in self.__dict__.items() if k not in runtime}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -155,7 +224,7 @@ class CircuitBreaker:
         circuit = self._circuits.get(host)
         if circuit is None:
             with self._lock:
-                circuit = self._circuits.setdefault(host, _Circuit())
+                circuit = self._circuits.setdefault(host, _Circuit(since=self.clock.time()))
         return circuit
 
     # -- the decisions; each returns the alert to send, if any ------------------
@@ -180,6 +249,8 @@ class CircuitBreaker:
             if circuit.state == HALF_OPEN and circuit.probe_until is not None:
                 probe_due = circuit.probe_until  # a probe is in flight
             if now >= probe_due:
+                if circuit.state != HALF_OPEN:
+                    circuit.since = self.clock.time()
                 circuit.state = HALF_OPEN
                 circuit.probe_until = now + (PROBE_TIMEOUT if probe_for is None else probe_for)
                 return True, 0.0, True
@@ -203,6 +274,8 @@ class CircuitBreaker:
         with self._lock:
             if not failed:
                 was = circuit.state
+                if was != CLOSED:
+                    circuit.since = self.clock.time()
                 circuit.state, circuit.failures, circuit.probe_until = CLOSED, 0, None
                 circuit.opened_for = 0.0
                 circuit.alerted = False
@@ -242,6 +315,8 @@ class CircuitBreaker:
 
     def _open(self, circuit: _Circuit, seconds: float) -> tuple[str, _Circuit] | None:
         """Open ``circuit``; the alert only for the first opening of an outage."""
+        if circuit.state != OPEN:
+            circuit.since = self.clock.time()
         circuit.state = OPEN
         circuit.opened_for = seconds
         circuit.open_until = self.clock.monotonic() + seconds
@@ -250,6 +325,125 @@ class CircuitBreaker:
             return None
         circuit.alerted = True
         return "circuit_open", circuit
+
+    # -- publishing, for display only -----------------------------------------------
+
+    def publish_to(self, storage: StorageURL) -> bool:
+        """Publish to ``storage`` from now on, unless this breaker has a storage
+        already (given, or taken from another adapter's rate limit first); only a
+        shared store (not ``memory://``) whose backend keeps circuits is taken.
+
+        The adapter calls it with its rate limit's store. Returns whether the
+        breaker now publishes to ``storage``.
+        """
+        if self.storage is None and storage.shared:
+            try:
+                parsed = parse(storage.url, what="storage", capability=CircuitBoard)
+            except (ValueError, TypeError, ImportError):
+                return False  # a backend of one's own that keeps no circuits
+            with self._lock:
+                if self.storage is None:
+                    self.storage = parsed
+        return self.storage is not None and self.storage.url == storage.url
+
+    def publish(self, host: str, time_left: float | None = None) -> None:
+        """Publish ``host``'s circuit when it changed, or when its record is due to be
+        renewed; see the module docstring. Never raises, and takes at most
+        :func:`~requests_bloxs_errors.storage.store_timeout` of ``time_left``.
+
+        :param time_left: seconds the call that passed has left (None: no deadline).
+        """
+        if self.storage is None:
+            return
+        circuit = self._circuits.get(host)
+        if circuit is None:
+            return  # never failed: nothing to show
+        now = self.clock.monotonic()
+        state, failures = circuit.state, circuit.failures
+        shown, seen_at = circuit.shown, circuit.shown_at
+        if state == shown[0]:
+            if shown == (CLOSED, 0) and not failures:
+                return  # healthy, and shown so (or never shown)
+            every = PUBLISH_EVERY if failures != shown[1] else self.publish_ttl / 3
+            if now < seen_at + every:
+                return
+        try:
+            board, outage = self._open_board()
+        except Exception as exc:  # (open_backend connects nothing: a bug)
+            self._bug(exc)
+            return
+        if not outage.usable():
+            return
+        with self._lock:
+            if circuit.shown_at != seen_at:
+                return  # another thread publishes it
+            circuit.shown, circuit.shown_at = (circuit.state, circuit.failures), now
+            record = CircuitRecord(
+                host=host_of(host),  # an origin: never a path, a query or a password
+                state=circuit.state,
+                since=circuit.since,
+                failures=circuit.failures,
+                holder_host=holder()[0],
+                pid=holder()[1],
+                published=self.clock.time(),
+            )
+            ttl = self.publish_ttl
+            if circuit.state == OPEN:
+                ttl += max(0.0, circuit.open_until - now)
+        try:
+            board.publish_circuit(record, ttl, timeout=store_timeout(time_left))
+        except Exception as exc:
+            with self._lock:
+                if circuit.shown_at == now:
+                    circuit.shown, circuit.shown_at = _UNPUBLISHED, -math.inf
+            if not isinstance(exc, NoTimeLeft):  # (not asked: no word on its health)
+                self._store_failed(board, outage, exc)
+        else:
+            outage.answered()
+
+    def _open_board(self) -> tuple[Any, Outage]:
+        """The backend circuits are published to, and its outage bookkeeping."""
+        found = self._board
+        if found is None:
+            with self._lock:
+                found = self._board
+                storage = self.storage
+                if found is None and storage is not None:
+                    found = self._board = (
+                        open_backend(storage, self.clock),
+                        Outage(
+                            "Circuit breaker storage",
+                            storage,
+                            "this process's circuits are not published",
+                            self.clock,
+                        ),
+                    )
+            assert found is not None
+        return found
+
+    def _store_failed(self, board: Any, outage: Outage, exc: Exception) -> None:
+        """The store failed: one WARNING per outage, and a traceback, once, for an
+        error that is no outage (a bug; the backend's ``unreachable`` tells)."""
+        outage.failed(exc)
+        down = isinstance(exc, OSError) or type(exc).__module__.partition(".")[0] in (
+            _STORE_MODULES
+        )
+        with contextlib.suppress(Exception):  # (a backend that says: its word wins)
+            down = bool(board.unreachable(exc))
+        if not down:
+            self._bug(exc)
+        with contextlib.suppress(Exception):  # (reopened on the next try)
+            board.close()
+
+    def _bug(self, exc: Exception) -> None:
+        if self._bug_logged:
+            return
+        self._bug_logged = True
+        logger.warning(
+            "Publishing circuits failed with %s, which no store raises; calls go on unaffected",
+            type(exc).__name__,
+            exc_info=exc,
+        )
 
 
 class Circuits(Step):
@@ -287,7 +481,11 @@ class Circuits(Step):
 
     def on_outcome(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         """Count the call's final outcome for its host (a reply the adapter made itself
-        says nothing of it)."""
+        says nothing of it), then publish the host's circuit when that is due."""
+        self._count(call, response, failure)
+        self.breaker.publish(call.host, call.time_left())
+
+    def _count(self, call: Call, response: Response | None, failure: Failure | None) -> None:
         host = call.host
         if response is not None and is_local(response):
             if self._probe(call):
@@ -315,16 +513,18 @@ class Circuits(Step):
 
     def on_refused(self, call: Call, error: BaseException) -> None:
         """A call that ended before it was sent: its token fetch found the API down
-        (a failure of the host), or a later step refused it (a probe not sent)."""
+        (a failure of the host), or a later step refused it (a probe not sent).
+        Then the host's circuit is published when that is due."""
         if isinstance(error, CircuitOpenError):
-            return
-        if isinstance(error, (ConnectionError, Timeout, ServerError)):
+            pass
+        elif isinstance(error, (ConnectionError, Timeout, ServerError)):
             trace = error.trace_id if isinstance(error, ServerError) else None
             change = self.breaker.record(call.host, True, trace, probe=self._probe(call))
             if change is not None:
                 call.hooks.alert(_alert(*change, call.host, self.breaker))
         elif self._probe(call):
             self.breaker.release_probe(call.host)
+        self.breaker.publish(call.host, call.time_left())
 
     def _probe(self, call: Call) -> bool:
         """Whether ``call`` is its circuit's probe."""

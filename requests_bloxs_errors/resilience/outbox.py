@@ -36,7 +36,15 @@ from ..errors.table import QUOTA_RULE, rule_for
 from ..events import AlertEvent, logger
 from ..exceptions import BloxsError
 from ..pipeline.steps import Step
-from ..storage import OutboxStore, ProcessLock, StorageURL, lease_owner, open_backend, parse
+from ..storage import (
+    OutboxRow,
+    OutboxStore,
+    ProcessLock,
+    StorageURL,
+    lease_owner,
+    open_backend,
+    parse,
+)
 from ..storage.sealing import Sealer, aead_class, key_file
 from ..urls import host_of, redact_url
 
@@ -247,38 +255,37 @@ class Outbox:
         """How many entries are in each state (``queued``, ``dead``), contents unopened."""
         found: dict[str, int] = {}
         for row in self._store.entry_rows():
-            found[row[10]] = found.get(row[10], 0) + 1
+            found[row.state] = found.get(row.state, 0) + 1
         return found
 
     def drop(self, entry_id: int) -> bool:
         """Remove an entry; False when there was none."""
         return self._store.drop_entry(entry_id)
 
-    def _entry(self, row: Any) -> OutboxEntry:
-        (entry_id, created, method, shown, host, sealed, kind, status, trace, uncertain) = row[:10]
-        state = row[10]
+    def _entry(self, row: OutboxRow) -> OutboxEntry:
+        state = row.state
+        label = f"{row.method} {row.shown_url}".encode()
         try:
-            opened = self._keys(create=False).open(bytes(sealed), f"{method} {shown}".encode())
-            content = json.loads(opened)
+            content = json.loads(self._keys(create=False).open(bytes(row.sealed), label))
         except (OSError, ValueError):
-            content = {"url": shown, "headers": {}, "body": ""}
+            content = {"url": row.shown_url, "headers": {}, "body": ""}
             state = "unreadable"
         return OutboxEntry(
-            id=entry_id,
-            created=created,
-            method=method,
+            id=row.id,
+            created=row.created,
+            method=row.method,
             url=content["url"],
-            shown_url=shown,
-            host=host,
+            shown_url=row.shown_url,
+            host=row.host,
             headers=dict(content["headers"]),
             body=b64decode(content["body"]),
-            kind=kind,
-            status=status,
-            trace_id=trace,
-            uncertain=bool(uncertain),
+            kind=row.kind,
+            status=row.status,
+            trace_id=row.trace_id,
+            uncertain=bool(row.uncertain),
             state=state,
-            last_error=row[11],
-            tries=row[12],
+            last_error=row.last_error,
+            tries=row.tries,
         )
 
     # -- replay ----------------------------------------------------------------------

@@ -44,7 +44,7 @@ from ..errors.table import QUOTA_RULE
 from ..events import logger
 from ..exceptions import RateLimitError
 from ..pipeline.steps import Step
-from ..storage import record_timeout, store_timeout
+from ..storage import WAIT_RENEW, record_timeout, store_timeout
 from ..storage.windows import MAX_PAUSE, permit_hold
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class Pacing(Step):
             timeout = store_timeout(left)
             if stamp is None:
                 wait, stamp, firm = store.acquire(key, rule, bound, timeout, hold=hold)
-            else:  # reserved, but its time was a guess: look again
+            else:  # reserved and waiting: renew it, look again at its time
                 wait, stamp, firm = store.confirm(key, stamp, rule, bound, timeout, hold=hold)
             if stamp is None:
                 call.take(self)
@@ -117,19 +117,21 @@ class Pacing(Step):
                 call.state[self] = (key, stamp)
                 if wait <= 0 and firm:
                     return  # the usual case
+            if not waited:
+                logger.debug(
+                    "Pacing %s %s: waiting %.2fs for a %r permit",
+                    call.method,
+                    call.url,
+                    wait,
+                    category,
+                )
+            if stamp is not None:  # waiting: renew the reservation at least this often
+                wait = min(wait, WAIT_RENEW)
             call.paced += wait
             waited += wait
-            logger.debug(
-                "Pacing %s %s: waiting %.2fs for a %r permit", call.method, call.url, wait, category
-            )
             call.clock.sleep(wait)  # the call's clock, as its deadline (module docstring)
-            if stamp is None or not firm:
-                continue  # a pause that ended, or a permit to confirm: ask again
-            if store.paused_for(key, rule, store_timeout(call.time_left())) <= 0:
-                return
-            # a server paused the category while this thread waited: line up again
-            self._end(call, cancel=True)
-            stamp = None
+            # then ask again: a pause that ended, a permit to renew, to confirm, or whose
+            # time has come (the store marks it sent; a pause set meanwhile moves it)
 
     def _end(self, call: Call, *, cancel: bool = False) -> None:
         """Stamp the end of the call's permit (or give it back), once."""

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from ..clock import SYSTEM, Clock
 from ..events import logger
-from ..storage import PermitLog, ProcessLock, open_backend, parse
+from ..storage import PermitHolder, PermitLog, ProcessLock, open_backend, parse
 from ..storage.fallback import Fallback
 from ..storage.windows import MAX_PAUSE, RuleValue, longest_pause
 from ..urls import normalized_path, origin_of
@@ -140,8 +140,11 @@ class CategoryState:
         server stated, else the configured one (None: neither).
     :ivar learned: whether ``rule`` is one a server stated.
     :ivar paused_for: seconds left of a pause a server asked for (0: none).
-    :ivar in_flight: permits whose request has not ended.
+    :ivar in_flight: permits whose request was sent and has not ended.
     :ivar ended: permits ended recently enough to still count.
+    :ivar waiting: permits reserved whose holders wait for their time (nothing sent).
+    :ivar holders: who holds the in-flight and waiting permits, and since when
+        (:class:`~requests_bloxs_errors.storage.PermitHolder`).
     """
 
     namespace: str
@@ -151,6 +154,8 @@ class CategoryState:
     paused_for: float
     in_flight: int
     ended: int
+    waiting: int = 0
+    holders: tuple[PermitHolder, ...] = ()
 
 
 class RateLimit:
@@ -317,6 +322,8 @@ class RateLimit:
                     paused_for=held.paused_for,
                     in_flight=held.in_flight,
                     ended=held.ended,
+                    waiting=held.waiting,
+                    holders=held.holders,
                 )
             )
         return found

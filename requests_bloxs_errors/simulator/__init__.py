@@ -7,8 +7,10 @@ Usage::
     ...     sim.fail(503, path="/api/v1/realestateobjects/complexes", times=2, retry_after=1)
     ...     ...
 
-In a pytest suite, the ``bloxs_simulator`` fixture (installed with this
-package) gives each test a running one.
+``Simulator(dealcloud_port=0)`` serves DealCloud on an origin of its own
+(:attr:`Simulator.dealcloud_url`), as production does. In a pytest suite, the
+``bloxs_simulator`` fixture (installed with this package) gives each test a
+running one.
 """
 
 from ._http import Answer, Request
@@ -22,9 +24,11 @@ from .api import (
     Seen,
     Simulator,
 )
+from .summary import CATEGORIES, Summary
 
 __all__ = [
     "BLOXS_TOKEN_PATH",
+    "CATEGORIES",
     "COMPLEXES",
     "DEALCLOUD_TOKEN_PATH",
     "DEFAULT_LIMITS",
@@ -34,4 +38,5 @@ __all__ = [
     "Request",
     "Seen",
     "Simulator",
+    "Summary",
 ]

@@ -1,6 +1,7 @@
 """The behaviour of the simulated Bloxs and DealCloud APIs.
 
-One server hosts both:
+One simulator hosts both, on one address or, with ``dealcloud_port``, each on
+its own origin as in production (there, each answers only its own paths):
 
 Bloxs
     ``POST /Authorization`` (JSON ``apiKey``/``apiSecret`` -> ``token``,
@@ -21,7 +22,9 @@ details for 415, ``{"error": "invalid_client"}`` for 401, 405 with ``Allow``.
 Faults are scripted with :meth:`Simulator.fail`, :meth:`Simulator.drop`,
 :meth:`Simulator.slow` and :meth:`Simulator.maintenance`; tokens expire, and
 :meth:`Simulator.revoke_tokens` revokes them early. Every request is
-recorded (:attr:`Simulator.requests`) with the status it got.
+recorded (:attr:`Simulator.requests`) with the status it got, and
+:meth:`Simulator.summary` counts them; :meth:`Simulator.watch` sees each one
+as it is answered.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -43,6 +46,7 @@ from urllib.parse import parse_qs
 from ..clock import SYSTEM, Clock
 from ..credentials.providers import DEALCLOUD_TOKEN_PATH
 from ._http import Answer, LoopbackServer, Request
+from .summary import BLOXS, DEALCLOUD, VENDORS, Summary, summarize, vendor_of
 
 __all__ = ["DEALCLOUD_TOKEN_PATH", "DEFAULT_LIMITS", "ENDPOINTS", "Fault", "Seen", "Simulator"]
 
@@ -119,6 +123,18 @@ class Seen:
     status: int | None  # None: the connection was dropped
     category: str
     fault: str | None  # the scripted fault that answered, if any
+    #: The API whose origin received it ("bloxs" or "dealcloud"); on one address,
+    #: the API its path belongs to.
+    vendor: str = BLOXS
+    #: For a token request, the credential it named: the Bloxs ``apiKey`` or the
+    #: DealCloud ``client_id`` (never a secret); None for every other request.
+    credential: str | None = None
+    received: float = 0.0  # the simulator clock's time() (wall) when it arrived
+
+    @property
+    def misdirected(self) -> bool:
+        """Whether it reached the other API's origin (and got 404 there)."""
+        return vendor_of(self.path) != self.vendor
 
 
 @dataclass
@@ -176,8 +192,18 @@ class Simulator:
         ...     sim.fail(503, path=COMPLEXES, times=2, retry_after=0.1)
         ...     session.get(sim.url + COMPLEXES).raise_for_status()
 
+    Both APIs on their own origins, as in production (``BLOXS_*`` and
+    ``DEALCLOUD_*`` variables then work together)::
+
+        >>> with Simulator(dealcloud_port=0) as sim:
+        ...     sim.bloxs_url, sim.dealcloud_url  # two ports on loopback
+
     :param host: the address to listen on (loopback by default).
-    :param port: the port; 0 picks a free one.
+    :param port: the port (Bloxs's, when DealCloud has its own); 0 picks a
+        free one.
+    :param dealcloud_port: None: DealCloud on the same address as Bloxs; a
+        port (0: a free one): DealCloud on an origin of its own, and each
+        origin answers only its own API's paths (the other's get 404).
     :param window: the length of a Bloxs rate-limit window, in seconds.
     :param limits: requests per window per type; see :data:`DEFAULT_LIMITS`.
     :param bloxs_retry_after: whether Bloxs 429s carry ``Retry-After`` (the
@@ -201,6 +227,7 @@ class Simulator:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        dealcloud_port: int | None = None,
         window: float = 60.0,
         limits: Mapping[str, int] | None = None,
         bloxs_retry_after: bool = False,
@@ -212,8 +239,11 @@ class Simulator:
     ) -> None:
         if not isinstance(window, (int, float)) or isinstance(window, bool) or not window > 0:
             raise ValueError(f"window must be a number of seconds above 0, not {window!r}")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-            raise ValueError(f"port must be 0 to 65535 (0: any free port), not {port!r}")
+        _check_port("port", port)
+        if dealcloud_port is not None:
+            _check_port("dealcloud_port", dealcloud_port)
+            if dealcloud_port == port != 0:
+                raise ValueError(f"dealcloud_port must differ from port ({port})")
         self.window = window
         self.limits = {**DEFAULT_LIMITS, **(limits or {})}
         self.bloxs_retry_after = bloxs_retry_after
@@ -235,6 +265,7 @@ class Simulator:
         self._names = itertools.count(1)
         self._counts: dict[str, tuple[int, int]] = {}  # key -> (window index, count)
         self._requests: list[Seen] = []
+        self._watchers: list[Callable[[Seen], object]] = []
         self._complexes = {
             n: {"id": n, "name": f"Complex {n}", "city": city, "units": 10 + n}
             for n, city in zip(range(1, 26), itertools.cycle(["Amsterdam", "Utrecht", "Rotterdam"]))
@@ -243,21 +274,53 @@ class Simulator:
             "deal": [{"EntryId": n, "DealName": f"Deal {n}"} for n in range(1, 11)]
         }
         self._started = self.clock.monotonic()
-        self._server = LoopbackServer(self._respond, host, port, clock=clock)
+        self._server = LoopbackServer(
+            lambda request: self._respond(request, None if dealcloud_port is None else BLOXS),
+            host,
+            port,
+            clock=clock,
+        )
+        self._dealcloud_server: LoopbackServer | None = None
+        if dealcloud_port is not None:
+            try:
+                self._dealcloud_server = LoopbackServer(
+                    lambda request: self._respond(request, DEALCLOUD),
+                    host,
+                    dealcloud_port,
+                    clock=clock,
+                )
+            except OSError as exc:
+                self._server.stop()  # (not left listening)
+                # named, so that a caller can tell which of the two ports failed
+                raise OSError(exc.errno, exc.strerror, f"{host}:{dealcloud_port}") from exc
+            except BaseException:
+                self._server.stop()
+                raise
 
     # -- life cycle -------------------------------------------------------------
 
     def start(self) -> Simulator:
-        """Start serving in a background thread; returns self."""
+        """Start serving in background threads; returns self."""
         self._server.start()
+        if self._dealcloud_server is not None:
+            self._dealcloud_server.start()
         return self
 
     def stop(self) -> None:
+        if self._dealcloud_server is not None:
+            self._dealcloud_server.stop()
         self._server.stop()
 
     def serve_forever(self) -> None:
-        """Serve in the calling thread until interrupted."""
-        self._server.serve_forever()
+        """Serve in the calling thread until interrupted (DealCloud's own origin, if
+        it has one, from a background thread)."""
+        if self._dealcloud_server is not None:
+            self._dealcloud_server.start()
+        try:
+            self._server.serve_forever()
+        finally:
+            if self._dealcloud_server is not None:
+                self._dealcloud_server.stop()
 
     def __enter__(self) -> Simulator:
         return self.start()
@@ -267,8 +330,21 @@ class Simulator:
 
     @property
     def url(self) -> str:
-        """The base URL, such as ``http://127.0.0.1:40123`` (no trailing slash)."""
+        """The base URL, such as ``http://127.0.0.1:40123`` (no trailing slash): both
+        APIs' on one address, Bloxs's when DealCloud has its own (:attr:`bloxs_url`)."""
         return self._server.url
+
+    @property
+    def bloxs_url(self) -> str:
+        """The Bloxs API's base URL (``BLOXS_BASE_URL``), no trailing slash."""
+        return self._server.url
+
+    @property
+    def dealcloud_url(self) -> str:
+        """The DealCloud API's base URL, no trailing slash: its own origin with
+        ``dealcloud_port``, else the same as :attr:`url`."""
+        server = self._dealcloud_server or self._server
+        return server.url
 
     @property
     def bloxs_credentials(self) -> tuple[str, str]:
@@ -279,7 +355,7 @@ class Simulator:
     def dealcloud_credentials(self) -> tuple[str, str, str]:
         """A working ``(token_url, client_id, client_secret)``."""
         client, (secret, _) = next(iter(self.dealcloud_clients.items()))
-        return self.url + DEALCLOUD_TOKEN_PATH, client, secret
+        return self.dealcloud_url + DEALCLOUD_TOKEN_PATH, client, secret
 
     # -- scripting --------------------------------------------------------------
 
@@ -441,16 +517,37 @@ class Simulator:
         """Requests to either token endpoint."""
         return [r for r in self.requests if r.path in (BLOXS_TOKEN_PATH, DEALCLOUD_TOKEN_PATH)]
 
+    def summary(self) -> Summary:
+        """What arrived so far, counted: requests per category, token requests per
+        credential, 429s given (see :class:`~.summary.Summary`)."""
+        return summarize(self.requests)
+
+    def watch(self, callback: Callable[[Seen], object]) -> None:
+        """Call ``callback(seen)`` for every request from now on, once it is answered
+        (on the server's thread: a request log, for one)."""
+        with self._lock:
+            self._watchers.append(callback)
+
     # -- answering ----------------------------------------------------------------
 
-    def _respond(self, request: Request) -> Answer:
+    def _respond(self, request: Request, origin: str | None) -> Answer:
+        """Answer ``request``, received on ``origin``'s own address (None: on the
+        one address both APIs share)."""
+        received = self.clock.time()
         category = _category(request)
-        with self._lock:
-            now = self.clock.monotonic()
-            fault = self._fault(request, now)
-            answer = None if fault is None else _fault_answer(fault, now)
-            if answer is None:
-                answer = self._throttle(request, category, now)
+        vendor = vendor_of(request.path)
+        fault = None
+        answer = None
+        if origin is not None and origin != vendor:
+            answer = self._elsewhere(vendor)
+            vendor = origin
+        else:
+            with self._lock:
+                now = self.clock.monotonic()
+                fault = self._fault(request, now)
+                answer = None if fault is None else _fault_answer(fault, now)
+                if answer is None:
+                    answer = self._throttle(request, category, now)
         if answer is None:
             try:
                 answer = self._route(request)
@@ -458,22 +555,59 @@ class Simulator:
                 answer = Answer.json(500, {"error": "internal_server_error", "detail": repr(exc)})
             if fault is not None and fault.delay:  # slow(): the real answer, late
                 answer = dataclasses.replace(answer, delay=fault.delay)
-        fault_name = fault.name if fault is not None else None
+        seen = Seen(
+            request.method,
+            request.path,
+            request.query,
+            dict(request.headers.items()),
+            request.body,
+            request.at,
+            None if answer.drop else answer.status,
+            category,
+            fault.name if fault is not None else None,
+            vendor=vendor,
+            credential=self._credential(request),
+            received=received,
+        )
         with self._lock:
-            self._requests.append(
-                Seen(
-                    request.method,
-                    request.path,
-                    request.query,
-                    dict(request.headers.items()),
-                    request.body,
-                    request.at,
-                    None if answer.drop else answer.status,
-                    category,
-                    fault_name,
-                )
-            )
+            self._requests.append(seen)
+            watchers = list(self._watchers)
+        for watcher in watchers:
+            watcher(seen)
         return answer
+
+    def _elsewhere(self, vendor: str) -> Answer:
+        """The 404 for a path of ``vendor``'s API received on the other API's origin."""
+        home = self.dealcloud_url if vendor == DEALCLOUD else self.bloxs_url
+        here = VENDORS[DEALCLOUD if vendor == BLOXS else BLOXS]
+        return _problem(
+            404,
+            "Not Found",
+            detail=f"This is the {here} API; this path is {VENDORS[vendor]}'s, at {home}.",
+        )
+
+    def _credential(self, request: Request) -> str | None:
+        """The ``apiKey`` or ``client_id`` a token request names (None: not a token
+        request); a value that is one of the simulator's secrets is not repeated."""
+        if request.path == BLOXS_TOKEN_PATH:
+            document = request.json()
+            named = document.get("apiKey") if isinstance(document, dict) else None
+        elif request.path == DEALCLOUD_TOKEN_PATH:
+            form = parse_qs(request.body.decode("utf-8", "replace"))
+            named = form.get("client_id", [None])[0]
+        else:
+            return None
+        if not isinstance(named, str) or not named:
+            return "(none)"
+        with self._lock:
+            secret = (
+                named in self._issued
+                or named in self.bloxs_keys.values()
+                or any(named == known for known, _ in self.dealcloud_clients.values())
+            )
+        if secret:
+            return "(a secret, not shown)"
+        return named if len(named) <= 64 else named[:63] + "\u2026"
 
     def _fault(self, request: Request, now: float) -> Fault | None:
         """The first fault that fires for ``request`` (called with the lock held)."""
@@ -773,6 +907,11 @@ class Simulator:
                 rows.append(row)
             return Answer.json(201 if request.method == "POST" else 200, row, **context)
         return _not_allowed("GET, POST, PUT")
+
+
+def _check_port(name: str, port: object) -> None:
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"{name} must be 0 to 65535 (0: any free port), not {port!r}")
 
 
 def _as_int(value: Any, default: int) -> int | None:

@@ -59,6 +59,7 @@ __all__ = [
     "ProcessLock",
     "StorageURL",
     "StoreBusy",
+    "TokenEntry",
     "TokenStore",
     "budget",
     "check_private",
@@ -250,7 +251,36 @@ class ProcessLock:
 
 @runtime_checkable
 class Backend(Protocol):
-    """Every backend: made from its URL (and a clock), checked before it is made."""
+    """Every backend: made from its URL (and a clock), checked before it is made.
+
+    Whatever it keeps, a backend says whether its store exists, proves that it
+    answers, and tells an outage from a bug: ``status`` and ``config --check``
+    read a store through these (and the capability it has), and
+    :mod:`.fallback` rides out only what :meth:`unreachable` calls an outage.
+    Each capability below includes them. The class may also refuse a
+    malformed URL before it is made, in a classmethod ``check_url(parsed_url,
+    what) -> parsed_url`` that raises ``ValueError``.
+    """
+
+    def exists(self, timeout: float | None = None) -> bool:
+        """Whether the store has been made: False for an SQLite file nobody created
+        yet; True for a store that is there once its server answers (Redis) or that
+        lives in the process (memory). Creates nothing: ``status`` reads no store
+        that does not exist."""
+
+    def check(self, timeout: float | None = None) -> None:
+        """Prove that the store answers, in one cheap round trip: the health check of
+        a ``limits`` storage, but a store that does not answer raises its own error
+        (which says why) instead of returning False. Creates nothing: for a store
+        that does not exist yet, it checks that it could be made (SQLite: that the
+        file's directory would take it)."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Whether ``exc``, raised by one of this backend's operations, means that the
+        store cannot be had now (down, locked, full, corrupt, slower than the time
+        given): the feature then works within its process and tries the store again
+        later. Anything else (a ``TypeError``, a script the server refused) is a
+        bug: :mod:`.fallback` logs it with its traceback (see there)."""
 
     def close(self) -> None:
         """Release this process's connections (reopened on the next use)."""
@@ -327,7 +357,7 @@ class PermitState:
 
 
 @runtime_checkable
-class PermitLog(Protocol):
+class PermitLog(Backend, Protocol):
     """The rate limit's store. Every method is one atomic step.
 
     Times are the store's own (the host's wall clock for SQLite, the Redis
@@ -406,12 +436,32 @@ class PermitLog(Protocol):
         """What the store holds now, one :class:`PermitState` per key that has a
         permit, a pause or a learned rule, sorted by key (not one atomic step)."""
 
+    def survey(
+        self, timeout: float | None = None
+    ) -> tuple[list[PermitState], list[tuple[str, str]]]:
+        """:meth:`snapshot`, and the entries it skipped as ``(name, why)``: what the
+        store holds that this package does not write there (a stray key, a value
+        of another type). ``status`` shows both; a store that keeps nothing but
+        its own entries skips none."""
+
     def close(self) -> None:
         """Release connections."""
 
 
+class TokenEntry(NamedTuple):
+    """One entry of a token cache, as :meth:`TokenStore.token_entries` lists it.
+
+    :ivar name: the entry's opaque name (an HMAC: see
+        :mod:`~requests_bloxs_errors.credentials.tokencache`).
+    :ivar seconds_left: seconds until the store forgets it.
+    """
+
+    name: str
+    seconds_left: float
+
+
 @runtime_checkable
-class TokenStore(Protocol):
+class TokenStore(Backend, Protocol):
     """The token cache's store: sealed entries under opaque names, and their locks."""
 
     def read(self, name: str, timeout: float | None = None) -> bytes | None:
@@ -426,17 +476,49 @@ class TokenStore(Protocol):
     def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
         """Release the lock if ``owner`` still holds it."""
 
+    def token_entries(self, timeout: float | None = None) -> list[TokenEntry]:
+        """Every entry that has not expired, sorted by name, its sealed contents
+        unread (``status`` lists them)."""
+
     def close(self) -> None:
         """Release connections."""
 
 
-#: One outbox entry as a store keeps it: ``(id, created, method, shown_url, host,
-#: sealed, kind, status, trace_id, uncertain, state, last_error, tries)``.
-OutboxRow = tuple[Any, ...]
+class OutboxRow(NamedTuple):
+    """One outbox entry as a store keeps it (a tuple, in this order, too).
+
+    :ivar id: the entry's id (ids are never reused).
+    :ivar created: when it was kept, seconds since the epoch.
+    :ivar method: the request's method.
+    :ivar shown_url: its URL fit for a log line (no query string, no password).
+    :ivar host: the API's ``scheme://host[:port]``.
+    :ivar sealed: the request (URL, headers, body), sealed (:mod:`.sealing`).
+    :ivar kind: why it was kept (the failure's kind).
+    :ivar status: the status it got, or None (no response).
+    :ivar trace_id: the error's trace id, or None.
+    :ivar uncertain: whether it may have reached the server.
+    :ivar state: ``"queued"`` or ``"dead"``.
+    :ivar last_error: why its last replay failed, or None.
+    :ivar tries: replays tried.
+    """
+
+    id: int
+    created: float
+    method: str
+    shown_url: str
+    host: str
+    sealed: bytes
+    kind: str
+    status: int | None
+    trace_id: str | None
+    uncertain: bool
+    state: str
+    last_error: str | None
+    tries: int
 
 
 @runtime_checkable
-class OutboxStore(Protocol):
+class OutboxStore(Backend, Protocol):
     """The outbox's store: a durable queue whose entries are claimed under a lease.
 
     What an entry carries is sealed under a key the store never holds: the
@@ -466,16 +548,20 @@ class OutboxStore(Protocol):
     ) -> int:
         """Keep one entry, durably before it returns; its id."""
 
-    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
+    def entry_rows(
+        self, entry_id: int | None = None, timeout: float | None = None
+    ) -> list[OutboxRow]:
         """Every entry's row, oldest first (or only ``entry_id``'s)."""
 
-    def queued(self) -> list[tuple[int, bool]]:
+    def queued(self, timeout: float | None = None) -> list[tuple[int, bool]]:
         """``(id, uncertain)`` of the entries waiting for a replay, oldest first."""
 
-    def drop_entry(self, entry_id: int) -> bool:
+    def drop_entry(self, entry_id: int, timeout: float | None = None) -> bool:
         """Remove an entry; False when there was none."""
 
-    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
+    def claim(
+        self, entry_id: int, owner: str, now: float, lease: float, timeout: float | None = None
+    ) -> bool:
         """Lease a queued entry to ``owner`` until ``now + lease``; False when it is
         leased to another or no longer queued."""
 

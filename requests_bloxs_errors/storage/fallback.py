@@ -1,12 +1,23 @@
 """One fallback for every feature that shares state: a store that fails never fails a call.
 
 :class:`Fallback` stands in front of a shared backend. While the backend
-answers, every operation goes to it; when one fails (unreachable, locked,
-corrupt, slower than the call can wait), the feature keeps working within
-the process, on a :class:`~requests_bloxs_errors.storage.memory.MemoryBackend`
-of its own, and :class:`Outage` keeps the bookkeeping: one WARNING, a new
-try every :data:`~requests_bloxs_errors.storage.base.RETRY_STORE_AFTER`
-seconds by one caller, one INFO when the store answers again.
+answers, every operation goes to it; when one fails, the feature keeps
+working within the process, on a
+:class:`~requests_bloxs_errors.storage.memory.MemoryBackend` of its own, and
+:class:`Outage` keeps the bookkeeping: a new try every
+:data:`~requests_bloxs_errors.storage.base.RETRY_STORE_AFTER` seconds by one
+caller, one INFO when the store answers again.
+
+What failed says how it is told. An outage, as the backend's
+:meth:`~.base.Backend.unreachable` calls it (unreachable, locked, full,
+corrupt, slower than the call can wait), is one WARNING naming the
+exception's type (never its text, which may quote a URL with its password).
+Anything else is a bug (a ``TypeError`` in a backend, a script the Redis
+server refused, a table this package did not make): it is logged at ERROR
+with its traceback *once*, the first time that operation raises that type of
+exception in this process (per feature's store), and then handled as an
+outage, so the call still goes on; later ones of the same kind are not logged
+again, beyond the WARNING that starts each outage.
 
 The rate limit falls back to pacing within the process; the token cache to
 each process fetching its own token.
@@ -79,14 +90,17 @@ class Outage:
             self._retry_at = self._clock.monotonic() + RETRY_STORE_AFTER  # this caller tries it
             return True
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, *, told: bool = False) -> None:
         """Record a failure (logs the first of an outage; never the exception's text,
-        which may quote a URL with its password)."""
+        which may quote a URL with its password).
+
+        :param told: the failure was logged already (a bug, with its traceback):
+            no WARNING for it."""
         with self._lock:
             first = not self._failing
             self._failing = True
             self._retry_at = self._clock.monotonic() + RETRY_STORE_AFTER
-        if first:
+        if first and not told:
             logger.warning(
                 "%s %s failed (%s); %s until it answers again (tried every %gs)",
                 self.feature,
@@ -125,6 +139,9 @@ class Fallback:
         self._primary: Any = primary
         self._memory: Any = MemoryBackend(clock=clock) if storage.shared else primary
         self._outage = Outage(feature, storage, meanwhile, clock)
+        #: ``(operation, exception type)`` of the bugs logged with their traceback.
+        self._told: set[tuple[str, str]] = set()
+        self._told_lock = ProcessLock()
 
     @property
     def failing(self) -> bool:
@@ -136,7 +153,7 @@ class Fallback:
             try:
                 result = getattr(self._primary, method)(*args, timeout=timeout)
             except Exception as exc:
-                self._failed(exc)
+                self._failed(method, exc)
             else:
                 self._outage.answered()
                 return result
@@ -163,7 +180,7 @@ class Fallback:
             try:
                 grant = self._primary.acquire(key, rule, max_wait, timeout=timeout, hold=hold)
             except Exception as exc:
-                self._failed(exc)
+                self._failed("acquire", exc)
             else:
                 self._outage.answered()
                 return _tagged(grant, self._primary)
@@ -192,7 +209,7 @@ class Fallback:
             try:
                 grant = store.confirm(key, inner, rule, max_wait, timeout=timeout, hold=hold)
             except Exception as exc:
-                self._failed(exc)
+                self._failed("confirm", exc)
             else:
                 self._outage.answered()
                 return _tagged(grant, store)
@@ -218,16 +235,45 @@ class Fallback:
             try:
                 getattr(store, method)(key, inner, timeout=timeout)
             except Exception as exc:
-                self._failed(exc)
+                self._failed(method, exc)
             else:
                 self._outage.answered()
 
-    def _failed(self, exc: BaseException) -> None:
+    def _failed(self, method: str, exc: Exception) -> None:
+        """Record what ``method`` of the shared backend raised: an outage, or a bug
+        logged with its traceback the first time (see the module docstring)."""
         if isinstance(exc, NoTimeLeft):  # not asked at all: no word on its health
             return
-        self._outage.failed(exc)
+        told = False
+        if not self._outage_error(exc):
+            kind = (method, f"{type(exc).__module__}.{type(exc).__qualname__}")
+            with self._told_lock:
+                told = kind not in self._told
+                self._told.add(kind)
+            if told:
+                logger.error(
+                    "%s %s: %s raised %s, which is not an outage (a bug in its backend, or "
+                    "a store this package did not write); %s meanwhile, trying it again "
+                    "every %gs",
+                    self._outage.feature,
+                    self.storage.shown,
+                    method,
+                    type(exc).__name__,
+                    self._outage.fallback,
+                    RETRY_STORE_AFTER,
+                    exc_info=exc,
+                )
+        self._outage.failed(exc, told=told)
         with contextlib.suppress(Exception):
             self._primary.close()
+
+    def _outage_error(self, exc: Exception) -> bool:
+        """Whether the backend calls ``exc`` an outage (when asking it fails, an
+        :class:`OSError` is one, and nothing else)."""
+        try:
+            return bool(self._primary.unreachable(exc))
+        except Exception:  # (a verdict that fails must not fail the call)
+            return isinstance(exc, OSError)
 
     def snapshot(self, timeout: float | None = None) -> list[PermitState]:
         """What the store holds (this process's memory while the shared store fails)."""

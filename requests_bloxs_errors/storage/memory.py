@@ -21,34 +21,78 @@ from itertools import count
 from typing import Any
 
 from ..clock import SYSTEM, Clock
-from .base import DEFAULT_HOLD, Grant, PermitState, ProcessLock, RuleValue, StorageURL
+from .base import (
+    DEFAULT_HOLD,
+    WAIT_LEASE,
+    CircuitRecord,
+    Grant,
+    PermitHolder,
+    PermitState,
+    ProcessLock,
+    RuleValue,
+    StorageURL,
+    TokenEntry,
+    holder,
+)
 from .windows import MEMORY_KEYS, SWEEP_EVERY, earliest, learned_ttl, longest_pause
 
 __all__ = ["MemoryBackend"]
 
 
+class _Flight:
+    """One permit not over: reserved and waiting for its time, or sent and not ended."""
+
+    __slots__ = ("at", "expires", "hold", "host", "pid", "sent", "since")
+
+    def __init__(
+        self, at: float, hold: float, now: float, holder: tuple[str, int], *, sent: bool
+    ) -> None:
+        self.at = at  # its time
+        self.hold = hold
+        self.host, self.pid = holder
+        self.sent = False
+        self.since = now
+        self.expires = now + WAIT_LEASE
+        if sent:
+            self.send(now)
+
+    def send(self, now: float) -> None:
+        """Its request goes now: it counts until it ends, or ``hold`` after now."""
+        self.sent = True
+        self.at = max(self.at, now)
+        self.since = now
+        self.expires = now + self.hold
+
+    def wait(self, at: float, now: float) -> None:
+        """Still waiting, for ``at``: its lease is renewed."""
+        self.at = at
+        self.expires = now + WAIT_LEASE
+
+
 class _Permits:
-    """One key's permits: those in flight by stamp, and the ends of those that ended."""
+    """One key's permits: those not over by stamp, and the ends of those that ended."""
 
     __slots__ = ("ends", "flight", "period", "soonest")
 
     def __init__(self) -> None:
-        self.flight: dict[int, list[float]] = {}  # stamp: [time, expires], oldest first
+        self.flight: dict[int, _Flight] = {}  # stamp: permit, oldest first
         self.ends: list[tuple[float, int]] = []  # (end, stamp), ascending
         self.period = 0.0  # the last period used, to forget the key in time
         self.soonest = _NEVER  # no permit in flight expires before this
 
     def expire(self, now: float) -> None:
-        """Permits whose holder never said count as ended at their expiry."""
+        """Permits whose holder never said count as ended at their expiry; waiting
+        ones whose lease was not renewed are given back (nothing was sent)."""
         if now < self.soonest:
             return
         soonest = _NEVER
-        for stamp, (_, expires) in list(self.flight.items()):
-            if expires <= now:
+        for stamp, permit in list(self.flight.items()):
+            if permit.expires <= now:
                 del self.flight[stamp]
-                insort(self.ends, (expires, stamp))
+                if permit.sent:
+                    insort(self.ends, (permit.expires, stamp))
             else:
-                soonest = min(soonest, expires)
+                soonest = min(soonest, permit.expires)
         self.soonest = soonest
 
     def prune(self, now: float, period: float) -> None:
@@ -84,6 +128,8 @@ class MemoryBackend:
         self._pauses: dict[str, float] = {}
         self._learned: dict[str, tuple[int, float, float]] = {}
         self._stamps = count(1)
+        #: (host, holder host, pid): (record, expires)
+        self._circuit_board: dict[tuple[str, str, int], tuple[CircuitRecord, float]] = {}
         self._sweep_at = clock.monotonic() + SWEEP_EVERY
         self._work = 0  # operations since the last sweep
         self._kept = 0  # entries the last sweep kept: the work that pays for the next
@@ -127,7 +173,7 @@ class MemoryBackend:
         ends, flying = log.ends, len(log.flight)
         firm = True
         if flying >= limit:  # its time is a guess until one of them ends
-            starts = [at for at, _ in log.flight.values()]
+            starts = [permit.at for permit in log.flight.values()]
             guess, firm = earliest((), starts, now, limit, period)
             start = max(start, guess)
         elif len(ends) >= limit - flying:  # (the usual case, without sorting)
@@ -136,8 +182,9 @@ class MemoryBackend:
         if wait > max_wait:
             return Grant(wait)
         stamp = next(self._stamps)
-        log.flight[stamp] = [start, start + hold]
-        log.soonest = min(log.soonest, start + hold)
+        permit = _Flight(start, hold, now, holder(), sent=firm and wait <= 0)
+        log.flight[stamp] = permit
+        log.soonest = min(log.soonest, permit.expires)
         return Grant(wait, stamp, firm)
 
     def confirm(
@@ -156,8 +203,10 @@ class MemoryBackend:
             if log is not None:
                 log.expire(now)
             entry = log.flight.get(stamp) if log is not None else None
-            if log is None or entry is None:  # forgotten: reserve anew
+            if log is None or entry is None:  # forgotten, or lapsed: reserve anew
                 return self._acquire(key, rule, max_wait, hold)
+            if entry.sent:
+                return Grant(0.0, stamp)
             configured = rule
             rule = self._rule(key, now, configured)
             start = max(now, self._pause_until(key, now, configured))
@@ -165,7 +214,7 @@ class MemoryBackend:
                 limit, period = rule
                 log.prune(now, period)
                 ends = [end for end, other in log.ends if other < stamp]
-                starts = [at for other, (at, _) in log.flight.items() if other < stamp]
+                starts = [p.at for other, p in log.flight.items() if other < stamp]
                 guess, firm = earliest(ends, starts, now, limit, period)
                 start = max(start, guess)
             else:
@@ -174,9 +223,12 @@ class MemoryBackend:
             if wait > max_wait:
                 del log.flight[stamp]
                 return Grant(wait)
-            entry[1] += start - entry[0]
-            entry[0] = start
-            log.soonest = min(log.soonest, entry[1])
+            entry.hold = hold
+            if firm and wait <= 0:
+                entry.send(now)
+            else:
+                entry.wait(start, now)
+            log.soonest = min(log.soonest, entry.expires)
             return Grant(wait, stamp, firm)
 
     def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
@@ -259,9 +311,16 @@ class MemoryBackend:
             now = self._now()
             self._learned[key] = (limit, period, now + learned_ttl(period))
 
+    def survey(
+        self, timeout: float | None = None
+    ) -> tuple[list[PermitState], list[tuple[str, str]]]:
+        """:meth:`snapshot`; nothing is skipped (every row is this package's)."""
+        return self.snapshot(timeout), []
+
     def snapshot(self, timeout: float | None = None) -> list[PermitState]:
         with self._lock:
             now = self._now()
+            epoch = self._clock.time() - now  # (what the monotonic readings are in epoch)
             keys = set(self._logs) | set(self._pauses) | set(self._learned)
             found = []
             for key in sorted(keys):
@@ -272,14 +331,29 @@ class MemoryBackend:
                 if learned is not None and learned[2] <= now:
                     learned = None
                 until = self._pauses.get(key, 0.0)
+                permits = list(log.flight.values()) if log is not None else []
+                holders = tuple(
+                    PermitHolder(
+                        "sending" if p.sent else "waiting",
+                        p.host,
+                        p.pid,
+                        since=p.since + epoch,
+                        at=p.at + epoch,
+                    )
+                    for p in sorted(permits, key=lambda p: p.since)
+                )
+                waiting = sum(not p.sent for p in permits)
                 found.append(
                     PermitState(
                         key,
                         learned=learned[:2] if learned is not None else None,
                         learned_for=learned[2] - now if learned is not None else 0.0,
                         paused_for=max(0.0, until - now),
-                        in_flight=len(log.flight) if log is not None else 0,
+                        in_flight=len(permits) - waiting,
                         ended=sum(end > now - log.period for end, _ in log.ends) if log else 0,
+                        waiting=waiting,
+                        holders=holders,
+                        now=now + epoch,
                     )
                 )
             return found
@@ -330,18 +404,52 @@ class MemoryBackend:
             if held is not None and held[0] == owner:
                 del self._token_locks[name]
 
-    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
-        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+    def token_entries(self, timeout: float | None = None) -> list[TokenEntry]:
+        """Every entry not expired, by name, sealed contents unread."""
         with self._lock:
             now = self._now()
-            return sorted((name, e[1] - now) for name, e in self._tokens.items() if e[1] > now)
+            return sorted(
+                TokenEntry(name, e[1] - now) for name, e in self._tokens.items() if e[1] > now
+            )
+
+    # -- the store ----------------------------------------------------------------
 
     @classmethod
-    def check(cls, storage: StorageURL, what: str) -> StorageURL:
+    def check_url(cls, storage: StorageURL, what: str) -> StorageURL:
         """``memory://`` takes nothing after its ``//``."""
         if storage.url.partition("://")[2]:
             raise ValueError(f"{what} 'memory://' takes nothing after '//'")
         return storage
 
+    def exists(self, timeout: float | None = None) -> bool:
+        """Always: the store is this object."""
+        return True
+
+    def check(self, timeout: float | None = None) -> None:
+        """Nothing to reach: it always answers."""
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """Never: nothing here is out of reach, so whatever it raises is a bug."""
+        return False
+
     def close(self) -> None:
         """Nothing to release."""
+
+    # -- circuits -----------------------------------------------------------------
+
+    def publish_circuit(
+        self, record: CircuitRecord, ttl: float, timeout: float | None = None
+    ) -> None:
+        """Keep ``record`` for ``ttl`` seconds (on the clock's ``monotonic()``)."""
+        with self._lock:
+            now = self._clock.monotonic()
+            board = {key: kept for key, kept in self._circuit_board.items() if kept[1] > now}
+            board[(record.host, record.holder_host, record.pid)] = (record, now + ttl)
+            self._circuit_board = board
+
+    def circuit_records(self, timeout: float | None = None) -> list[CircuitRecord]:
+        """Every record not yet expired, sorted by host, then holder."""
+        with self._lock:
+            now = self._clock.monotonic()
+            board = self._circuit_board
+            return [board[key][0] for key in sorted(board) if board[key][1] > now]

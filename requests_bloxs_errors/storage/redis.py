@@ -9,6 +9,7 @@ the ``redis`` extra.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,12 +20,17 @@ from .base import (
     DEFAULT_HOLD,
     STORE_MIN_TIME,
     STORE_TIMEOUT,
+    WAIT_LEASE,
+    CircuitRecord,
     Grant,
+    PermitHolder,
     PermitState,
     ProcessLock,
     RuleValue,
     StorageURL,
+    TokenEntry,
     budget,
+    holder,
     missing_extra,
 )
 from .windows import MAX_HOLD, MAX_PAUSE, MIN_HOLD, learned_ttl, longest_pause
@@ -119,12 +125,16 @@ class RedisConnection:
 
 
 # One round trip per permit: the whole decision runs inside Redis, on its clock.
-# KEYS: permits in flight (sorted set: member -> time), ended permits (sorted set:
-# member -> end), pause, learned rule (hash), the permits' counter.
+# KEYS: permits not over (sorted set: member -> time; a sent one's time is when it
+# was sent), ended permits (sorted set: member -> end), pause, learned rule (hash),
+# the permits' counter, the leases of the waiting ones (sorted set: member -> until
+# when it holds unless renewed; a member not there was sent), holders (hash: member
+# -> "host|pid|since").
 # A member is "<n>:<hold>:<random>", n counting up: the order permits were asked for.
 # ARGV: limit (0: none), period, max_wait, the member to confirm ('' for a new
 # permit), the longest pause of the configured rule, MAX_PAUSE, the hold, MIN_HOLD,
-# a random suffix (a counter that expired and started again never repeats a member).
+# a random suffix (a counter that expired and started again never repeats a member),
+# the holder's host, its pid, WAIT_LEASE.
 # Returns {wait, member ('' when nothing was reserved), firm ('1' or '0'), period}.
 _RESERVE = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
@@ -147,17 +157,29 @@ elseif paused > start then
 end
 local function number(m) return tonumber(string.match(m, '^(%d+):')) end
 local function hold(m) return tonumber(string.match(m, '^%d+:([^:]+)')) end
+-- a holder that died waiting sent nothing: its reservation lapses
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[6], '-inf', now)
+for _, m in ipairs(lapsed) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[6], m)
+  redis.call('HDEL', KEYS[7], m)
+end
 -- a holder that never said: its permit ended at its expiry
 local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[8]), 'WITHSCORES')
 for i = 1, #old, 2 do
   local expires = tonumber(old[i + 1]) + hold(old[i])
-  if expires <= now then
+  if expires <= now and not redis.call('ZSCORE', KEYS[6], old[i]) then
     redis.call('ZREM', KEYS[1], old[i])
+    redis.call('HDEL', KEYS[7], old[i])
     redis.call('ZADD', KEYS[2], expires, old[i])
   end
 end
-if member ~= '' and not redis.call('ZSCORE', KEYS[1], member) then
-  member = ''  -- forgotten: reserve anew
+if member ~= '' then
+  if not redis.call('ZSCORE', KEYS[1], member) then
+    member = ''  -- forgotten, or lapsed: reserve anew
+  elseif not redis.call('ZSCORE', KEYS[6], member) then
+    return {'0', member, '1', tostring(period)}  -- sent already
+  end
 end
 if limit <= 0 then return {tostring(start - now), member, '1', '0'} end
 -- stale: further ahead than any reservation could lie (a clock that was wrong)
@@ -204,25 +226,41 @@ if #floors >= limit then  -- a guess until one of them ends
 end
 local wait = start - now
 if wait > tonumber(ARGV[3]) then
-  if member ~= '' then redis.call('ZREM', KEYS[1], member) end
+  if member ~= '' then
+    redis.call('ZREM', KEYS[1], member)
+    redis.call('ZREM', KEYS[6], member)
+    redis.call('HDEL', KEYS[7], member)
+  end
   return {tostring(wait), '', '0', tostring(period)}
 end
+local sent = firm and wait <= 0  -- sent from now; else waiting, held while renewed
+local who = ARGV[10] .. '|' .. ARGV[11] .. '|' .. string.format('%.6f', now)
 if member == '' then
   member = redis.call('INCR', KEYS[5]) .. ':' .. ARGV[7] .. ':' .. ARGV[9]
-  redis.call('ZADD', KEYS[1], start, member)
+  redis.call('ZADD', KEYS[1], sent and now or start, member)
+  redis.call('HSET', KEYS[7], member, who)
 else
-  redis.call('ZADD', KEYS[1], 'XX', start, member)
+  redis.call('ZADD', KEYS[1], 'XX', sent and now or start, member)
+  if sent then redis.call('HSET', KEYS[7], member, who) end
+end
+if sent then
+  redis.call('ZREM', KEYS[6], member)
+else
+  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[12]), member)
 end
 local ttl = math.ceil((wait + hold(member) + period) * 1000) + 1000
-for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5]}) do
+for _, key in ipairs({KEYS[1], KEYS[2], KEYS[5], KEYS[6], KEYS[7]}) do
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
 end
 return {tostring(wait), member, firm and '1' or '0', tostring(period)}
 """
 
-# KEYS: permits in flight, ended permits, the counter. ARGV: the member, its period.
+# KEYS: permits in flight, ended permits, the counter, leases, holders. ARGV: the
+# member, its period.
 _FINISH = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis < 5
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -293,7 +331,7 @@ class RedisBackend:
         )
 
     @classmethod
-    def check(cls, storage: StorageURL, what: str) -> StorageURL:
+    def check_url(cls, storage: StorageURL, what: str) -> StorageURL:
         """Refuse a URL without a host or with a database that is not a number, and
         say now when the ``redis`` extra is missing."""
         url = storage.url
@@ -316,7 +354,15 @@ class RedisBackend:
     @staticmethod
     def _keys(key: str) -> list[str]:
         tag = "rbe:{" + key.replace("}", ")") + "}"
-        return [f"{tag}:flight", f"{tag}:ended", f"{tag}:pause", f"{tag}:rule", f"{tag}:n"]
+        return [
+            f"{tag}:flight",
+            f"{tag}:ended",
+            f"{tag}:pause",
+            f"{tag}:rule",
+            f"{tag}:n",
+            f"{tag}:lease",
+            f"{tag}:who",
+        ]
 
     def acquire(
         self,
@@ -365,6 +411,8 @@ class RedisBackend:
                 repr(float(min(max(hold, MIN_HOLD), MAX_HOLD))),
                 repr(MIN_HOLD),
                 os.urandom(4).hex(),
+                *holder(),
+                repr(WAIT_LEASE),
             ],
             timeout,
         )
@@ -374,13 +422,17 @@ class RedisBackend:
     def finish(self, key: str, stamp: Any, timeout: float | None = None) -> None:
         member, period = stamp
         keys = self._keys(key)
-        self._redis.run("finish", [keys[0], keys[1], keys[4]], [member, repr(period)], timeout)
+        self._redis.run(
+            "finish", [keys[0], keys[1], keys[4], keys[5], keys[6]], [member, repr(period)], timeout
+        )
 
     def cancel(self, key: str, stamp: Any, timeout: float | None = None) -> None:
-        flight, ended = self._keys(key)[:2]
+        keys = self._keys(key)
         pipe = self._redis.client(timeout).pipeline(transaction=True)
-        pipe.zrem(flight, stamp[0])
-        pipe.zrem(ended, stamp[0])
+        pipe.zrem(keys[0], stamp[0])
+        pipe.zrem(keys[1], stamp[0])
+        pipe.zrem(keys[5], stamp[0])
+        pipe.hdel(keys[6], stamp[0])
         pipe.execute()
 
     def pause(
@@ -474,23 +526,89 @@ class RedisBackend:
     def unlock(self, name: str, owner: str, timeout: float | None = None) -> None:
         self._redis.run("unlock", [self._token_key(name) + ":lock"], [owner], timeout)
 
-    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
-        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+    def token_entries(self, timeout: float | None = None) -> list[TokenEntry]:
+        """Every entry not expired, by name, sealed contents unread."""
         client = self._redis.client(timeout)
         found = []
         for key in client.scan_iter(match="rbe:token:{*}", count=500):
             name = key.decode("utf-8", "backslashreplace")[len("rbe:token:{") : -1]
             left = client.pttl(key)
             if left > 0:
-                found.append((name, left / 1000))
+                found.append(TokenEntry(name, left / 1000))
         return sorted(found)
+
+    # -- the store ----------------------------------------------------------------
+
+    def exists(self, timeout: float | None = None) -> bool:
+        """Always: a Redis server keeps its keys once it answers (:meth:`check`)."""
+        return True
+
+    def check(self, timeout: float | None = None) -> None:
+        """``PING`` the server."""
+        self._redis.client(timeout).ping()
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """An outage: the server cannot be reached or does not answer in time
+        (``ConnectionError``, ``TimeoutError``, any :class:`OSError`), is loading its
+        data, refuses writes for now (a read-only replica, out of memory, a cluster
+        that is down or resharding). Any other reply refused (``WRONGTYPE`` from a
+        key this package did not write, a script's error) is a bug."""
+        return isinstance(exc, (OSError, *_outage_errors()))
 
     def close(self) -> None:
         self._redis.close()
 
+    # -- circuits -----------------------------------------------------------------
+
+    @staticmethod
+    def _circuit_key(record: CircuitRecord) -> str:
+        return f"rbe:circuit:{record.host}|{record.holder_host}|{record.pid}"
+
+    def publish_circuit(
+        self, record: CircuitRecord, ttl: float, timeout: float | None = None
+    ) -> None:
+        """Keep ``record`` as JSON under ``rbe:circuit:{host}|{holder host}|{pid}``,
+        expiring after ``ttl`` seconds (Redis's clock)."""
+        value = json.dumps(
+            {
+                "host": record.host,
+                "state": record.state,
+                "since": record.since,
+                "failures": record.failures,
+                "holder_host": record.holder_host,
+                "pid": record.pid,
+                "published": record.published,
+            }
+        )
+        self._redis.client(timeout).set(self._circuit_key(record), value, px=_milliseconds(ttl))
+
+    def circuit_records(self, timeout: float | None = None) -> list[CircuitRecord]:
+        """Every record not yet expired, sorted by host, then holder (a value that is
+        not a record this package writes is skipped)."""
+        client = self._redis.client(timeout)
+        names = list(client.scan_iter(match="rbe:circuit:*", count=500))
+        found = []
+        for start in range(0, len(names), 500):
+            pipe = client.pipeline(transaction=False)  # (one round trip; any cluster slot)
+            for name in names[start : start + 500]:
+                pipe.get(name)
+            for value in pipe.execute():
+                record = _circuit_record(value)
+                if record is not None:
+                    found.append(record)
+        return sorted(found, key=lambda r: (r.host, r.holder_host, r.pid))
+
 
 #: What this package keeps under each ``rbe:{key}:`` name, as Redis's ``TYPE`` says it.
-_KEY_TYPES = {"flight": "zset", "ended": "zset", "pause": "string", "rule": "hash", "n": "string"}
+_KEY_TYPES = {
+    "flight": "zset",
+    "ended": "zset",
+    "pause": "string",
+    "rule": "hash",
+    "n": "string",
+    "lease": "zset",
+    "who": "hash",
+}
 
 
 def _key_state(client: Any, name: bytes, kind: str, now: float) -> dict[str, Any]:
@@ -500,7 +618,7 @@ def _key_state(client: Any, name: bytes, kind: str, now: float) -> dict[str, Any
     :raises ValueError: a value that is not a number.
     """
     if kind == "flight":
-        return {"in_flight": client.zcard(name)}
+        return _flight_state(client, name, now)
     if kind == "ended":
         return {"ended": client.zcard(name)}
     if kind == "pause":
@@ -514,8 +632,52 @@ def _key_state(client: Any, name: bytes, kind: str, now: float) -> dict[str, Any
             "learned": (int(limit), float(period)),
             "learned_for": max(0.0, client.pttl(name) / 1000),
         }
+    if kind == "lease":
+        client.zcard(name)  # (read with the permits: a stray one is named)
+        return {}
+    if kind == "who":
+        client.hlen(name)
+        return {}
     int(client.get(name) or 0)  # the counter: nothing to show, but a stray one is named
     return {}
+
+
+def _flight_state(client: Any, name: bytes, now: float) -> dict[str, Any]:
+    """The permits not over of one key (its ``flight``, ``lease`` and ``who`` keys),
+    as :class:`PermitState` fields: in flight, waiting, and their holders."""
+    tag = name[: -len(b"flight")]
+    pipe = client.pipeline(transaction=True)
+    pipe.zrange(name, 0, -1, withscores=True)
+    pipe.zrange(tag + b"lease", 0, -1, withscores=True)
+    pipe.hgetall(tag + b"who")
+    permits, leases, who = pipe.execute()
+    waiting_until = dict(leases)
+    holders = []
+    for member, at in permits:
+        until = waiting_until.get(member)
+        if until is not None and until <= now:
+            continue  # lapsed: the next permit taken gives it back
+        if until is None and at + _hold(member) <= now:
+            continue  # its holder never said: it counts as ended
+        host, _, rest = who.get(member, b"?|0|0").decode("utf-8", "replace").partition("|")
+        pid, _, since = rest.partition("|")
+        holders.append(
+            PermitHolder(
+                "waiting" if until is not None else "sending",
+                host,
+                int(pid or 0),
+                since=float(since or at),
+                at=float(at),
+            )
+        )
+    holders.sort(key=lambda held: held.since)
+    waiting = sum(held.state == "waiting" for held in holders)
+    return {
+        "in_flight": len(holders) - waiting,
+        "waiting": waiting,
+        "holders": tuple(holders),
+        "now": now,
+    }
 
 
 def _wrong(client: Any, name: bytes, kind: str, exc: Exception) -> str:
@@ -527,6 +689,48 @@ def _wrong(client: Any, name: bytes, kind: str, exc: Exception) -> str:
     if held and held != _KEY_TYPES[kind]:
         return f"a {held} where this package keeps a {_KEY_TYPES[kind]}"
     return f"refused: {str(exc).splitlines()[0][:200]}" if str(exc) else "refused"
+
+
+def _circuit_record(value: bytes | None) -> CircuitRecord | None:
+    """A published circuit's record from its JSON, or None (gone meanwhile, or not one)."""
+    if value is None:
+        return None
+    try:
+        kept = json.loads(value)
+        return CircuitRecord(
+            host=str(kept["host"]),
+            state=str(kept["state"]),
+            since=float(kept["since"]),
+            failures=int(kept["failures"]),
+            holder_host=str(kept["holder_host"]),
+            pid=int(kept["pid"]),
+            published=float(kept["published"]),
+        )
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def _hold(member: bytes) -> float:
+    """The hold a permit's member carries (``<n>:<hold>:<random>``)."""
+    try:
+        return float(member.split(b":")[1])
+    except (IndexError, ValueError):
+        return MAX_HOLD
+
+
+def _outage_errors() -> tuple[type[BaseException], ...]:
+    """redis-py's exceptions that mean the server cannot be had now (those this
+    version of redis-py has)."""
+    exceptions = redis_module().exceptions
+    names = (
+        "ConnectionError",  # (AuthenticationError, BusyLoadingError, MaxConnectionsError...)
+        "TimeoutError",
+        "ReadOnlyError",
+        "OutOfMemoryError",
+        "ClusterDownError",  # (MasterDownError)
+        "TryAgainError",
+    )
+    return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
 
 
 def _seconds(time: tuple[int, int]) -> float:

@@ -26,6 +26,7 @@ first took (on the clock) is taken from the second.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -41,15 +42,20 @@ from ..urls import safe_for_message
 from .base import (
     DEFAULT_HOLD,
     STORE_TIMEOUT,
+    WAIT_LEASE,
+    CircuitRecord,
     Grant,
     OutboxRow,
+    PermitHolder,
     PermitState,
     ProcessLock,
     RuleValue,
     StorageURL,
     StoreBusy,
+    TokenEntry,
     budget,
     check_private_stat,
+    holder,
 )
 from .windows import (
     CLOCK_STEP,
@@ -73,6 +79,11 @@ CREATE TABLE IF NOT EXISTS rbe_permits (
     forget REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rbe_permits_key_ended ON rbe_permits (key, ended);
+ALTER TABLE rbe_permits ADD COLUMN lease REAL;
+ALTER TABLE rbe_permits ADD COLUMN hold REAL;
+ALTER TABLE rbe_permits ADD COLUMN host TEXT;
+ALTER TABLE rbe_permits ADD COLUMN pid INTEGER;
+ALTER TABLE rbe_permits ADD COLUMN since REAL;
 CREATE TABLE IF NOT EXISTS rbe_pauses (key TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS rbe_rules (
     key TEXT PRIMARY KEY, max_calls INTEGER NOT NULL, period REAL NOT NULL,
@@ -102,6 +113,12 @@ CREATE TABLE IF NOT EXISTS rbe_outbox (
     lease_owner TEXT,
     lease_until REAL
 );
+CREATE TABLE IF NOT EXISTS rbe_circuits (
+    host TEXT NOT NULL, holder_host TEXT NOT NULL, pid INTEGER NOT NULL,
+    state TEXT NOT NULL, since REAL NOT NULL, failures INTEGER NOT NULL,
+    published REAL NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (host, holder_host, pid)
+);
 """
 _OUTBOX_COLUMNS = (
     "id, created, method, shown_url, host, sealed, kind, status, trace_id, uncertain, "
@@ -113,6 +130,25 @@ _NO_LATER = 2**63 - 1
 #: entry that stayed queued would be sent again by the next replay.
 SETTLE_FOR = 30.0
 
+
+#: SQLite's primary result codes that mean the file cannot be had now (an outage, not
+#: a bug): PERM, BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN,
+#: PROTOCOL, NOTADB.
+_OUTAGE_CODES = frozenset({3, 5, 6, 7, 8, 10, 11, 13, 14, 15, 26})
+#: How SQLite words those errors, for a Python (3.10) whose exceptions carry no code.
+_OUTAGE_MESSAGES = (
+    "access permission denied",
+    "database is locked",
+    "database table is locked",
+    "out of memory",
+    "attempt to write a readonly database",
+    "disk i/o error",
+    "database disk image is malformed",
+    "database or disk is full",
+    "unable to open database",
+    "locking protocol",
+    "file is not a database",
+)
 
 #: An SQLite URL for messages: ``sqlite:///`` then the path ``/var/lib/app/rbe.db``.
 EXAMPLE = "sqlite:////var/lib/app/rbe.db"
@@ -425,12 +461,21 @@ def _private_file(path: str, *, create: bool) -> os.stat_result | None:
 
 def _apply(connection: sqlite3.Connection, schema: str) -> None:
     """Run ``schema`` in one write transaction (a schema check that upgrades to a
-    write outside one may fail at once with "database is locked")."""
+    write outside one may fail at once with "database is locked").
+
+    An ``ALTER TABLE ... ADD COLUMN`` of a column the table has already is
+    skipped: that is how a file made by an earlier version gains a column.
+    """
     connection.execute("BEGIN IMMEDIATE")
     try:
         for statement in schema.split(";"):
-            if statement.strip():
+            if not statement.strip():
+                continue
+            try:
                 connection.execute(statement)
+            except sqlite3.OperationalError as exc:
+                if not (statement.strip().startswith("ALTER") and "duplicate column" in str(exc)):
+                    raise
     except BaseException:
         connection.execute("ROLLBACK")
         raise
@@ -485,9 +530,41 @@ class SQLiteBackend:
         self._step_warned = False
 
     @classmethod
-    def check(cls, storage: StorageURL, what: str) -> StorageURL:
+    def check_url(cls, storage: StorageURL, what: str) -> StorageURL:
         """Refuse a URL that does not name a file by its absolute path."""
         return check_url(storage, what)
+
+    def exists(self, timeout: float | None = None) -> bool:
+        """Whether the file is there (a symlink or another user's file counts: reading
+        it is refused, with the reason)."""
+        return os.path.lexists(self.storage.path)
+
+    def check(self, timeout: float | None = None) -> None:
+        """Open the file and read its schema; for a file not made yet, only check that
+        its directory would take it (:class:`PermissionError` if not): nothing is
+        created."""
+        if self.exists():
+            self._file.read("SELECT count(*) FROM sqlite_master", (), timeout)
+            return
+        directory = os.path.dirname(self.storage.path) or "."
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "its directory cannot take the file", directory)
+
+    def unreachable(self, exc: BaseException) -> bool:
+        """An outage: the file cannot be opened, is locked past the time given, full,
+        read-only, corrupt or not a database, or this process's connection stayed busy
+        (:class:`~.base.StoreBusy`), or any other :class:`OSError`. SQLite's own
+        errors tell by their result code (Python 3.11 and later) or their message
+        (3.10). Another error (a missing table or column, a wrong binding) is a bug,
+        or a file this package did not write."""
+        if isinstance(exc, OSError):
+            return True
+        if type(exc) not in (sqlite3.OperationalError, sqlite3.DatabaseError):
+            return False
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF in _OUTAGE_CODES
+        return str(exc).lower().startswith(_OUTAGE_MESSAGES)
 
     def close(self) -> None:
         self._file.close()
@@ -529,7 +606,7 @@ class SQLiteBackend:
     def _stepped_back(self, db: sqlite3.Connection, step: float) -> None:
         db.execute(
             "UPDATE rbe_permits SET at = at - ?1, ended = ended - ?1, expires = expires - ?1, "
-            "forget = forget - ?1",
+            "forget = forget - ?1, lease = lease - ?1, since = since - ?1",
             (step,),
         )
         db.execute("UPDATE rbe_pauses SET until = until - ?", (step,))
@@ -600,20 +677,25 @@ class SQLiteBackend:
         if row is not None:
             rule = (int(row[0]), float(row[1]))
         start = max(now, self._pause_until(db, key, now, configured))
+        # a holder that died waiting sent nothing: its reservation lapses
+        db.execute(
+            "DELETE FROM rbe_permits WHERE key = ? AND ended IS NULL AND lease <= ?", (key, now)
+        )
         # a holder that never said: its permit ended at its expiry
         db.execute(
             "UPDATE rbe_permits SET ended = expires WHERE key = ? AND ended IS NULL "
-            "AND expires <= ?",
+            "AND lease IS NULL AND expires <= ?",
             (key, now),
         )
-        if (
-            stamp is not None
-            and db.execute(
-                "SELECT 1 FROM rbe_permits WHERE id = ? AND key = ? AND ended IS NULL", (stamp, key)
+        if stamp is not None:
+            row = db.execute(
+                "SELECT lease FROM rbe_permits WHERE id = ? AND key = ? AND ended IS NULL",
+                (stamp, key),
             ).fetchone()
-            is None
-        ):
-            stamp = None  # forgotten: reserve anew
+            if row is None:
+                stamp = None  # forgotten, or lapsed: reserve anew
+            elif row[0] is None:
+                return Grant(0.0, stamp)  # sent already
         if rule is None:
             return Grant(start - now, stamp)
         limit, period = rule
@@ -649,16 +731,22 @@ class SQLiteBackend:
             if stamp is not None:
                 db.execute("DELETE FROM rbe_permits WHERE id = ?", (stamp,))
             return Grant(wait)
-        if stamp is not None:  # (expires and forget move with the time)
-            db.execute(
-                "UPDATE rbe_permits SET at = ?1, expires = expires - at + ?1, "
-                "forget = forget - at + ?1 WHERE id = ?2",
-                (start, stamp),
+        if firm and wait <= 0:  # sent from now: it counts until it ends, or its hold
+            at, lease, expires = now, None, now + hold
+        else:  # waiting: held while its holder renews it
+            at, lease, expires = start, now + WAIT_LEASE, start + hold
+        if stamp is not None:
+            db.execute(  # (a permit sent now is "since" now; a waiting one keeps its)
+                "UPDATE rbe_permits SET at = ?1, lease = ?2, expires = ?3, forget = ?3 + ?4, "
+                "hold = ?5, since = CASE WHEN ?2 IS NULL THEN ?6 ELSE since END WHERE id = ?7",
+                (at, lease, expires, period, hold, now, stamp),
             )
             return Grant(wait, stamp, firm)
+        host, pid = holder()
         cursor = db.execute(
-            "INSERT INTO rbe_permits (key, at, expires, forget) VALUES (?1, ?2, ?3, ?3 + ?4)",
-            (key, start, start + hold, period),
+            "INSERT INTO rbe_permits (key, at, expires, forget, lease, hold, host, pid, since) "
+            "VALUES (?1, ?2, ?3, ?3 + ?4, ?5, ?6, ?7, ?8, ?9)",
+            (key, at, expires, period, lease, hold, host, pid, now),
         )
         return Grant(wait, cursor.lastrowid, firm)
 
@@ -710,18 +798,46 @@ class SQLiteBackend:
                 (key, limit, period, now + learned_ttl(period)),
             )
 
+    def survey(
+        self, timeout: float | None = None
+    ) -> tuple[list[PermitState], list[tuple[str, str]]]:
+        """:meth:`snapshot`; nothing is skipped (every row is this package's)."""
+        return self.snapshot(timeout), []
+
     def snapshot(self, timeout: float | None = None) -> list[PermitState]:
         now = self._clock.time()
         found: dict[str, dict[str, Any]] = {}
         rows = self._file.read_all(
-            "SELECT key, sum(ended IS NULL AND expires > ?1), "
-            "sum(ended IS NOT NULL OR expires <= ?1) FROM rbe_permits "
+            "SELECT key, total(ended IS NULL AND lease IS NULL AND expires > ?1), "
+            "total(ended IS NULL AND lease > ?1), "
+            "total(ended IS NOT NULL OR (lease IS NULL AND expires <= ?1)) FROM rbe_permits "
             "WHERE forget > ?1 GROUP BY key",
             (now,),
             timeout,
         )
-        for key, flying, ended in rows:
-            found.setdefault(key, {}).update(in_flight=int(flying), ended=int(ended))
+        for key, flying, waiting, ended in rows:
+            found.setdefault(key, {}).update(
+                in_flight=int(flying), waiting=int(waiting), ended=int(ended), now=now
+            )
+        holders: dict[str, list[PermitHolder]] = {}
+        for key, sent, host, pid, since, at in self._file.read_all(
+            "SELECT key, lease IS NULL, host, pid, coalesce(since, at), at FROM rbe_permits "
+            "WHERE ended IS NULL AND ((lease IS NULL AND expires > ?1) OR lease > ?1) "
+            "ORDER BY coalesce(since, at), id",
+            (now,),
+            timeout,
+        ):
+            holders.setdefault(key, []).append(
+                PermitHolder(
+                    "sending" if sent else "waiting",
+                    host or "?",  # (a row an earlier version wrote names nobody)
+                    int(pid or 0),
+                    since=float(since),
+                    at=float(at),
+                )
+            )
+        for key, held in holders.items():
+            found.setdefault(key, {})["holders"] = tuple(held)
         for key, until in self._file.read_all(
             "SELECT key, until FROM rbe_pauses WHERE until > ?", (now,), timeout
         ):
@@ -773,13 +889,13 @@ class SQLiteBackend:
         with self._file.transaction(timeout) as db:
             db.execute("DELETE FROM rbe_token_locks WHERE name = ? AND owner = ?", (name, owner))
 
-    def token_entries(self, timeout: float | None = None) -> list[tuple[str, float]]:
-        """``(name, seconds_left)`` of every entry, sealed contents unread."""
+    def token_entries(self, timeout: float | None = None) -> list[TokenEntry]:
+        """Every entry not expired, by name, sealed contents unread."""
         now = self._clock.time()
         rows = self._file.read_all(
             "SELECT name, expires FROM rbe_tokens WHERE expires > ? ORDER BY name", (now,), timeout
         )
-        return [(name, expires - now) for name, expires in rows]
+        return [TokenEntry(name, expires - now) for name, expires in rows]
 
     # -- the outbox ---------------------------------------------------------------
 
@@ -806,25 +922,33 @@ class SQLiteBackend:
         assert entry_id is not None
         return entry_id
 
-    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
+    def entry_rows(
+        self, entry_id: int | None = None, timeout: float | None = None
+    ) -> list[OutboxRow]:
         if entry_id is None:
-            return self._file.read_all(f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox ORDER BY id")
-        return self._file.read_all(
-            f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox WHERE id = ?", (entry_id,)
-        )
+            rows = self._file.read_all(
+                f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox ORDER BY id", (), timeout
+            )
+        else:
+            rows = self._file.read_all(
+                f"SELECT {_OUTBOX_COLUMNS} FROM rbe_outbox WHERE id = ?", (entry_id,), timeout
+            )
+        return [_outbox_row(row) for row in rows]
 
-    def queued(self) -> list[tuple[int, bool]]:
+    def queued(self, timeout: float | None = None) -> list[tuple[int, bool]]:
         rows = self._file.read_all(
-            "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id"
+            "SELECT id, uncertain FROM rbe_outbox WHERE state = 'queued' ORDER BY id", (), timeout
         )
-        return [(row[0], bool(row[1])) for row in rows]
+        return [(entry_id, bool(uncertain)) for entry_id, uncertain in rows]
 
-    def drop_entry(self, entry_id: int) -> bool:
-        with self._file.transaction() as db:
+    def drop_entry(self, entry_id: int, timeout: float | None = None) -> bool:
+        with self._file.transaction(timeout) as db:
             return db.execute("DELETE FROM rbe_outbox WHERE id = ?", (entry_id,)).rowcount == 1
 
-    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
-        with self._file.transaction() as db:
+    def claim(
+        self, entry_id: int, owner: str, now: float, lease: float, timeout: float | None = None
+    ) -> bool:
+        with self._file.transaction(timeout) as db:
             claimed = db.execute(
                 "UPDATE rbe_outbox SET lease_owner = ?, lease_until = ? WHERE id = ? AND "
                 "state = 'queued' AND (lease_until IS NULL OR lease_until < ?)",
@@ -849,3 +973,70 @@ class SQLiteBackend:
                 )
 
         when_unlocked(record, give_up_after=SETTLE_FOR, pause=0.2, clock=self._clock)
+
+    # -- circuits -----------------------------------------------------------------
+
+    def publish_circuit(
+        self, record: CircuitRecord, ttl: float, timeout: float | None = None
+    ) -> None:
+        """Keep ``record`` for ``ttl`` seconds of the host's wall clock (the expired
+        records of every process go meanwhile)."""
+        with self._file.transaction(timeout) as db:
+            now = self._clock.time()
+            db.execute("DELETE FROM rbe_circuits WHERE expires <= ?", (now,))
+            db.execute(
+                "INSERT OR REPLACE INTO rbe_circuits (host, holder_host, pid, state, since, "
+                "failures, published, expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.host,
+                    record.holder_host,
+                    record.pid,
+                    record.state,
+                    record.since,
+                    record.failures,
+                    record.published,
+                    now + ttl,
+                ),
+            )
+
+    def circuit_records(self, timeout: float | None = None) -> list[CircuitRecord]:
+        """Every record not yet expired, sorted by host, then holder."""
+        rows = self._file.read_all(
+            "SELECT host, state, since, failures, holder_host, pid, published FROM rbe_circuits "
+            "WHERE expires > ? ORDER BY host, holder_host, pid",
+            (self._clock.time(),),
+            timeout,
+        )
+        return [
+            CircuitRecord(
+                host=str(host),
+                state=str(state),
+                since=float(since),
+                failures=int(failures),
+                holder_host=str(holder_host),
+                pid=int(pid),
+                published=float(published),
+            )
+            for host, state, since, failures, holder_host, pid, published in rows
+        ]
+
+
+def _outbox_row(row: tuple[Any, ...]) -> OutboxRow:
+    """A row of ``rbe_outbox`` (:data:`_OUTBOX_COLUMNS`) as an :class:`OutboxRow`."""
+    (entry_id, created, method, shown, host, sealed, kind, status, trace, uncertain) = row[:10]
+    state, last_error, tries = row[10:13]
+    return OutboxRow(
+        entry_id,
+        created,
+        method,
+        shown,
+        host,
+        bytes(sealed),
+        kind,
+        status,
+        trace,
+        bool(uncertain),
+        state,
+        last_error,
+        tries,
+    )

@@ -29,10 +29,23 @@ one's time can only be guessed (no earlier than a period after the
 its holder confirms it when that time comes (:meth:`~.base.PermitLog.confirm`),
 against the permits reserved before it alone. So permits are served in the
 order they were asked for: a thread that finishes and asks again at once
-queues behind one that waited. A permit whose holder died (a killed
-process, a lost connection) must not block the fleet: it counts as ended at
-its time plus its *hold* (:func:`permit_hold`), the longest its attempt may
-take to reach the server.
+queues behind one that waited.
+
+**Waiting is not sending.** A permit is *waiting* from its reservation until
+its holder's time has come and the store, asked once more, finds it firm: it
+is *sending* from then on (a permit due at once is sending from its
+reservation). A holder that dies must not block the fleet:
+
+* a waiting permit sent nothing, so it holds its place only while its holder
+  renews it (every :data:`~.base.WAIT_RENEW` seconds, by asking again): one
+  not renewed for :data:`~.base.WAIT_LEASE` seconds lapses, on any host;
+* a sent permit may have reached the server: it counts as ended at the moment
+  it was sent plus its *hold* (:func:`permit_hold`), the longest its attempt
+  may take to reach the server.
+
+Every permit not over names its holder (host and pid) and since when, for
+``status``. A permit a store kept before it knew of waiting (an earlier
+version's) counts as sent.
 
 A server-stated rule learned for a key takes precedence over the configured
 one until it expires (:func:`learned_ttl`).

@@ -11,7 +11,9 @@ own multi-line layout (a wrapped paragraph, a response body's lines) goes
 through :meth:`Terminal.lines`.
 
 Colour only when stdout is a terminal and ``NO_COLOR`` is not set, so piped
-output and logs stay plain text.
+output and logs stay plain text. A table given a ``width`` (:attr:`Terminal.width`:
+``COLUMNS``, else the terminal's) wraps its widest columns to fit; output that
+is not a terminal, without ``COLUMNS``, is not wrapped.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
@@ -28,6 +31,8 @@ __all__ = ["PROGRAM", "Terminal", "complain", "neutral", "safe_text", "status_st
 PROGRAM = "requests-bloxs-errors"
 
 _CODES = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
+#: No column of a fitted table is wrapped narrower than this.
+NARROWEST = 12
 
 
 def neutral(text: str, keep: str = "") -> str:
@@ -54,6 +59,18 @@ class Terminal:
         isatty = getattr(self.stream, "isatty", None)
         self.colour = bool(isatty and isatty()) and "NO_COLOR" not in os.environ
 
+    @property
+    def width(self) -> int | None:
+        """The columns to fit: ``COLUMNS`` when it is a number, else the terminal's
+        width; None (no limit) for output that is not a terminal (a pipe, a file)."""
+        columns = os.environ.get("COLUMNS", "").strip()
+        if columns.isdigit() and int(columns) > 0:
+            return int(columns)
+        try:
+            return os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # not a terminal, or no file at all
+            return None
+
     def paint(self, text: str, style: str | None) -> str:
         if not self.colour or style is None:
             return text
@@ -78,18 +95,56 @@ class Terminal:
         header: Sequence[str],
         rows: Sequence[Sequence[str]],
         styles: Sequence[str | None] = (),
+        width: int | None = None,
+        wrap: Sequence[int] | None = None,
     ) -> None:
         """Print ``rows`` under ``header``, columns aligned; ``styles`` colours whole rows.
-        Each cell is one line (:func:`neutral`), so the columns stay aligned."""
+        Each cell is one line (:func:`neutral`), so the columns stay aligned.
+
+        :param width: the columns the table may take (:attr:`width`); when it is
+            wider, its widest columns are narrowed (to :data:`NARROWEST` at least)
+            and their cells wrapped onto lines of their own. None: no limit.
+        :param wrap: the indexes of the columns that may be narrowed; None: any.
+        """
         cells = [[neutral(str(c)) for c in row] for row in rows]
         widths = [max(len(str(c)) for c in column) for column in zip(header, *cells, strict=False)]
-        self.line(
-            "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False)).rstrip(), "bold"
-        )
+        if width is not None:
+            widths = _fitted(widths, width, range(len(widths)) if wrap is None else wrap)
+        for line in _wrapped(header, widths):
+            self.line(line, "bold")
         self.line("  ".join("-" * w for w in widths))
         for index, row in enumerate(cells):
-            text = "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-            self.line(text, styles[index] if index < len(styles) else None)
+            for line in _wrapped(row, widths):
+                self.line(line, styles[index] if index < len(styles) else None)
+
+
+def _fitted(widths: Sequence[int], width: int, narrowed: Sequence[int]) -> list[int]:
+    """``widths`` with the ``narrowed`` columns narrowed, widest first, until the
+    columns and the gaps between them fit ``width`` (or each of them is down to
+    :data:`NARROWEST`)."""
+    fitted = list(widths)
+    room = width - 2 * (len(fitted) - 1)
+    while narrowed and sum(fitted) > room:
+        widest = max(narrowed, key=fitted.__getitem__)
+        if fitted[widest] <= NARROWEST:
+            break
+        fitted[widest] -= 1
+    return fitted
+
+
+def _wrapped(row: Sequence[str], widths: Sequence[int]) -> list[str]:
+    """The lines of one row: each cell wrapped to its column, the columns aligned."""
+    parts = [
+        (textwrap.wrap(cell, w, break_on_hyphens=False) or [""]) if len(cell) > w else [cell]
+        for cell, w in zip(row, widths, strict=False)
+    ]
+    return [
+        "  ".join(
+            (part[n] if n < len(part) else "").ljust(w)
+            for part, w in zip(parts, widths, strict=False)
+        ).rstrip()
+        for n in range(max(len(part) for part in parts))
+    ]
 
 
 def complain(message: str, label: str = "error") -> None:

@@ -15,12 +15,10 @@ import importlib.util
 import json
 import os
 import runpy
-import signal
 import socket
 import ssl
 import sys
 import textwrap
-import threading
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import NoReturn
@@ -47,21 +45,31 @@ from ..errors.table import (
 from ..exceptions import BloxsError
 from ..patch import count_usage, usage
 from ..pipeline.failures import causes
-from ..pipeline.retry import DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_MAX, DEFAULT_MAX_RETRY_AFTER
-from ..simulator import ENDPOINTS, Simulator
+from ..pipeline.retry import (
+    DEFAULT_BACKOFF_FACTOR,
+    DEFAULT_BACKOFF_MAX,
+    DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_RETRIES,
+)
 from ..urls import origin, redact_url
 from . import _argtypes as argtypes
 from ._term import PROGRAM, Terminal, complain, neutral, safe_text, status_style
 from .demo import run_demo
 from .envconfig import (
+    RUN_DEFAULTS,
     VARIABLES,
     ConfigError,
+    EnvConfig,
     config_from_env,
     credentials_from,
     install_from_env,
+    shown_prefix,
 )
 from .outbox_cli import OutboxUsageError, run_outbox
 from .outbox_cli import add_commands as add_outbox_commands
+from .settings import LEVEL_WORDS, OFF_WORDS, ON_WORDS
+from .simulate_cli import SimulateUsageError, run_simulate
+from .simulate_cli import add_command as add_simulate_command
 from .status import StoreError, check_stores, run_status
 from .status import add_command as add_status_command
 
@@ -173,80 +181,11 @@ def _table(term: Terminal) -> int:
 
 
 def _simulate(term: Terminal, args: argparse.Namespace) -> int:
-    host, port, window = args.host, args.port, args.window
-    if args.retry_after is not None and args.fail is None:
-        raise UsageError("--retry-after needs --fail STATUS")
-    if (args.for_seconds or args.path or args.method) and not (args.fail or args.slow):
-        raise UsageError("--for, --path and --method shape a fault: add --fail or --slow")
+    """``simulate``: see :mod:`.simulate_cli`."""
     try:
-        simulator = Simulator(host=host, port=port, window=window)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    key, secret = simulator.bloxs_credentials
-    _, client_id, client_secret = simulator.dealcloud_credentials
-    term.line(f"Bloxs/DealCloud simulator on {simulator.url}  (Ctrl-C stops it)", "bold")
-    # demo credentials, published in the README: printing them is the point
-    term.line(f"  Bloxs:     apiKey={key}  apiSecret={secret}")
-    term.line(f"  DealCloud: client_id={client_id}  client_secret={client_secret}")
-    term.line(f"  rate-limit window: {window:g}s")
-    for line in _stage(simulator, args):
-        term.line(f"  {line}", "yellow")
-    term.table(
-        ["method", "path", "what"],
-        [[methods, simulator.url + path, what] for methods, path, what in ENDPOINTS],
-    )
-    _stop_on_signals()
-    try:
-        simulator.serve_forever()
-    except KeyboardInterrupt:
-        term.line("stopped")
-    finally:
-        simulator.stop()
-    return 0
-
-
-def _stop_on_signals() -> None:
-    """Ctrl-C (SIGINT) and ``kill`` (SIGTERM) stop the simulator cleanly, also when it
-    was started in the background of a script, which starts it with SIGINT ignored."""
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        return  # (signals reach the main thread only: run from one, this has no say)
-    for number in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(number, stop)
-
-
-def _stage(simulator: Simulator, args: argparse.Namespace) -> list[str]:
-    """Arm the faults the flags ask for; a line describing each."""
-    method = args.method.upper() if args.method else None
-    paths = args.path or [None]
-    how_long = f" for {args.for_seconds:g}s" if args.for_seconds else " until stopped"
-    where = (method + " " if method else "") + (
-        ", ".join(args.path) if args.path else "every request"
-    )
-    staged = []
-    for path in paths:
-        if args.fail is not None:
-            simulator.fail(
-                args.fail,
-                path=path,
-                method=method,
-                times=None,
-                retry_after=args.retry_after,
-                for_seconds=args.for_seconds,
-            )
-        if args.slow is not None:
-            simulator.slow(
-                args.slow, path=path, method=method, times=None, for_seconds=args.for_seconds
-            )
-    if args.fail is not None:
-        after = f" (Retry-After: {args.retry_after})" if args.retry_after is not None else ""
-        staged.append(f"fault: {where} answers {args.fail}{after}{how_long}")
-    if args.slow is not None:
-        staged.append(f"fault: {where} answers after {args.slow:g}s{how_long}")
-    return staged
+        return run_simulate(term, args)
+    except SimulateUsageError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _credentials(args: argparse.Namespace, url: str | None) -> list[tuple[Credential, str]]:
@@ -376,44 +315,28 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     defaults = argtypes.RealDefaults
-    commands.add_parser("demo", help="run a scripted workload against the embedded simulator")
-    explain = commands.add_parser("explain", help="what a status means and what the adapter does")
+    commands.add_parser(
+        "demo",
+        help="run a scripted workload against the embedded simulator",
+        description="Start the simulator on a free loopback port and run a narrated workload "
+        "through two mounted Sessions: token fetches, a revoked token, a throttled burst, "
+        "pacing to a quota, maintenance, validation errors, an outage with its circuit, "
+        "outbox and replay. Exit status 1 when a step ends otherwise than it expects.",
+    )
+    explain = commands.add_parser(
+        "explain",
+        help="what a status means and what the adapter does",
+        description="What an HTTP error status means, the typed error it raises, whether "
+        "and how it is retried, whether credentials are refreshed, and what to do about it.",
+    )
     explain.add_argument("status", metavar="STATUS", help="an HTTP status such as 429")
-    commands.add_parser("table", help="print the whole error table")
-    simulate = commands.add_parser(
-        "simulate", help="serve the simulator until interrupted", formatter_class=defaults
+    commands.add_parser(
+        "table",
+        help="print the whole error table",
+        description="Every status the adapter knows: its kind, typed error, whether it is "
+        "retried and re-authenticated; then the retry rules.",
     )
-    simulate.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    simulate.add_argument(
-        "--port", type=argtypes.port, default=8080, help="port (0: any free port)"
-    )
-    simulate.add_argument(
-        "--window", type=argtypes.positive, default=60.0, help="rate-limit window, seconds"
-    )
-    faults = simulate.add_argument_group(
-        "an outage to stage", "each fault starts when the simulator does"
-    )
-    faults.add_argument(
-        "--fail", type=argtypes.error_status, metavar="STATUS", help="answer STATUS (400-599)"
-    )
-    faults.add_argument(
-        "--slow", type=argtypes.positive, metavar="SECONDS", help="answer only after SECONDS"
-    )
-    faults.add_argument(
-        "--for",
-        dest="for_seconds",
-        type=argtypes.positive,
-        metavar="SECONDS",
-        help="for this long (default: until stopped)",
-    )
-    faults.add_argument(
-        "--path",
-        action="append",
-        metavar="PATH",
-        help="only on PATH and below, repeatable (default: every path)",
-    )
-    faults.add_argument("--method", help="only for this method (default: every method)")
-    faults.add_argument("--retry-after", metavar="VALUE", help="send this Retry-After with --fail")
+    add_simulate_command(commands)
     run = commands.add_parser(
         "run",
         help="run a script (or -m module) with the adapter installed, configured from the "
@@ -447,11 +370,14 @@ def _parser() -> argparse.ArgumentParser:
         help="raise typed errors instead of returning error responses, or not "
         "(RBE_RAISE_ERRORS=1 or 0); no value: 'run --raise-errors SCRIPT'",
     )
-    run.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (RBE_LOG_LEVEL)")
+    run.add_argument("--log-level", help=f"{LEVEL_WORDS} (RBE_LOG_LEVEL)")
     run.add_argument("-m", dest="module", metavar="MODULE", help="run a module, as python -m")
     run.add_argument("target", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]")
     config = commands.add_parser(
-        "config", help="print the configuration the environment gives (secrets masked)"
+        "config",
+        help="print the configuration the environment gives (secrets masked)",
+        description="The adapters run would install, then every variable: the value the "
+        "environment sets (secrets masked) or, marked so, its default.",
     )
     config.add_argument(
         "--check",
@@ -460,7 +386,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     add_status_command(commands)
     request = commands.add_parser(
-        "request", help="send one request through the adapter", formatter_class=defaults
+        "request",
+        help="send one request through the adapter",
+        description="Send one request through the adapter and print each attempt, the "
+        "typed error with what to do, and the body. Exit status 0 for success, 1 for an "
+        "error response, 3 when no response came.",
+        formatter_class=defaults,
     )
     request.add_argument("method", metavar="METHOD", help="GET, POST, PUT, ...")
     request.add_argument("url", metavar="URL", help="an absolute http:// or https:// URL")
@@ -474,7 +405,9 @@ def _parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds per attempt (connect and read)",
     )
-    request.add_argument("--max-retries", type=argtypes.count, default=3, help="retries per call")
+    request.add_argument(
+        "--max-retries", type=argtypes.count, default=DEFAULT_RETRIES, help="retries per call"
+    )
     request.add_argument(
         "--max-retry-after",
         type=argtypes.seconds_or_none,
@@ -566,29 +499,31 @@ def _run_script(args: argparse.Namespace) -> int:
             sys.path.insert(0, os.path.dirname(os.path.abspath(target[0])))
             runpy.run_path(target[0], run_name="__main__")
     finally:
-        _report_unused(config.mounts)
+        _report_unused(config)
     return 0
 
 
 #: Values ``--raise-errors`` took before it became a flag: one of them where the
 #: script's name should be is that older form.
-_FLAG_WORDS = frozenset({"0", "1", "true", "false", "yes", "no", "on", "off"})
-
-#: What ``run`` assumes where the environment says nothing: it speaks (WARNING and
-#: above on stderr, with times), so a fleet that loses its shared state hears of it.
-RUN_DEFAULTS = {"RBE_LOG_LEVEL": "WARNING"}
+_FLAG_WORDS = frozenset(ON_WORDS + OFF_WORDS)
 
 
-def _report_unused(mounts: Sequence[tuple[str, dict[str, object]]]) -> None:
+def _report_unused(config: EnvConfig) -> None:
     """One line at exit when the script made requests and none went through the adapter."""
     sent, served = usage()
-    if sent and not served:
-        where = ", ".join(redact_url(prefix) for prefix, _ in mounts)
-        Terminal(sys.stderr).line(
-            f"{PROGRAM}: the script made {sent} request(s) and none was under "
-            f"RBE_PREFIX ({where}): the adapter did nothing; set RBE_PREFIX to the URL of "
-            "the API the script calls"
-        )
+    if not sent or served:
+        return
+    where = ", ".join(shown_prefix(prefix) for prefix, _ in config.mounts)
+    if "RBE_PREFIX" in config.shown:
+        under = f"under RBE_PREFIX ({where})"
+    elif any("auth" in kwargs for _, kwargs in config.mounts):
+        under = f"under the API the credentials are for ({where})"
+    else:
+        under = f"under {where}, all the adapter serves while RBE_PREFIX is not set"
+    Terminal(sys.stderr).line(
+        f"{PROGRAM}: the script made {sent} request(s) and none was {under}: the adapter "
+        "did nothing; set RBE_PREFIX to the URL of the API the script calls"
+    )
 
 
 def _module_problem(name: str) -> str | None:
@@ -616,13 +551,25 @@ def _config(term: Terminal, *, check: bool = False) -> int:
     for line in config.warnings:
         complain(line, "warning")
     for prefix, kwargs in config.mounts:
-        term.line(f"prefix: {redact_url(prefix)}", "bold")
+        term.line(f"prefix: {shown_prefix(prefix)}", "bold")
         for name, value in kwargs.items():
-            shown = repr(value) if name != "auth" else type(value).__name__
-            term.line(f"  {name}: {shown}")
+            if name == "auth":
+                shown = type(value).__name__
+            elif name == "on_alert":
+                shown = config.shown["RBE_ALERT"]
+            else:
+                shown = repr(value)
+            line = neutral(f"  {name}: {shown}")
+            width = term.width
+            term.lines(textwrap.fill(line, width, subsequent_indent="      ") if width else line)
     term.line()
-    rows = [[v.name, config.shown.get(v.name, "(not set)"), v.what, v.default] for v in VARIABLES]
-    term.table(["variable", "value", "what", "default"], rows)
+    rows = [
+        [v.name, "set", config.shown[v.name], v.what]
+        if v.name in config.shown
+        else [v.name, "default", v.default, v.what]
+        for v in VARIABLES
+    ]
+    term.table(["variable", "from", "value", "what"], rows, width=term.width, wrap=(2, 3))
     if check:
         term.line()
         return check_stores(term, os.environ)

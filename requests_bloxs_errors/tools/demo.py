@@ -29,6 +29,7 @@ from ..resilience.outbox import Outbox
 from ..resilience.ratelimit import RateLimit
 from ..simulator import BLOXS_TOKEN_PATH, COMPLEXES, DEALCLOUD_TOKEN_PATH, Seen, Simulator
 from ._term import Terminal, status_style
+from .outbox_cli import replay_summary
 
 __all__ = ["run_demo"]
 
@@ -186,11 +187,7 @@ def _outage(
         term.line(
             f"   POST   {record.path}  {record.status}  replayed", status_style(record.status)
         )
-    term.line(
-        f"   {len(report.sent)} sent, {len(report.failed)} failed, {len(report.skipped)} skipped; "
-        f"{len(outbox.entries())} left in the outbox.",
-        "dim",
-    )
+    term.line(f"   {replay_summary(report)}", "dim")  # as 'outbox replay' says it
     problems = []
     if len(outcomes) != OUTAGE_WRITES or [a.kind for a in alerts] != ["queued", "circuit_open"]:
         problems.append(f"outage: {len(outcomes)} writes kept, alerts {[a.kind for a in alerts]}")

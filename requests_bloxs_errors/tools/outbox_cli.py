@@ -18,7 +18,6 @@ damaged database is one line, never a traceback).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import sqlite3
 from collections import Counter
@@ -28,16 +27,17 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from ..adapter import mount
-from ..resilience.outbox import Outbox, OutboxEntry
+from ..resilience.outbox import Outbox, OutboxEntry, ReplayReport
 from ..storage import OutboxStore, accepted, parse
 from ..urls import host_of
 from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
+from ._times import ago, iso
 
 if TYPE_CHECKING:
     from ..credentials.auth import Credential
 
-__all__ = ["add_commands", "run_outbox"]
+__all__ = ["add_commands", "replay_summary", "run_outbox"]
 
 #: Header names whose values ``show`` masks: they may carry a secret of the caller's own.
 _SECRET_WORDS = ("key", "token", "secret", "auth", "signature", "password", "session")
@@ -55,13 +55,28 @@ def add_commands(
     )
     actions = outbox.add_subparsers(dest="outbox_command", metavar="ACTION")
     actions.required = True
-    for name, help_text in (
-        ("list", "list the entries"),
-        ("show", "show one entry"),
-        ("replay", "send the queued entries again"),
-        ("drop", "remove one entry"),
+    for name, help_text, description in (
+        (
+            "list",
+            "list the entries",
+            "Every entry: when it was queued (ISO 8601, UTC, and how long ago), the "
+            "request, why it was kept, its state and how often it was replayed.",
+        ),
+        (
+            "show",
+            "show one entry",
+            "One entry whole: its headers (secrets masked) and the start of its body.",
+        ),
+        (
+            "replay",
+            "send the queued entries again",
+            "Send each queued entry once more, oldest first, signed only for the API the "
+            "credentials name; print what happened to each, and how many stay queued and "
+            "why. Exit status 0 when nothing failed, 1 when something did.",
+        ),
+        ("drop", "remove one entry", "Remove one entry, whatever its state."),
     ):
-        action = actions.add_parser(name, help=help_text)
+        action = actions.add_parser(name, help=help_text, description=description)
         action.add_argument(
             "--db", default=None, help=f"the outbox: {accepted(OutboxStore)} (default: $RBE_OUTBOX)"
         )
@@ -136,16 +151,11 @@ def _unusable(exc: BaseException) -> str:
     return f"cannot be read: {exc}"
 
 
-def _when(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
-
-
 def _fields(entry: OutboxEntry) -> dict[str, Any]:
     """An entry as JSON: what ``list`` shows (never a header's value, never the body)."""
     return {
         "id": entry.id,
-        "queued": _when(entry.created),
+        "queued": iso(entry.created),
         "method": entry.method,
         "url": entry.shown_url,
         "host": entry.host,
@@ -167,10 +177,11 @@ def _list(term: Terminal, outbox: Outbox, *, as_json: bool = False) -> int:
     if not entries:
         term.line("the outbox is empty")
         return 0
+    now = outbox.clock.time()
     rows = [
         [
             str(e.id),
-            _when(e.created),
+            ago(e.created, now),
             e.method,
             e.shown_url,
             e.kind + (f" {e.status}" if e.status else ""),
@@ -209,8 +220,8 @@ def _show(term: Terminal, outbox: Outbox, entry_id: int, *, as_json: bool = Fals
         term.json(shown)
         return 0
     term.line(f"{entry.id}. {entry.method} {entry.shown_url}", "bold")
-    term.line(f"  queued:     {_when(entry.created)} ({entry.kind}"
-              + (f", {entry.status}" if entry.status else "") + ")")  # fmt: skip
+    term.line(f"  queued:     {ago(entry.created, outbox.clock.time())}, {entry.kind}"
+              + (f" {entry.status}" if entry.status else ""))  # fmt: skip
     term.line(
         f"  state:      {entry.state}" + (f" ({entry.last_error})" if entry.last_error else "")
     )
@@ -259,25 +270,42 @@ def _replay(
     by_id: dict[int, OutboxEntry] = {e.id: e for e in entries}
     signed = {host_of(home) for _, home in found}
     styles = {"sent": "green", "failed": "red", "dead": "red", "skipped": "dim"}
-    stays: Counter[str] = Counter()
+    reasons: dict[int, str] = {}
     for result in report.results:
         entry = by_id.get(result.id)
         reason = result.reason
         if entry is not None and result.status in (401, 403) and entry.host not in signed:
             reason += f": no credentials for {entry.host}"
+        reasons[result.id] = reason
         what = f"{entry.method} {entry.shown_url}" if entry else ""
         term.line(f"  {result.outcome:8} {result.id}  {what}: {safe_text(reason)}",
                   styles[result.outcome])  # fmt: skip
-        if result.outcome in ("failed", "skipped"):
-            stays[reason if result.outcome == "failed" else "uncertain or being replayed"] += 1
+    term.line(safe_text(replay_summary(report, reasons)))
+    return 0 if report.ok else 1
+
+
+def replay_summary(report: ReplayReport, reasons: Mapping[int, str] | None = None) -> str:
+    """What a replay did, in one line: how many entries were sent, failed, refused for
+    good and skipped; how many stay queued, each reason with its count; and what to do
+    about those refused for good. ``outbox replay`` and the demo print it.
+
+    :param reasons: an entry's reason as the caller tells it (``outbox replay`` adds
+        ``: no credentials for HOST`` to a refusal); the others' are the report's.
+    """
+    told = reasons or {}
     counts = Counter(result.outcome for result in report.results)
     summary = ", ".join(
         f"{counts[outcome]} {outcome}" for outcome in ("sent", "failed", "dead", "skipped")
     )
+    stays: Counter[str] = Counter(
+        told.get(result.id, result.reason)
+        for result in report.results
+        if result.outcome in ("failed", "skipped")
+    )
     if stays:
         why = "; ".join(f"{count} x {reason}" for reason, count in stays.most_common())
-        summary += f". {sum(stays.values())} stay queued ({why})"
+        total = sum(stays.values())
+        summary += f". {total} {'stays' if total == 1 else 'stay'} queued: {why}"
     if counts["dead"]:
         summary += f". {counts['dead']} refused for good: see 'outbox show ID', then drop"
-    term.line(summary)
-    return 0 if report.ok else 1
+    return summary

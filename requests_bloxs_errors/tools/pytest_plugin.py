@@ -17,7 +17,10 @@ It provides:
     faults=lambda sim: sim.maintenance(30))``: any keyword of ``Simulator``,
     and ``faults``, a callable given the running simulator before the test
     starts (to script its faults). A marker on a class or module applies to
-    each of its tests; the one nearest the test wins.
+    each of its tests; the one nearest the test wins. With
+    ``dealcloud_port=0`` it serves DealCloud on an origin of its own
+    (``bloxs_simulator.bloxs_url``, ``bloxs_simulator.dealcloud_url``), as
+    production does; ``bloxs_simulator.summary()`` counts what arrived.
 ``bloxs_simulator_factory``
     ``bloxs_simulator_factory(**settings)`` starts one more simulator with
     those settings (the same keywords as the marker); all of them stop when
@@ -70,8 +73,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         f"{MARKER}(**settings): the settings of the bloxs_simulator fixture's simulator: "
         "any keyword of requests_bloxs_errors.simulator.Simulator (window, limits, "
-        "bloxs_token_lifetime, clock, ...) and faults, a callable given the running "
-        "simulator before the test starts",
+        "dealcloud_port=0 for DealCloud on an origin of its own, bloxs_token_lifetime, "
+        "clock, ...) and faults, a callable given the running simulator before the test "
+        "starts",
     )
 
 

@@ -26,20 +26,33 @@ class VaultBackend:
     def add_entry(self, **entry: Any) -> int:
         return self._db.add_entry(**entry)
 
-    def entry_rows(self, entry_id: int | None = None) -> list[OutboxRow]:
-        return self._db.entry_rows(entry_id)
+    def entry_rows(
+        self, entry_id: int | None = None, timeout: float | None = None
+    ) -> list[OutboxRow]:
+        return self._db.entry_rows(entry_id, timeout)
 
-    def queued(self) -> list[tuple[int, bool]]:
-        return self._db.queued()
+    def queued(self, timeout: float | None = None) -> list[tuple[int, bool]]:
+        return self._db.queued(timeout)
 
-    def drop_entry(self, entry_id: int) -> bool:
-        return self._db.drop_entry(entry_id)
+    def drop_entry(self, entry_id: int, timeout: float | None = None) -> bool:
+        return self._db.drop_entry(entry_id, timeout)
 
-    def claim(self, entry_id: int, owner: str, now: float, lease: float) -> bool:
-        return self._db.claim(entry_id, owner, now, lease)
+    def claim(
+        self, entry_id: int, owner: str, now: float, lease: float, timeout: float | None = None
+    ) -> bool:
+        return self._db.claim(entry_id, owner, now, lease, timeout)
 
     def settle(self, entry_id: int, owner: str, outcome: tuple[str, bool] | None) -> None:
         self._db.settle(entry_id, owner, outcome)
+
+    def exists(self, timeout: float | None = None) -> bool:
+        return self._db.exists(timeout)
+
+    def check(self, timeout: float | None = None) -> None:
+        self._db.check(timeout)
+
+    def unreachable(self, exc: BaseException) -> bool:
+        return self._db.unreachable(exc)
 
     def close(self) -> None:
         self._db.close()

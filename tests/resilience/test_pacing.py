@@ -34,7 +34,7 @@ import requests_bloxs_errors as rbe
 from requests_bloxs_errors.clock import SYSTEM, Clock, FakeClock
 from requests_bloxs_errors.pipeline.steps import Step
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
-from requests_bloxs_errors.storage import RETRY_STORE_AFTER, parse
+from requests_bloxs_errors.storage import RETRY_STORE_AFTER, WAIT_RENEW, holder, parse
 from requests_bloxs_errors.storage.sqlite import SQLiteBackend
 from requests_bloxs_errors.tools import envconfig
 
@@ -233,9 +233,17 @@ def test_a_paced_response_tells_how_long_it_waited(server, session, clock):
 
 def test_a_wait_for_a_permit_is_slept_on_the_calls_clock(server, session):
     """The store's times are the limit's clock's; the call waits on its own, the
-    adapter's, which its deadline runs on (two fake clocks tell them apart)."""
+    adapter's, which its deadline runs on (two fake clocks that run together, as
+    two real ones do, from different readings, tell them apart)."""
     server.route("GET", "/p", Reply(200, "ok"))
-    store_clock, call_clock = FakeClock(), FakeClock()
+    store_clock = FakeClock(start=5.0, wall=1_600_000_000.0)
+
+    class CallClock(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            store_clock.advance(max(seconds, 0.0))  # (time passes for the store too)
+
+    call_clock = CallClock()
     limit = rbe.RateLimit({"*": (1, 0.3)}, clock=store_clock)
     rbe.mount(session, "http://", rate_limit=limit, clock=call_clock)
     session.get(server.url("/p"))
@@ -668,3 +676,40 @@ def test_the_vendor_shorthands_share_one_limit_per_process(session):
         first = rbe.mount(session, "http://", rate_limit="bloxs").rate_limit
         second = rbe.mount(other, "https://", rate_limit="bloxs").rate_limit
     assert first is second
+
+
+# -- waiting is not sending (issue 28) ------------------------------------------------
+
+
+def test_a_call_waiting_for_its_permit_renews_it_and_is_sent_at_its_time(server, session):
+    """A wait of 3.5 s is slept in pieces of at most WAIT_RENEW, the store asked
+    between them (renewing the reservation); the permit is then sending, and ended
+    by the response."""
+    server.route("GET", "/p", Reply(200, "ok"))
+    clock = FakeClock()
+    limit = rbe.RateLimit({"*": (1, 3.5)}, clock=clock)
+    rbe.mount(session, "http://", rate_limit=limit, clock=clock)
+    session.get(server.url("/p"))
+    second = session.get(server.url("/p"))
+    assert rbe.attempts(second)[0].paced == pytest.approx(3.5)
+    assert clock.sleeps == pytest.approx([WAIT_RENEW, WAIT_RENEW, WAIT_RENEW, 0.5])
+    (state,) = limit.state()
+    assert (state.in_flight, state.waiting, state.ended) == (0, 0, 1)  # (the first: a period ago)
+
+
+def test_a_thread_waiting_for_its_permit_shows_as_waiting_with_this_process_as_holder(
+    server, session
+):
+    server.route("GET", "/p", Reply(200, "ok"))
+    limit = rbe.RateLimit({"*": (1, 1.5)})
+    rbe.mount(session, "http://", rate_limit=limit)
+    session.get(server.url("/p"))
+    seen: list[tuple[int, int, list[str]]] = []
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(session.get, server.url("/p"))
+        assert wait_until(lambda: sum(s.waiting for s in limit.state()) == 1, timeout=10)
+        (state,) = limit.state()
+        seen.append((state.in_flight, state.waiting, [h.state for h in state.holders]))
+        assert waiting.result(timeout=30).status_code == 200
+    assert seen == [(0, 1, ["waiting"])]
+    assert {(h.host, h.pid) for h in state.holders} == {holder()}

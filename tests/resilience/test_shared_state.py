@@ -628,12 +628,16 @@ def test_every_redis_key_of_a_limit_expires(redis_url):
     store = limit.store
     store.acquire("k", (5, 1.0), 60)
     store.finish("k", store.acquire("k", (5, 1.0), 60).stamp)
+    store.acquire("w", (1, 1.0), 60)
+    assert store.acquire("w", (1, 1.0), 60).wait > 0  # (a waiting permit, with its lease)
     store.pause("k", 2.0)
     store.learn("k", 2, 1.0)
     client = redis.Redis.from_url(redis_url)
     try:
         keys = client.keys("rbe:*")
-        assert len(keys) == 5  # in flight, ended, their counter, the pause, the rule
+        # "k": in flight, ended, their counter, the pause, the rule, the holders;
+        # "w" (nothing ended): in flight, the counter, the holders, the leases
+        assert len(keys) == 10
         assert all(0 < client.pttl(key) <= 3_600_000 for key in keys)
     finally:
         client.close()

@@ -104,7 +104,7 @@ class DictBackend(MemoryBackend):
         DictBackend.made.append(url)
 
     @classmethod
-    def check(cls, url: storage.StorageURL, what: str) -> storage.StorageURL:
+    def check_url(cls, url: storage.StorageURL, what: str) -> storage.StorageURL:
         if not url.url.endswith("/bucket"):
             raise ValueError(f"{what} must name the bucket: dict://host/bucket")
         return url

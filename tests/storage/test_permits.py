@@ -22,7 +22,13 @@ import pytest
 
 from requests_bloxs_errors.clock import FakeClock
 from requests_bloxs_errors.storage import parse
-from requests_bloxs_errors.storage.base import Grant, PermitLog
+from requests_bloxs_errors.storage.base import (
+    WAIT_LEASE,
+    WAIT_RENEW,
+    Grant,
+    PermitLog,
+    holder,
+)
 from requests_bloxs_errors.storage.memory import MemoryBackend
 from requests_bloxs_errors.storage.redis import RedisBackend
 from requests_bloxs_errors.storage.sqlite import SQLiteBackend
@@ -56,7 +62,7 @@ class Store:
         # Redis: every time the key holds moves back by as much
         for name in self.client.keys("rbe:{" + KEY + "}:*"):
             kind = name.decode().rpartition(":")[2]
-            if kind in ("flight", "ended"):
+            if kind in ("flight", "ended", "lease"):
                 for member, score in self.client.zrange(name, 0, -1, withscores=True):
                     self.client.zadd(name, {member: score - seconds})
 
@@ -121,7 +127,8 @@ def test_while_n_are_in_flight_the_next_time_is_a_guess_confirmed_after_an_end(s
     assert confirmed.firm
     assert confirmed.stamp == third.stamp
     assert confirmed.wait == store.about(1.0)  # a period after the first ended
-    assert store.state().in_flight == 2
+    state = store.state()
+    assert (state.in_flight, state.waiting) == (1, 1)  # the third waits for its time
 
 
 def test_a_permit_that_waited_goes_before_one_asked_for_later(store):
@@ -171,10 +178,10 @@ def test_a_permit_over_max_wait_reserves_nothing_and_a_guess_over_it_is_given_ba
     assert refused.stamp is None
     assert refused.wait == store.about(1.0)
     waiting = store.acquire(ONE)
-    assert store.state().in_flight == 2
+    assert (store.state().in_flight, store.state().waiting) == (1, 1)
     dropped = store.confirm(waiting, ONE, max_wait=0.1)
     assert dropped.stamp is None
-    assert store.state().in_flight == 1
+    assert (store.state().in_flight, store.state().waiting) == (1, 0)
 
 
 def test_confirming_a_reservation_the_store_no_longer_has_reserves_anew(store):
@@ -184,7 +191,7 @@ def test_confirming_a_reservation_the_store_no_longer_has_reserves_anew(store):
     renewed = store.confirm(waiting, ONE)
     assert renewed.stamp is not None
     assert renewed.stamp != waiting.stamp
-    assert store.state().in_flight == 2
+    assert (store.state().in_flight, store.state().waiting) == (1, 1)
 
 
 def test_a_snapshot_shows_learned_rules_pauses_and_permits(store):
@@ -211,3 +218,94 @@ def test_two_sqlite_connections_share_one_order(tmp_path):
     assert not later.firm
     confirmed = two.confirm(KEY, waiting.stamp, ONE, 60)
     assert (confirmed.firm, confirmed.wait) == (True, pytest.approx(1.0))
+
+
+# -- waiting is not sending (issue 28) ------------------------------------------------
+
+
+def test_a_permit_due_now_is_sending_and_one_that_waits_is_waiting_each_with_its_holder(store):
+    sent = store.acquire(ONE)
+    waiting = store.acquire(ONE)
+    assert (sent.wait, sent.firm) == (0, True)
+    assert waiting.wait > 0
+    state = store.state()
+    assert (state.in_flight, state.waiting, state.ended) == (1, 1, 0)
+    assert [held.state for held in state.holders] == ["sending", "waiting"]
+    here = holder()
+    assert {(held.host, held.pid) for held in state.holders} == {here}
+    assert all(abs(held.since - state.now) < 5 for held in state.holders)
+    assert state.holders[1].at > state.holders[0].at  # it waits for a later time
+
+
+def test_a_waiting_reservation_that_is_not_renewed_lapses_and_counts_for_nothing(store):
+    first = store.acquire(ONE)
+    store.acquire(ONE)  # its holder dies while it waits: never renewed, never sent
+    store.advance(0.5)
+    store.finish(first)
+    store.advance(WAIT_LEASE)
+    state = store.state()
+    assert (state.in_flight, state.waiting) == (0, 0)  # gone, and never sent
+    assert state.holders == ()
+    fresh = store.acquire(ONE)  # a period after the first ended has passed: at once
+    assert (fresh.firm, fresh.wait) == (True, store.about(0.0))
+
+
+def test_a_renewed_reservation_keeps_its_place_and_is_sent_when_its_time_comes(store):
+    first = store.acquire(ONE, hold=10.0)
+    waiting = store.acquire(ONE)
+    for _ in range(4):  # renewed every WAIT_RENEW seconds, past several leases
+        store.advance(WAIT_RENEW)
+        renewed = store.confirm(waiting, ONE)
+        assert renewed.stamp == waiting.stamp
+        assert store.state().waiting == 1
+    store.finish(first)
+    store.advance(1.0)
+    due = store.confirm(waiting, ONE)
+    assert (due.stamp, due.firm, due.wait) == (waiting.stamp, True, store.about(0.0))
+    state = store.state()
+    assert (state.in_flight, state.waiting) == (1, 0)
+    assert [held.state for held in state.holders] == ["sending"]
+
+
+def test_a_sent_permit_is_held_for_its_hold_not_for_a_waiting_lease(store):
+    store.acquire(ONE, hold=6.0)  # sent; its holder dies without a word
+    store.advance(WAIT_LEASE + 0.5)
+    assert store.state().in_flight == 1  # still counted: it may have reached the server
+    blocked = store.acquire(ONE)
+    assert not blocked.firm
+    store.advance(6.0 - WAIT_LEASE - 0.5)
+    assert store.state().in_flight == 0
+
+
+def test_an_sqlite_file_from_an_earlier_version_gains_the_columns_and_its_permits_count(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE rbe_permits (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, "
+        "at REAL NOT NULL, ended REAL, expires REAL NOT NULL, forget REAL NOT NULL);"
+    )
+    clock = FakeClock()
+    now = clock.time()
+    old.execute(  # a permit an older process holds: sent, in its view, until its expiry
+        "INSERT INTO rbe_permits (key, at, expires, forget) VALUES (?, ?, ?, ?)",
+        (KEY, now, now + 30, now + 31),
+    )
+    old.commit()
+    old.close()
+    path.chmod(0o600)
+    backend = SQLiteBackend(parse(f"sqlite:///{path}"), clock)
+    try:
+        blocked = backend.acquire(KEY, ONE, 60)
+        assert not blocked.firm  # the older process's permit counts
+        (state,) = backend.snapshot()
+        assert (state.in_flight, state.waiting) == (1, 1)
+        assert [(held.state, held.host) for held in state.holders] == [
+            ("sending", "?"),
+            ("waiting", holder()[0]),
+        ]
+    finally:
+        backend.close()

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from requests_bloxs_errors.resilience.outbox import ReplayReport, ReplayResult
+from requests_bloxs_errors.tools.outbox_cli import replay_summary
+
 from ..helpers.cli import run
 
 pytestmark = pytest.mark.slow  # the demo
@@ -20,7 +23,10 @@ def test_the_demo_shows_the_outage_and_the_replay():
     finished = run("demo", timeout=120)
     assert finished.returncode == 0, finished.stdout[-2000:]
     assert "circuit open: a local 503, not sent; kept as outbox entry" in finished.stdout
-    assert "6 sent, 0 failed, 0 skipped; 0 left in the outbox." in finished.stdout
+    sent = ReplayReport(results=tuple(ReplayResult(n, "sent", 201) for n in range(1, 7)))
+    # the replay's summary in the words 'outbox replay' prints
+    assert f"   {replay_summary(sent)}\n" in finished.stdout
+    assert "   6 sent, 0 failed, 0 dead, 0 skipped\n" in finished.stdout
 
 
 def test_the_demo_runs_without_the_crypto_extra_and_says_what_it_skipped():

@@ -36,7 +36,7 @@ FILTER = COMPLEXES + "/filter"
 ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
 #: The variables of the runner's own environment that must not reach a script under test.
 CLEAN = {v.name: "" for v in VARIABLES}
-ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} ")
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
 
 
 def launch(

@@ -44,7 +44,8 @@ def test_the_outbox_command_lists_shows_replays_and_drops(server, session, outbo
         for line in lines
     )
     assert lines[-1] == (
-        "1 sent, 0 failed, 0 dead, 1 skipped. 1 stay queued (1 x uncertain or being replayed)"
+        "1 sent, 0 failed, 0 dead, 1 skipped. 1 stays queued: 1 x uncertain: the server may "
+        "have processed it already (--include-uncertain sends it)"
     )
     assert run("outbox", "drop", "1", "--db", outbox_url).returncode == 0
     assert rbe.Outbox(outbox_url).entries() == []
@@ -59,7 +60,7 @@ def test_the_outbox_command_exits_1_when_a_replay_fails(server, session, outbox_
     assert finished.returncode == 1
     assert f"  failed   1  PUT {server.url('/r')}: 500 Internal Server Error" in finished.stdout
     assert finished.stdout.splitlines()[-1] == (
-        "0 sent, 1 failed, 0 dead, 0 skipped. 1 stay queued (1 x 500 Internal Server Error)"
+        "0 sent, 1 failed, 0 dead, 0 skipped. 1 stays queued: 1 x 500 Internal Server Error"
     )
 
 
@@ -75,7 +76,7 @@ def test_a_replay_without_credentials_says_so_for_each_refused_entry(server, ses
         f"  failed   1  PUT {host}/api/r: 401 Unauthorized: no credentials for {host}"
         in finished.stdout
     )
-    assert "1 stay queued (1 x 401 Unauthorized: no credentials for" in finished.stdout
+    assert "1 stays queued: 1 x 401 Unauthorized: no credentials for" in finished.stdout
 
 
 def test_the_outbox_commands_find_the_outbox_in_rbe_outbox(server, session, outbox_url):

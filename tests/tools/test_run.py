@@ -102,7 +102,7 @@ def test_config_shows_the_configuration_with_secrets_masked(sim):
     assert result.returncode == 0, result.stderr
     _, secret = sim.bloxs_credentials
     assert secret not in result.stdout
-    assert re.search(r"BLOXS_API_SECRET +\*\*\* ", result.stdout)
+    assert re.search(r"BLOXS_API_SECRET +set +\*\*\* ", result.stdout)
     assert f"prefix: {sim.url}/" in result.stdout
     assert "deadline: 30.0" in result.stdout
     assert "auth: BloxsTokenAuth" in result.stdout

@@ -61,7 +61,7 @@ def test_status_shows_the_rules_in_force_and_the_pauses(tmp_path, request, kind)
     assert "rate-limit storage:" in shown.stdout
     line = next(line for line in shown.stdout.splitlines() if ENTRIES in line)
     assert "2 per 1s, stated by the server" in line
-    assert re.search(r"\d+s left", line)  # the 429's pause
+    assert re.search(r"until \S+Z \(in \d+s\)$", line)  # the 429's pause
     answer = run("status", "--storage", storage, "--json")
     assert answer.returncode == 0
     (row,) = [
@@ -270,7 +270,7 @@ def test_13_status_prints_no_control_characters_from_redis_key_names(redis_url):
     assert shown.returncode == 0, shown.stderr
     assert "GET /items" in shown.stdout
     row = next(line for line in shown.stdout.splitlines() if "pwned" in line)
-    assert re.search(r"\d+s left", row)  # the planted key's row, on one line
+    assert re.search(r"until \S+Z \(in \d+s\)$", row)  # the planted key's row, on one line
     for output in (shown.stdout, shown.stderr):
         assert not any(c in output for c in "\x1b\x07\u202e"), output
     assert not any(line.startswith("fake row") for line in shown.stdout.splitlines())
