@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import logging
 import math
 import os
@@ -62,6 +61,8 @@ from .pipeline.retry import (
     BloxsRetry,
 )
 from .pipeline.steps import Pipeline, check_steps, steps_in_order
+from .switches import switch
+from .telemetry import otel_installed
 from .urls import Prefix, is_loopback, redact_url, safe_for_message
 
 if TYPE_CHECKING:
@@ -909,27 +910,43 @@ def _shared(kind: str, name: str, make: Any) -> Any:
 
 
 def _telemetry(telemetry: object) -> bool:
-    """Whether an adapter reports to OpenTelemetry (see its ``telemetry`` argument)."""
+    """Whether an adapter reports to OpenTelemetry (see its ``telemetry`` argument).
+
+    With ``telemetry=None``, ``RBE_TELEMETRY`` decides, read as every on/off
+    variable is (:func:`~.switches.switch`): unset or empty, on when the ``otel``
+    extra is installed; on without the extra, one WARNING a process says so.
+
+    :raises ValueError: ``RBE_TELEMETRY`` is not an on/off word.
+    """
     if telemetry is not None and not isinstance(telemetry, bool):
         raise TypeError(f"telemetry must be True, False or None, not {type(telemetry).__name__}")
     if telemetry is False:
         return False
-    installed = _otel_installed()
+    installed = otel_installed()
     if telemetry is True:
         if not installed:
             from .storage.base import missing_extra  # noqa: PLC0415 - only to say what is missing
 
             raise missing_extra("otel", "opentelemetry-api", "telemetry=True")
         return True
-    off = os.environ.get("RBE_TELEMETRY", "").strip().lower() in ("off", "0", "false", "no")
-    return installed and not off
-
-
-def _otel_installed() -> bool:
-    try:
-        return importlib.util.find_spec("opentelemetry.trace") is not None
-    except (ImportError, ValueError):
+    value = os.environ.get("RBE_TELEMETRY", "").strip()
+    if not value:
+        return installed
+    if not switch("RBE_TELEMETRY", value):
         return False
+    if not installed and not _SAID_NO_OTEL:
+        from .storage.base import missing_extra  # noqa: PLC0415 - only to say what is missing
+
+        _SAID_NO_OTEL.append(True)
+        logger.warning(
+            "%s; telemetry stays off",
+            missing_extra("otel", "opentelemetry-api", f"RBE_TELEMETRY={value}"),
+        )
+    return installed
+
+
+#: Whether this process said that RBE_TELEMETRY asks for an extra that is missing.
+_SAID_NO_OTEL: list[bool] = []
 
 
 def _rate_limit(value: object) -> RateLimit | None:

@@ -77,6 +77,10 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half-open"
 _DOWN_KINDS = frozenset({"not_sent", "no_answer"})
 #: The longest announced maintenance holds a circuit open when ``max_open_for`` is not set.
 MAX_MAINTENANCE = 24 * 3600.0
+#: Failures in a row that open a circuit, unless ``failures`` says otherwise.
+DEFAULT_FAILURES = 5
+#: Seconds a circuit stays open before its probe, unless ``open_for`` says otherwise.
+DEFAULT_OPEN_FOR = 30.0
 #: Seconds a probe with neither a deadline nor a timeout may take before another
 #: call replaces it (a probe that never reports back must not close the way forever).
 PROBE_TIMEOUT = 300.0
@@ -148,8 +152,8 @@ class CircuitBreaker:
 
     def __init__(
         self,
-        failures: int = 5,
-        open_for: float = 30.0,
+        failures: int = DEFAULT_FAILURES,
+        open_for: float = DEFAULT_OPEN_FOR,
         *,
         max_open_for: float | None = None,
         clock: Clock = SYSTEM,

@@ -55,6 +55,8 @@ BLOXS_RULES: Mapping[str, RuleSpec] = {
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The longest period of a rule learned for a category with no configured rule.
 MAX_LEARNED_PERIOD = 3600.0
+#: Seconds a call waits for a permit at most, unless ``max_wait`` says otherwise.
+DEFAULT_MAX_WAIT = 60.0
 
 
 def parse_rule(category: str, rule: object) -> RuleValue:
@@ -202,7 +204,7 @@ class RateLimit:
         categorize: Categorize | None = None,
         storage: str = "memory://",
         namespace: str | None = None,
-        max_wait: float = 60.0,
+        max_wait: float = DEFAULT_MAX_WAIT,
         clock: Clock = SYSTEM,
     ) -> None:
         if not isinstance(rules, Mapping):

@@ -49,4 +49,15 @@ the attributes.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib.util
+
+__all__ = ["otel_installed"]
+
+
+def otel_installed() -> bool:
+    """Whether the ``otel`` extra (``opentelemetry-api``) is installed; nothing of it
+    is imported."""
+    try:
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False

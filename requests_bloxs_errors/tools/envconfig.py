@@ -11,7 +11,6 @@ mount, and the log level.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import logging
 import os
 import time
@@ -29,6 +28,8 @@ from ..credentials.providers import (
 from ..patch import install_mounts
 from ..resilience.ratelimit import RateLimit
 from ..storage import missing_extra
+from ..storage import parse as parse_storage
+from ..telemetry import otel_installed
 from ..urls import Prefix, origin, redact_url
 from ._times import LOG_DATEFMT
 from .settings import (
@@ -135,6 +136,14 @@ def config_from_env(
     for name, argument in (("RBE_CIRCUIT_BREAKER", "circuit_breaker"), ("RBE_OUTBOX", "outbox")):
         if values.get(name) is not None:
             kwargs[argument] = values[name]
+    if rate_limit is None and "RBE_STORAGE" in values:  # (where the circuits are published)
+        breaker = kwargs.get("circuit_breaker")
+        if breaker is None:
+            raise ConfigError(
+                "RBE_STORAGE needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second) or "
+                "RBE_CIRCUIT_BREAKER (its circuits are published there for status)"
+            )
+        breaker.publish_to(parse_storage(values["RBE_STORAGE"], what="RBE_STORAGE"))
     if "RBE_ALERT" in values:
         if not ({"circuit_breaker", "outbox"} & kwargs.keys()):
             raise ConfigError(
@@ -145,13 +154,14 @@ def config_from_env(
     if values.get("RBE_TELEMETRY") is False:
         kwargs["telemetry"] = False
     elif values.get("RBE_TELEMETRY"):
-        if _otel_installed():
+        if otel_installed():
             kwargs["telemetry"] = True
         else:  # the script runs on, without it: said once, never silently
             missing = missing_extra(
                 "otel", "opentelemetry-api", "RBE_TELEMETRY=" + used["RBE_TELEMETRY"]
             )
             warnings.append(f"{missing}; telemetry stays off")
+            kwargs["telemetry"] = False  # (said here: the adapter need not say it again)
     mounts = _mounts(used.get("RBE_PREFIX"), credentials_from(used), kwargs)
     shown = {name: setting(name).shown(value) for name, value in given.items()}
     return EnvConfig(
@@ -175,9 +185,8 @@ def _rate_limit(values: Mapping[str, Any]) -> RateLimit | None:
     """``RBE_RATE_LIMIT`` with its ``RBE_STORAGE`` and ``RBE_MAX_WAIT``, or None."""
     spec = values.get("RBE_RATE_LIMIT")
     if spec is None:
-        for name in ("RBE_STORAGE", "RBE_MAX_WAIT"):
-            if name in values:
-                raise ConfigError(f"{name} needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)")
+        if "RBE_MAX_WAIT" in values:
+            raise ConfigError("RBE_MAX_WAIT needs RBE_RATE_LIMIT (bloxs, dealcloud, 5/second)")
         return None
     options: dict[str, Any] = {}
     if "RBE_STORAGE" in values:
@@ -189,14 +198,6 @@ def _rate_limit(values: Mapping[str, Any]) -> RateLimit | None:
     if spec == "dealcloud":
         return RateLimit.dealcloud(**options)
     return RateLimit({"*": spec}, **options)
-
-
-def _otel_installed() -> bool:
-    """Whether the ``otel`` extra is there (as the adapter finds it)."""
-    try:
-        return importlib.util.find_spec("opentelemetry.trace") is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def shown_prefix(prefix: str) -> str:

@@ -28,7 +28,7 @@ import requests
 
 from ..adapter import mount
 from ..resilience.outbox import Outbox, OutboxEntry, ReplayReport
-from ..storage import OutboxStore, accepted, parse
+from ..storage import STORE_TIMEOUT, OutboxStore, accepted, open_backend, parse
 from ..urls import host_of
 from . import _argtypes as argtypes
 from ._term import Terminal, safe_text
@@ -104,10 +104,16 @@ class OutboxUsageError(Exception):
 
 
 def open_outbox(url: str, what: str = "--db") -> Outbox:
-    """The outbox at ``url``; an absent file is an error here, never created."""
+    """The outbox at ``url``; one its store does not hold yet (an SQLite file nobody
+    made) is an error here, never created."""
     storage = parse(url, what=what, capability=OutboxStore)
-    if storage.path and not os.path.lexists(storage.path):
-        raise OutboxUsageError(f"no outbox at {storage.path}")
+    backend = open_backend(storage)
+    try:
+        there = backend.exists(timeout=STORE_TIMEOUT)
+    finally:
+        backend.close()
+    if not there:
+        raise OutboxUsageError(f"no outbox at {storage.shown}")
     return Outbox(url)
 
 

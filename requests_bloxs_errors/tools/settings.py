@@ -22,15 +22,17 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from .. import switches
 from ..credentials.providers import masked
 from ..patch import install
 from ..pipeline.retry import DEFAULT_MAX_RETRY_AFTER, DEFAULT_RETRIES
-from ..resilience.breaker import CircuitBreaker
+from ..resilience.breaker import DEFAULT_FAILURES, DEFAULT_OPEN_FOR, CircuitBreaker
 from ..resilience.outbox import Outbox
-from ..resilience.ratelimit import RateLimit, parse_rule
+from ..resilience.ratelimit import DEFAULT_MAX_WAIT, RateLimit, parse_rule
 from ..storage import OutboxStore, PermitLog, TokenStore, accepted, schemes
 from ..storage import parse as parse_storage
 from ..storage.windows import MAX_PAUSE
+from ..switches import OFF_WORDS, ON_WORDS, SWITCH_WORDS
 from ..urls import Prefix, redact_url, safe_for_message
 from .alert_target import alert_shown, alert_target
 
@@ -56,17 +58,6 @@ __all__ = [
 class ConfigError(ValueError):
     """A variable (or flag) with a value that cannot be used; the text names it."""
 
-
-#: The words that switch an on/off variable on, and off: the one list that every
-#: on/off variable (and ``RBE_CIRCUIT_BREAKER``) accepts, its help and its error show.
-ON_WORDS = ("on", "1", "true", "yes")
-OFF_WORDS = ("off", "0", "false", "no")
-#: :data:`ON_WORDS` and :data:`OFF_WORDS` as help and errors write them.
-SWITCH_WORDS = (
-    f"{ON_WORDS[0]} or {OFF_WORDS[0]} (or "
-    + ", ".join(f"{on}/{off}" for on, off in zip(ON_WORDS[1:], OFF_WORDS[1:], strict=True))
-    + ")"
-)
 
 #: ``RBE_LOG_LEVEL=OFF``: above every level the library logs at.
 OFF = logging.CRITICAL + 10
@@ -123,13 +114,12 @@ def _default_of(function: Callable[..., Any], argument: str) -> Any:
 
 
 def switch(name: str, value: str) -> bool:
-    """An on/off variable: one of :data:`ON_WORDS` or :data:`OFF_WORDS`."""
-    lowered = value.strip().lower()
-    if lowered in ON_WORDS:
-        return True
-    if lowered in OFF_WORDS:
-        return False
-    raise ConfigError(f"{name} must be {SWITCH_WORDS}, not {_shown(value)!r}")
+    """An on/off variable: one of :data:`~..switches.ON_WORDS` or
+    :data:`~..switches.OFF_WORDS` (the list every reader of one shares)."""
+    try:
+        return switches.switch(name, value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _text(name: str, value: str) -> str:
@@ -328,9 +318,7 @@ def shared_token_stores() -> list[str]:
 
 #: The URLs the adapter serves when ``RBE_PREFIX`` is not set (and no credentials are).
 DEFAULT_PREFIX: str = _default_of(install, "prefix")
-_BREAKER_DEFAULT = "{}/{:g}".format(
-    _default_of(CircuitBreaker, "failures"), _default_of(CircuitBreaker, "open_for")
-)
+_BREAKER_DEFAULT = f"{DEFAULT_FAILURES}/{DEFAULT_OPEN_FOR:g}"
 
 #: Every variable ``run``, ``config`` and :func:`~.envconfig.install_from_env` read,
 #: in the order help lists them.
@@ -374,7 +362,8 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "RBE_STORAGE",
-        f"where the limit is shared: {accepted(PermitLog)}",
+        "where the rate limit is shared, and the circuits are published for status: "
+        f"{accepted(PermitLog)}",
         _default_of(RateLimit, "storage"),
         _store(PermitLog),
         _shown,
@@ -383,7 +372,7 @@ SETTINGS: tuple[Setting, ...] = (
         "RBE_MAX_WAIT",
         f"the longest wait for a rate-limit permit, seconds (0 to {MAX_PAUSE:g}); a longer "
         "one is a local 429 at once",
-        f"{_default_of(RateLimit, 'max_wait'):g}",
+        f"{DEFAULT_MAX_WAIT:g}",
         _max_wait,
         _shown,
     ),

@@ -613,7 +613,10 @@ def test_the_environment_configures_a_shared_limit(tmp_path):
             {"RBE_RATE_LIMIT": "5/second", "RBE_STORAGE": "mongo://x"},
             "RBE_STORAGE",
         ),
-        ({"RBE_STORAGE": "memory://"}, "RBE_STORAGE needs RBE_RATE_LIMIT"),
+        (
+            {"RBE_STORAGE": "memory://"},
+            "RBE_STORAGE needs RBE_RATE_LIMIT .* or RBE_CIRCUIT_BREAKER",
+        ),
     ],
 )
 def test_a_bad_rate_limit_variable_is_named(environ, named):

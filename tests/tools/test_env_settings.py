@@ -176,3 +176,14 @@ def test_run_names_a_bad_max_wait_in_one_line_before_the_script_starts(tmp_path,
     assert_one_line_error(result)
     assert "RBE_MAX_WAIT must be a number of seconds from 0 to 86400" in result.stderr
     assert result.stdout == ""
+
+
+def test_rbe_storage_with_a_breaker_alone_is_where_its_circuits_are_published(tmp_path):
+    url = f"sqlite:///{tmp_path}/fleet.db"
+    breaker = config_from_env({"RBE_CIRCUIT_BREAKER": "on", "RBE_STORAGE": url}).adapter_kwargs[
+        "circuit_breaker"
+    ]
+    assert breaker.storage is not None
+    assert breaker.storage.url == url
+    with pytest.raises(rbe.ConfigError, match=r"RBE_STORAGE needs RBE_RATE_LIMIT .* or RBE_CIRCUIT"):
+        config_from_env({"RBE_STORAGE": url})

@@ -17,6 +17,7 @@ import pytest
 
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.resilience.outbox import ReplayReport, ReplayResult
+from requests_bloxs_errors.switches import SWITCH_WORDS
 from requests_bloxs_errors.tools.cli import _parser
 from requests_bloxs_errors.tools.envconfig import VARIABLES
 from requests_bloxs_errors.tools.outbox_cli import replay_summary
@@ -206,3 +207,27 @@ def test_telemetry_asked_for_without_the_extra_is_one_line_and_the_script_runs(t
     for value in ("off", ""):
         quiet = launch([sys.executable, "-c", code], {"RBE_TELEMETRY": value})
         assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "ran\n", "")
+
+
+def test_every_adapter_reads_rbe_telemetry_with_runs_words_and_says_a_missing_extra(tmp_path):
+    code = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None  # as if the extra were not installed\n"
+        "import logging, requests, requests_bloxs_errors as rbe\n"
+        "logging.basicConfig(format='%(levelname)s %(message)s')\n"
+        "for _ in range(2):\n"
+        "    try:\n"
+        "        rbe.mount(requests.Session(), 'https://')\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+    )
+    asked = launch([sys.executable, "-c", code], {"RBE_TELEMETRY": "yes"})
+    assert (asked.returncode, asked.stdout) == (0, ""), asked.stderr
+    (line,) = asked.stderr.splitlines()  # once a process, however many adapters
+    assert line.startswith("WARNING RBE_TELEMETRY=yes needs the 'opentelemetry-api' package")
+    assert line.endswith("; telemetry stays off")
+    for value in ("off", "NO", "", "0"):
+        quiet = launch([sys.executable, "-c", code], {"RBE_TELEMETRY": value})
+        assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    wrong = launch([sys.executable, "-c", code], {"RBE_TELEMETRY": "maybe"})
+    assert wrong.stdout.splitlines() == [f"RBE_TELEMETRY must be {SWITCH_WORDS}, not 'maybe'"] * 2
