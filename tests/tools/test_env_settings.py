@@ -185,5 +185,5 @@ def test_rbe_storage_with_a_breaker_alone_is_where_its_circuits_are_published(tm
     ]
     assert breaker.storage is not None
     assert breaker.storage.url == url
-    with pytest.raises(rbe.ConfigError, match=r"RBE_STORAGE needs RBE_RATE_LIMIT .* or RBE_CIRCUIT"):
+    with pytest.raises(rbe.ConfigError, match=r"RBE_STORAGE needs RBE_RATE_LIMIT .* or RBE_CIRC"):
         config_from_env({"RBE_STORAGE": url})
