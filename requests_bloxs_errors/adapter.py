@@ -27,7 +27,7 @@ import math
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypedDict, Union
+from typing import TYPE_CHECKING, Any, TypedDict, TypeGuard, Union
 
 import urllib3
 from requests import PreparedRequest, Response, Session
@@ -48,7 +48,7 @@ from .errors.parsing import retry_after_from_headers
 from .errors.responses import BloxsResponse, attempts, is_local, local_reply
 from .errors.table import Rule, advice, rule_for
 from .events import Hooks, ReauthEvent, logger
-from .exceptions import BloxsError
+from .exceptions import BloxsError, CircuitOpenError, RateLimitError
 from .pipeline.call import Call
 from .pipeline.failures import Failure, failure_of, interrupted, release
 from .pipeline.headwait import head_deadline, watch_heads
@@ -574,6 +574,8 @@ class BloxsAdapter(HTTPAdapter):
                 try:
                     outgoing = self._sign(call)
                 except Exception as unsigned:  # no credentials to be had: the token
+                    if not self._raise_errors and _refused_here(unsigned):
+                        return self._refused(call, unsigned)  # (a local reply, as any refusal)
                     self._not_signed(call, unsigned)  # endpoint failed or refused, a deadline
                     raise
             attempt_timeout: Any = timeout
@@ -907,6 +909,15 @@ def _shared(kind: str, name: str, make: Any) -> Any:
         if found is None:
             found = _SHARED[(kind, name)] = make()
         return found
+
+
+def _refused_here(error: BaseException) -> TypeGuard[BloxsError]:
+    """Whether ``error`` is a refusal this client made without sending (no permit in
+    time for the token request, its circuit open), not an answer of the token
+    endpoint: a call that errors are not raised for then gets the local reply."""
+    return isinstance(error, (RateLimitError, CircuitOpenError)) and (
+        error.response is None or is_local(error.response)
+    )
 
 
 def _telemetry(telemetry: object) -> bool:

@@ -32,6 +32,7 @@ import requests
 
 import requests_bloxs_errors as rbe
 from requests_bloxs_errors.clock import SYSTEM, Clock, FakeClock
+from requests_bloxs_errors.errors.responses import is_local
 from requests_bloxs_errors.pipeline.steps import Step
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
 from requests_bloxs_errors.storage import RETRY_STORE_AFTER, WAIT_RENEW, holder, parse
@@ -716,3 +717,27 @@ def test_a_thread_waiting_for_its_permit_shows_as_waiting_with_this_process_as_h
         assert waiting.result(timeout=30).status_code == 200
     assert seen == [(0, 1, ["waiting"])]
     assert {(h.host, h.pid) for h in state.holders} == {holder()}
+
+
+def test_a_token_request_the_limit_refuses_comes_back_as_a_local_429_when_errors_are_not_raised(
+    session, clock
+):
+    """A legacy script checks status codes: a call whose token request gets no permit
+    in time is a local 429 with Retry-After, as any refusal (raised when errors are)."""
+    with Simulator() as sim:
+        key, secret = sim.bloxs_credentials
+        limit = rbe.RateLimit({"*": (1, 30.0)}, max_wait=0, clock=clock)
+        auth = rbe.BloxsTokenAuth(sim.url, key, secret, clock=clock)
+        rbe.mount(session, sim.url, auth=auth, rate_limit=limit, clock=clock)
+        refused = session.get(sim.url + COMPLEXES, timeout=10)
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "30"
+        assert is_local(refused)
+        with pytest.raises(rbe.RateLimitError):
+            refused.raise_for_status()
+        assert not [r for r in sim.requests if r.path == "/Authorization"]
+        assert not [r for r in sim.requests if r.path == COMPLEXES]
+        with requests.Session() as strict:
+            rbe.mount(strict, sim.url, auth=auth, rate_limit=limit, clock=clock, raise_errors=True)
+            with pytest.raises(rbe.RateLimitError):
+                strict.get(sim.url + COMPLEXES, timeout=10)
