@@ -5,10 +5,34 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-__all__ = ["CLI", "assert_one_line_error", "assert_users_suite_passes", "run"]
+__all__ = ["CLI", "ROOT", "assert_one_line_error", "assert_users_suite_passes", "launch", "run"]
 
 CLI = [sys.executable, "-m", "requests_bloxs_errors"]
+#: The project's folder, where a command line runs (``python -m`` finds the package).
+ROOT = Path(__file__).resolve().parents[2]
+#: The prefixes of the package's variables: a user's shell may set them, a test must not
+#: inherit them.
+OURS = ("RBE_", "BLOXS_", "DEALCLOUD_")
+
+
+def launch(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line ``args`` in :data:`ROOT` with this environment less the
+    package's variables and ``COLUMNS`` (a terminal's width), plus ``NO_COLOR=1``
+    and ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(OURS) and k != "COLUMNS"}
+    return subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        env={**clean, "NO_COLOR": "1", **env},
+        cwd=ROOT,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run(

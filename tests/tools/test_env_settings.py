@@ -4,9 +4,7 @@ and ``install_from_env`` read, its defaults taken from the library's own, and
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,24 +22,11 @@ from requests_bloxs_errors.tools.settings import (
     setting,
 )
 
-from ..helpers.cli import CLI, assert_one_line_error
+from ..helpers.cli import CLI, assert_one_line_error, launch
 from ..helpers.server import Reply
 
 ROOT = str(Path(__file__).resolve().parents[2])
 SWITCHES = ["RBE_RAISE_ERRORS", "RBE_TELEMETRY", "BLOXS_HMAC"]
-
-
-def launch(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RBE_", "BLOXS_"))}
-    return subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        env={**clean, "NO_COLOR": "1", **env},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def test_the_help_lists_the_same_rows_as_the_table_that_parses():

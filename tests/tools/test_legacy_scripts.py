@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from requests_bloxs_errors.errors.responses import LOCAL_HEADER
 from requests_bloxs_errors.simulator import COMPLEXES, Simulator
 from requests_bloxs_errors.tools.envconfig import VARIABLES
 
-from ..helpers.cli import CLI, run
+from ..helpers.cli import CLI, launch, run
 from ..helpers.redisserver import free_port
 from ..helpers.server import Reply
 
@@ -37,21 +36,6 @@ ENTRIES = "/api/rest/v4/data/entrydata/deal/entries"
 #: The variables of the runner's own environment that must not reach a script under test.
 CLEAN = {v.name: "" for v in VARIABLES}
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
-
-
-def launch(
-    args: list[str], env: dict[str, str], timeout: float = 60
-) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if k not in CLEAN}
-    return subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        env={**full, "NO_COLOR": "1", **env},
-        cwd=ROOT,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def bloxs_env(sim: Simulator, **extra: str) -> dict[str, str]:

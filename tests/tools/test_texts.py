@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,27 +21,13 @@ from requests_bloxs_errors.tools.envconfig import VARIABLES
 from requests_bloxs_errors.tools.outbox_cli import replay_summary
 from requests_bloxs_errors.tools.settings import LEVELS
 
-from ..helpers.cli import CLI, run
+from ..helpers.cli import CLI, launch, run
 from ..helpers.server import Reply
 
 ROOT = str(Path(__file__).resolve().parents[2])
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 #: Commands another change reworks (their descriptions come with it).
 REWORKED = {"simulate", "status"}
-
-
-def launch(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("RBE_", "BLOXS_"))}
-    clean.pop("COLUMNS", None)
-    return subprocess.run(
-        args,
-        capture_output=True,
-        text=True,
-        env={**clean, "NO_COLOR": "1", **env},
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
 
 
 def _commands(
