@@ -12,6 +12,9 @@ import nox
 
 nox.options.sessions = ["lint", "tests", "tests_legacy", "docs"]
 nox.options.error_on_missing_interpreters = True
+# uv makes each session's environment in seconds where pip takes most of a minute;
+# without it (nox installed without its uv extra), virtualenv and pip do it.
+nox.options.default_venv_backend = "uv|virtualenv"
 
 # pytest exits 5 when it collected no test. That is a broken suite, not a
 # pass, so only 0 counts as success (nox's default, stated here on purpose).
@@ -92,6 +95,7 @@ def requests_suite(session: nox.Session) -> None:
     guard fails the run if any other test tries (tests/requests_suite/).
     """
     session.install(
+        "pip",  # (to download the sdist: an environment uv makes has no pip)
         "-e",
         ".[test]",
         "requests[socks]",
