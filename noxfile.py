@@ -21,8 +21,9 @@ nox.options.default_venv_backend = "uv|virtualenv"
 PYTEST_OK = [0]
 #: Test processes (pytest-xdist): most tests wait on loopback servers and on the
 #: processes they start, not on the CPU, so three times the cores of a small machine
-#: keeps both busy (beside two CPU-bound neighbours, 6 took 117 s where 4 took 144 s).
-WORKERS = ["-n", "6"]
+#: keeps both busy (beside two CPU-bound neighbours, 4 and 6 processes alternated took
+#: 178 s, 139 s, 165 s and 138 s).
+WORKERS = ["-n", "6", "--dist", "loadgroup"]  # (a group's tests share a process)
 SHOW_VERSIONS = (
     "import requests, urllib3; print('requests', requests.__version__, urllib3.__version__)"
 )

@@ -26,6 +26,8 @@ from .helpers import docs
 from .helpers.cli import run
 
 pytest.importorskip("sphinx", reason="the docs extra (or test extra) brings Sphinx")
+#: One process runs them all (with ``--dist loadgroup``): the site is built once.
+pytestmark = pytest.mark.xdist_group("sphinx")
 
 
 def _words(text: str) -> str:
