@@ -19,7 +19,15 @@ adapter's attempt loop (see :mod:`.steps`):
   second``, ``The limit of 10 ... per 60 seconds``) becomes the category's
   rule;
 * after any response with ``X-Rate-Limit-Remaining: 0`` and an
-  ``X-Rate-Limit-Reset`` time, it holds the category until that time.
+  ``X-Rate-Limit-Reset`` time, it holds the category until that time;
+* after any response with the IETF RateLimit fields
+  (:mod:`~requests_bloxs_errors.errors.ratelimit_fields`), it takes the policy
+  in force (``RateLimit-Policy: "default";q=100;w=60``) as the category's rule,
+  unless its window is longer than the longest a learned rule may have
+  (:meth:`~requests_bloxs_errors.RateLimit.bounded_rule`: a daily quota is not
+  made a per-minute one), and holds the category for ``t`` seconds when
+  ``RateLimit: "default";r=0;t=30`` says none remain (``t`` is also the wait
+  after a 429 without ``Retry-After``).
 
 Two clocks meet here, with one rule: **a call waits on its own clock**, the
 adapter's (``call.clock``), which its deadline, its waits between attempts and
@@ -40,12 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors.bodies import read_error_body
 from ..errors.parsing import parse_body, parse_iso8601
+from ..errors.ratelimit_fields import rate_limit_fields
 from ..errors.table import QUOTA_RULE
 from ..events import logger
 from ..exceptions import RateLimitError
 from ..pipeline.steps import Step
 from ..storage import WAIT_RENEW, record_timeout, store_timeout
-from ..storage.windows import MAX_PAUSE, permit_hold
+from ..storage.windows import MAX_PAUSE, learned_ttl, permit_hold
 
 if TYPE_CHECKING:
     from requests import PreparedRequest, Response
@@ -59,6 +68,8 @@ __all__ = ["Pacing"]
 
 #: The longest hold taken from ``X-Rate-Limit-Reset`` (a clock far off must not stall a client).
 MAX_RESET_HOLD = MAX_PAUSE
+#: The IETF fields whose presence on a success is worth reading (see the module docstring).
+_IETF_FIELDS = ("RateLimit", "RateLimit-Policy", "RateLimit-Remaining")
 
 
 class Pacing(Step):
@@ -71,10 +82,12 @@ class Pacing(Step):
     on (see the module docstring).
     """
 
-    __slots__ = ("limit",)
+    __slots__ = ("_told", "limit")
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
+        #: Key to the policy last told to the store, and when to tell it again.
+        self._told: dict[str, tuple[tuple[int, float], float]] = {}
 
     def _where(self, request: PreparedRequest) -> tuple[str, str] | None:
         category = self.limit.category(request)
@@ -165,7 +178,10 @@ class Pacing(Step):
             return None
         category, key = where
         if response.status_code != 429 and rule is not QUOTA_RULE:
-            return self._reset_hold(call, category, key, response)
+            return self._header_hold(call, category, key, response)
+        fields = rate_limit_fields(response.headers)
+        if fields is not None and fields.policy is not None:
+            self._learn_policy(call, category, key, fields.policy)
         body, _ = read_error_body(response, deadline=call.deadline, clock=call.clock)
         parsed = parse_body(body, response.headers.get("Content-Type")) if body else None
         quota = parsed.quota if parsed is not None else None
@@ -176,6 +192,8 @@ class Pacing(Step):
             quota = limit.bounded_rule(category, *quota)
             store.learn(key, *quota, timeout=record_timeout(call.time_left()))
         hold = retry_after
+        if hold is None and fields is not None and fields.reset:
+            hold = fields.reset  # (RateLimit: ...;t=N, when Retry-After says nothing)
         if hold is None:
             known = quota or limit.rule(category)
             hold = known[1] if known is not None else None
@@ -202,27 +220,58 @@ class Pacing(Step):
         self._end(call, cancel=interrupted and not call.in_flight)
         if response is None or response.status_code >= 400:
             return
-        if "X-Rate-Limit-Remaining" not in response.headers:
+        headers = response.headers
+        if "X-Rate-Limit-Remaining" not in headers and not any(
+            name in headers for name in _IETF_FIELDS
+        ):
             return
         where = self._where(call.request)
         if where is not None:
-            self._reset_hold(call, *where, response)
+            self._header_hold(call, *where, response)
 
-    def _reset_hold(self, call: Call, category: str, key: str, response: Response) -> float | None:
-        """``X-Rate-Limit-Remaining: 0`` with a reset time: hold until then."""
+    def _header_hold(self, call: Call, category: str, key: str, response: Response) -> float | None:
+        """What a response's rate-limit headers say: a rule to learn (the IETF
+        ``RateLimit-Policy``), a hold until the quota is renewed (none remaining,
+        as ``X-Rate-Limit-*`` or ``RateLimit`` say it); how long the category is
+        now held, if it is."""
+        fields = rate_limit_fields(response.headers)
+        if fields is not None and fields.policy is not None:
+            self._learn_policy(call, category, key, fields.policy)
+        hold = self._reset_hold(response)
+        if hold is None and fields is not None and fields.remaining == 0 and fields.reset:
+            hold = min(fields.reset, MAX_RESET_HOLD)
+        if hold is None or hold <= 0:
+            return None
+        limit = self.limit
+        hold = limit.bounded_pause(category, hold)
+        limit.store.pause(key, hold, limit.rule(category), record_timeout(call.time_left()))
+        return hold
+
+    def _reset_hold(self, response: Response) -> float | None:
+        """``X-Rate-Limit-Remaining: 0`` with a reset time: the seconds until then."""
         headers = response.headers
         if headers.get("X-Rate-Limit-Remaining", "").strip() != "0":
             return None
         reset = parse_iso8601(headers.get("X-Rate-Limit-Reset"))
         if reset is None:
             return None
+        return min(reset - self.limit.clock.time(), MAX_RESET_HOLD)
+
+    def _learn_policy(self, call: Call, category: str, key: str, policy: tuple[int, float]) -> None:
+        """Take the server's quota policy as ``category``'s rule: told to the store when
+        it is new to this process, or half its time to live has passed (a response
+        that repeats it costs no store write). A policy whose window is longer than
+        a learned rule may have is not taken (its ``r=0`` still holds the category)."""
         limit = self.limit
-        hold = min(reset - limit.clock.time(), MAX_RESET_HOLD)
-        if hold <= 0:
-            return None
-        hold = limit.bounded_pause(category, hold)
-        limit.store.pause(key, hold, limit.rule(category), record_timeout(call.time_left()))
-        return hold
+        quota, window = policy
+        if window > limit.longest_learned(category):
+            return
+        now = limit.clock.monotonic()
+        told = self._told.get(key)
+        if told is not None and told[0] == policy and now < told[1]:
+            return
+        self._told[key] = (policy, now + learned_ttl(window) / 2)
+        limit.store.learn(key, quota, window, timeout=record_timeout(call.time_left()))
 
 
 def _refusal(

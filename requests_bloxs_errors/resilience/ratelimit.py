@@ -355,11 +355,17 @@ class RateLimit:
         )
         return longest
 
+    def longest_learned(self, category: str) -> float:
+        """The longest period a rule learned for ``category`` may have: its configured
+        rule's, or :data:`MAX_LEARNED_PERIOD` without one."""
+        configured = self.rule(category)
+        return configured[1] if configured is not None else MAX_LEARNED_PERIOD
+
     def bounded_rule(self, category: str, limit: int, period: float) -> RuleValue:
         """A rule the server stated for ``category``, its period at most the configured
         rule's (or :data:`MAX_LEARNED_PERIOD` without one). Logged once per category."""
         configured = self.rule(category)
-        longest = configured[1] if configured is not None else MAX_LEARNED_PERIOD
+        longest = self.longest_learned(category)
         if period <= longest:
             return limit, period
         self._clamped(
