@@ -180,7 +180,9 @@ class RateLimit:
         request, which needs ``rules`` to have only that key.
     :param storage: where the counts live: ``"memory://"`` (this process),
         ``"sqlite:///path"`` (processes on one host), ``"redis://host:port/db"``
-        or ``"rediss://..."`` (hosts; needs the ``redis`` extra).
+        or ``"rediss://..."`` (hosts; needs the ``redis`` extra), and
+        ``"redis+sentinel://..."`` or ``"redis+cluster://..."``
+        (see :mod:`~requests_bloxs_errors.storage`).
     :param namespace: the prefix of every key; default the request's
         ``scheme://host:port``, so every client of one API shares its quota.
     :param max_wait: the longest wait for a permit, in seconds (at most a

@@ -14,6 +14,13 @@ kind of store:
 ``redis://[:password@]host:port/db`` and ``rediss://...``
     every process on every host that reaches the server; needs the
     ``redis`` extra: :mod:`.redis`.
+``redis+sentinel://[:password@]host:26379[,host:port...]/service[/db]``
+    the same, in the master the Sentinels name for ``service`` (as ``limits``
+    writes it), followed across a failover; the password is given to the
+    Sentinels and the master alike.
+``redis+cluster://[:password@]host:port[,host:port...]``
+    the same, in a Redis Cluster: a limiter key's keys (and a token entry's)
+    share one slot, so each permit stays one script on one master.
 
 Each feature asks for a capability (:mod:`.base`): the rate limit for a
 :class:`~.base.PermitLog`, the token cache for a :class:`~.base.TokenStore`,
@@ -148,6 +155,8 @@ _BACKENDS: dict[str, Any] = {
     "sqlite": f"{__name__}.sqlite:SQLiteBackend",
     "redis": f"{__name__}.redis:RedisBackend",
     "rediss": f"{__name__}.redis:RedisBackend",
+    "redis+sentinel": f"{__name__}.redis:RedisBackend",
+    "redis+cluster": f"{__name__}.redis:RedisBackend",
 }
 #: How each built-in scheme is written in messages, the docs and ``config``.
 _FORMS = {
@@ -155,6 +164,8 @@ _FORMS = {
     "sqlite": "sqlite:////absolute/path.db",
     "redis": "redis://host:port/db",
     "rediss": "rediss://host:port/db",
+    "redis+sentinel": "redis+sentinel://host:26379[,host:port...]/service[/db]",
+    "redis+cluster": "redis+cluster://host:port[,host:port...]",
 }
 #: What each built-in backend offers, known without importing it (so that a message
 #: or ``run --help`` costs no import of ``sqlite3``); a test holds it to the classes.
@@ -163,6 +174,8 @@ _BUILT_IN_OFFERS: dict[str, tuple[type, ...]] = {
     "sqlite": (PermitLog, TokenStore, OutboxStore, CircuitBoard),
     "redis": (PermitLog, TokenStore, CircuitBoard),
     "rediss": (PermitLog, TokenStore, CircuitBoard),
+    "redis+sentinel": (PermitLog, TokenStore, CircuitBoard),
+    "redis+cluster": (PermitLog, TokenStore, CircuitBoard),
 }
 _lock = threading.Lock()
 

@@ -1,18 +1,25 @@
-"""``redis://`` and ``rediss://``: state every host that reaches one Redis shares.
+"""``redis://``, ``rediss://``: state every host that reaches one Redis shares.
 
 :class:`RedisBackend` keeps the rate limit's permit logs (each permit one Lua
 script, one round trip, timed by the Redis server's clock, so hosts whose
 clocks differ still share one timeline) and the token cache's entries
 (``SET NX PX`` locks). Every key expires: nothing outlives its use. Needs
 the ``redis`` extra.
+
+``redis+sentinel://`` reaches the master the Sentinels name (each new
+connection asks them, so a failover is followed once the old master's
+connection fails; the fallback covers the calls meanwhile) and
+``redis+cluster://`` a Redis Cluster: a limiter key's keys and a token entry's
+share a hash tag, so every script and transaction stays in one slot, and
+``SCAN`` visits every master.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from ..clock import SYSTEM, Clock
 from ..urls import safe_for_message
@@ -35,7 +42,14 @@ from .base import (
 )
 from .windows import MAX_HOLD, MAX_PAUSE, MIN_HOLD, learned_ttl, longest_pause
 
-__all__ = ["RedisBackend", "RedisConnection", "open_redis", "redis_module"]
+__all__ = [
+    "HAURL",
+    "RedisBackend",
+    "RedisConnection",
+    "open_redis",
+    "redis_module",
+    "split_ha_url",
+]
 
 #: The longest a key lives, in seconds (a token of 1e20 seconds is kept a week).
 MAX_TTL = 7 * 24 * 3600.0
@@ -57,13 +71,99 @@ def open_redis(storage: StorageURL, *, timeout: float = STORE_TIMEOUT) -> Any:
     from redis.backoff import NoBackoff  # noqa: PLC0415 - an optional extra
     from redis.retry import Retry  # noqa: PLC0415
 
-    return redis.Redis.from_url(
-        storage.url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
-    )
+    bounded: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if storage.scheme == "redis+sentinel":
+        return _open_sentinel(storage, bounded)
+    if storage.scheme == "redis+cluster":
+        return _open_cluster(storage, bounded)
+    return redis.Redis.from_url(storage.url, health_check_interval=30, **bounded)
+
+
+class HAURL(NamedTuple):
+    """A ``redis+sentinel://`` or ``redis+cluster://`` URL taken apart (as ``limits``
+    writes them): its credentials, its ``host:port`` list, and the path's parts
+    (Sentinel: the service's name, then the database)."""
+
+    username: str | None
+    password: str | None
+    nodes: list[tuple[str, int]]
+    path: list[str]
+
+
+def split_ha_url(url: str, default_port: int) -> HAURL:
+    """``scheme://[[user]:password@]host[:port][,host[:port]...][/path]`` taken apart.
+
+    :raises ValueError: a host missing, or a port that is not a number (the
+        message never shows the URL: the caller's does, made safe).
+    """
+    rest = url.partition("://")[2].split("?", 1)[0].split("#", 1)[0]
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    nodes = []
+    for node in hosts.split(","):
+        host, colon, port = node.strip().rpartition(":")
+        if not colon:
+            host, port = port, ""
+        host = host.strip("[]")
+        if not host or (port and not port.isdigit()) or (port and not 0 < int(port) < 65536):
+            raise ValueError("each node must be host:port")
+        nodes.append((host, int(port) if port else default_port))
+    return HAURL(username, password, nodes, [part for part in path.split("/") if part])
+
+
+def _auth(parts: HAURL) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if parts.username:
+        found["username"] = parts.username
+    if parts.password is not None:
+        found["password"] = parts.password
+    return found
+
+
+def _open_sentinel(storage: StorageURL, bounded: dict[str, Any]) -> Any:
+    """The client of the master Sentinel names for the service: each new connection
+    asks the Sentinels again, so a failover is followed once the old master's
+    connection fails (that call is the fallback's to cover)."""
+    from redis.sentinel import Sentinel  # noqa: PLC0415 - an optional extra
+
+    parts = split_ha_url(storage.url, 26379)
+    service, database = parts.path[0], int(parts.path[1]) if len(parts.path) > 1 else 0
+    auth = _auth(parts)
+    sentinel = Sentinel(parts.nodes, sentinel_kwargs={**auth, **bounded})
+    return sentinel.master_for(service, db=database, health_check_interval=30, **auth, **bounded)
+
+
+def _open_cluster(storage: StorageURL, bounded: dict[str, Any]) -> Any:
+    """A Redis Cluster client: keys go to their slot's master, ``SCAN`` visits every
+    master. No node answering is a ``ConnectionError`` (an outage), as one server's is."""
+    redis = redis_module()
+    from redis.cluster import ClusterNode, RedisCluster  # noqa: PLC0415 - an optional extra
+
+    node: Any = ClusterNode
+
+    parts = split_ha_url(storage.url, 6379)
+    try:
+        return RedisCluster(
+            startup_nodes=[node(host, port) for host, port in parts.nodes],
+            health_check_interval=30,
+            **_auth(parts),
+            **bounded,
+        )
+    except redis.exceptions.RedisClusterException as exc:
+        if isinstance(exc, redis.exceptions.ConnectionError):
+            raise
+        raise redis.exceptions.ConnectionError(
+            f"no node of the Redis Cluster {storage.shown} answered"
+        ) from None
 
 
 #: Timeouts a Redis client is made for: an operation uses the longest that fits its
@@ -307,7 +407,8 @@ return 0
 
 class RedisBackend:
     """Permit logs and token entries in Redis, shared by every host that reaches it
-    (``redis://``, ``rediss://``).
+    (``redis://``, ``rediss://``; ``redis+sentinel://``, the master Sentinel names,
+    followed across a failover; ``redis+cluster://``, a Redis Cluster).
 
     A permit is one Lua script (``EVALSHA``): one round trip, atomic on the
     server, timed by its clock. Keys share a hash tag per limiter key (and per
@@ -335,6 +436,10 @@ class RedisBackend:
         """Refuse a URL without a host or with a database that is not a number, and
         say now when the ``redis`` extra is missing."""
         url = storage.url
+        if storage.scheme in ("redis+sentinel", "redis+cluster"):
+            _check_ha_url(storage, what)
+            redis_module()
+            return storage
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -353,6 +458,7 @@ class RedisBackend:
 
     @staticmethod
     def _keys(key: str) -> list[str]:
+        # one hash tag: a limiter key's keys share one cluster slot (its scripts are multi-key)
         tag = "rbe:{" + key.replace("}", ")") + "}"
         return [
             f"{tag}:flight",
@@ -551,7 +657,8 @@ class RedisBackend:
         """An outage: the server cannot be reached or does not answer in time
         (``ConnectionError``, ``TimeoutError``, any :class:`OSError`), is loading its
         data, refuses writes for now (a read-only replica, out of memory, a cluster
-        that is down or resharding). Any other reply refused (``WRONGTYPE`` from a
+        that is down or resharding, no master Sentinel knows, no cluster node that
+        answers). Any other reply refused (``WRONGTYPE`` from a
         key this package did not write, a script's error) is a bug."""
         return isinstance(exc, (OSError, *_outage_errors()))
 
@@ -597,6 +704,29 @@ class RedisBackend:
                 if record is not None:
                     found.append(record)
         return sorted(found, key=lambda r: (r.host, r.holder_host, r.pid))
+
+
+def _check_ha_url(storage: StorageURL, what: str) -> None:
+    """Refuse a ``redis+sentinel://`` URL without hosts or service name (or with a
+    database that is not a number), and a ``redis+cluster://`` one with a path."""
+    url = storage.url
+    form = (
+        "redis+sentinel://[:password@]host:26379[,host:26379...]/service[/db]"
+        if storage.scheme == "redis+sentinel"
+        else "redis+cluster://[:password@]host:port[,host:port...]"
+    )
+    try:
+        parts = split_ha_url(url, 0)
+    except ValueError:
+        raise ValueError(f"{what} must be {form}; got {safe_for_message(url)}") from None
+    if storage.scheme == "redis+sentinel":
+        database = parts.path[1:]
+        if not parts.path or len(database) > 1 or (database and not database[0].isdigit()):
+            raise ValueError(f"{what} must be {form}; got {safe_for_message(url)}")
+    elif parts.path:
+        raise ValueError(
+            f"{what} must be {form} (a cluster has one database); got {safe_for_message(url)}"
+        )
 
 
 #: What this package keeps under each ``rbe:{key}:`` name, as Redis's ``TYPE`` says it.
@@ -729,6 +859,7 @@ def _outage_errors() -> tuple[type[BaseException], ...]:
         "OutOfMemoryError",
         "ClusterDownError",  # (MasterDownError)
         "TryAgainError",
+        "SlotNotCoveredError",  # a cluster whose slots are being moved
     )
     return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
 

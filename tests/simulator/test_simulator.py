@@ -117,7 +117,7 @@ def test_expired_and_revoked_tokens_get_401(clocked, clock):
     bearer = {"Authorization": f"Bearer {token}"}
     clock.advance(0.19)
     assert requests.get(sim.url + COMPLEXES, headers=bearer, timeout=5).status_code == 200
-    clock.advance(0.01)  # its lifetime is over
+    clock.advance(0.02)  # its lifetime is over (0.19 + 0.01 may round to just under 0.2)
     assert requests.get(sim.url + COMPLEXES, headers=bearer, timeout=5).status_code == 401
 
 

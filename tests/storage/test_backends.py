@@ -146,7 +146,8 @@ def test_a_feature_names_the_schemes_that_can_keep_it(dict_scheme):
         rbe.RateLimit({"*": "1/second"}, storage="mongo://x")
     assert str(caught.value) == (
         "storage must be memory://, sqlite:////absolute/path.db, redis://host:port/db, "
-        "rediss://host:port/db or dict://...; got 'mongo://x'"
+        "rediss://host:port/db, redis+sentinel://host:26379[,host:port...]/service[/db], "
+        "redis+cluster://host:port[,host:port...] or dict://...; got 'mongo://x'"
     )
 
 

@@ -82,8 +82,10 @@ def test_the_token_cache_help_offers_only_stores_that_share_among_processes():
     refused = launch([*CLI, "config"], env)
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith(
-        "RBE_TOKEN_CACHE must be sqlite:////absolute/path.db, redis://host:port/db or "
-        "rediss://host:port/db; got 'memory://' (it shares nothing among processes)"
+        "RBE_TOKEN_CACHE must be sqlite:////absolute/path.db, redis://host:port/db, "
+        "rediss://host:port/db, redis+sentinel://host:26379[,host:port...]/service[/db] or "
+        "redis+cluster://host:port[,host:port...]; got 'memory://' (it shares nothing among "
+        "processes)"
     )
 
 
