@@ -155,6 +155,7 @@ def test_a_sentinel_failover_during_a_run_fails_no_call_and_the_new_master_is_us
         try:
             # the permits before the failover are replicated to the master to be
             assert wait_until(lambda: _ended_since(replica, 0.0) >= 5, 5)
+            killed = time.monotonic()
             ha.kill(old)
             assert wait_until(lambda: ha.master_port() != old, 10), "no failover"
             new = ha.client(ha.master_port())
@@ -170,15 +171,16 @@ def test_a_sentinel_failover_during_a_run_fails_no_call_and_the_new_master_is_us
         assert not failures, failures[:3]
         arrivals = [r.at for r in server.seen()]
         assert len(arrivals) >= 10
+        assert len([at for at in arrivals if at < killed]) >= 5
         # before the store first failed (as logged, before any permit of this process's
-        # own window), the store alone paced; across a switch two windows may meet
+        # own window: the kill, or sooner on a host so busy that an answer came late),
+        # the store alone paced; across a switch two windows may meet
         offset = time.monotonic() - time.time()
         failed = min(
             r.created + offset
             for r in caplog.records
             if r.name == "requests_bloxs_errors" and "failed (" in r.getMessage()
         )
-        assert len([at for at in arrivals if at < failed]) >= 5
         assert most_in_any([at for at in arrivals if at < failed], 1.0) <= 5, said()
         assert most_in_any(arrivals, 1.0) <= 10
         new.close()
