@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import redis
 
@@ -68,7 +69,34 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait()
 
 
-class SentinelSet:
+_P = TypeVar("_P", bound="_Processes")
+
+
+class _Processes:
+    """Started processes in a folder of their own: ``with`` starts them (stopping
+    what started when one fails) and stops them and removes the folder at the end."""
+
+    _dir: tempfile.TemporaryDirectory[str]
+
+    def start(self: _P) -> _P:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _P) -> _P:
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self._dir.cleanup()
+
+
+class SentinelSet(_Processes):
     """``with SentinelSet(program) as s: s.url`` - service ``svc`` on a master and
     one replica, watched by one Sentinel (quorum 1, down after 500 ms)."""
 
@@ -137,19 +165,8 @@ class SentinelSet:
             _stop(process)
         self._processes = {}
 
-    def __enter__(self) -> SentinelSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__()
-            raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._dir.cleanup()
-
-
-class RedisClusterSet:
+class RedisClusterSet(_Processes):
     """``with RedisClusterSet(program, cli) as c: c.url`` - three masters, no replicas,
     every slot covered."""
 
@@ -212,14 +229,3 @@ class RedisClusterSet:
         for process in self._processes:
             _stop(process)
         self._processes = []
-
-    def __enter__(self) -> RedisClusterSet:
-        try:
-            return self.start()
-        except BaseException:
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._dir.cleanup()
