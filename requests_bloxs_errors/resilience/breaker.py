@@ -382,13 +382,14 @@ class CircuitBreaker:
             if circuit.shown_at != seen_at:
                 return  # another thread publishes it
             circuit.shown, circuit.shown_at = (circuit.state, circuit.failures), now
+            holder_host, pid = holder()
             record = CircuitRecord(
                 host=host_of(host),  # an origin: never a path, a query or a password
                 state=circuit.state,
                 since=circuit.since,
                 failures=circuit.failures,
-                holder_host=holder()[0],
-                pid=holder()[1],
+                holder_host=holder_host,
+                pid=pid,
                 published=self.clock.time(),
             )
             ttl = self.publish_ttl

@@ -191,10 +191,18 @@ def _ended_since(client: redis.Redis, since: float) -> int:
     return sum(int(client.zcount(name, since, "+inf")) for name in client.keys("rbe:{*}:ended"))
 
 
-def test_a_sentinel_with_no_master_is_an_outage_and_calls_go_on(server, session):
+@pytest.mark.parametrize(
+    "form",
+    [
+        "redis+sentinel://127.0.0.1:{port}/svc",  # no Sentinel answers: no master is found
+        "redis+cluster://127.0.0.1:{port}",  # no node of the cluster answers
+    ],
+)
+def test_a_high_availability_store_nobody_answers_is_an_outage_and_calls_go_on(
+    server, session, form
+):
     server.route("GET", "/paced", Reply(200, "ok"))
-    port = free_port()  # nothing listens: no Sentinel answers
-    url = f"redis+sentinel://127.0.0.1:{port}/svc"
+    url = form.format(port=free_port())  # nothing listens there
     backend = open_backend(parse(url))
     with pytest.raises(redis.ConnectionError) as caught:
         backend.check(0.5)
@@ -271,14 +279,3 @@ def test_a_token_cache_in_a_cluster_keeps_entry_and_lock_in_one_slot(cluster, cl
     backend = open_backend(parse(cluster_url))
     assert len(backend.token_entries()) == 1
     backend.close()
-
-
-def test_a_cluster_no_node_answers_is_an_outage_and_calls_go_on(server, session):
-    server.route("GET", "/paced", Reply(200, "ok"))
-    url = f"redis+cluster://127.0.0.1:{free_port()}"
-    backend = open_backend(parse(url))
-    with pytest.raises(redis.ConnectionError) as caught:
-        backend.check(0.5)
-    assert backend.unreachable(caught.value)
-    rbe.mount(session, "http://", rate_limit=rbe.RateLimit({"*": (50, 1.0)}, storage=url))
-    assert [session.get(server.url("/paced")).status_code for _ in range(3)] == [200] * 3
